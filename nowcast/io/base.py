@@ -1,0 +1,189 @@
+"""Reader protocol, registry, error type and the shared steps every radar reader uses.
+
+A reader turns one archived radar file into a frame ``DataArray(time=1, y, x)``: float32
+rain rate in mm/h (:data:`nowcast.dims.RAIN_RATE_UNITS`), NaN = no radar coverage / nodata,
+0 = observed dry (undetect), 1-D cell-centre ``x``/``y`` in CRS units, north-up (``y``
+descending), CRS attached with :func:`nowcast.dims.attach_crs`, time = valid (end) time in UTC.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol, runtime_checkable
+
+import numpy as np
+import xarray as xr
+
+from nowcast import dims
+from nowcast.registry import Registry
+
+log = logging.getLogger(__name__)
+
+#: Rain rates above this (mm/h) are not rain (clutter, hot pixels, outliers): set to NaN.
+MAX_RAIN_RATE = 500.0
+
+#: How many leading (decompressed) bytes sniffing looks at.
+HEAD_BYTES = 8192
+
+GZIP_MAGIC = b"\x1f\x8b"
+BZIP2_MAGIC = b"BZh"
+
+
+class ReaderError(ValueError):
+    """A radar file that cannot be read; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read radar file {self.path}: {reason}")
+
+
+@dataclass
+class Source:
+    """One input file, transparently decompressed (gzip / bzip2 detected by magic bytes).
+
+    ``head`` holds the first :data:`HEAD_BYTES` bytes of the (decompressed) content.
+    """
+
+    path: Path
+    compression: str | None = None
+    head: bytes = b""
+    _data: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def open_path(cls, path: str | Path) -> Source:
+        p = Path(path)
+        if not p.is_file():
+            raise ReaderError(p, "no such file" if not p.exists() else "not a regular file")
+        with p.open("rb") as fh:
+            raw_head = fh.read(HEAD_BYTES)
+        if not raw_head:
+            raise ReaderError(p, "file is empty")
+        src = cls(path=p)
+        if raw_head.startswith(GZIP_MAGIC):
+            src.compression = "gzip"
+        elif raw_head.startswith(BZIP2_MAGIC):
+            src.compression = "bz2"
+        if src.compression is None:
+            src.head = raw_head
+        else:
+            src.head = src.data()[:HEAD_BYTES]
+            if not src.head:
+                raise ReaderError(p, f"{src.compression} stream decompresses to nothing")
+        return src
+
+    def data(self) -> bytes:
+        """The whole (decompressed) content; cached."""
+        if self._data is None:
+            raw = self.path.read_bytes()
+            try:
+                if self.compression == "gzip":
+                    self._data = gzip.decompress(raw)
+                elif self.compression == "bz2":
+                    self._data = bz2.decompress(raw)
+                else:
+                    self._data = raw
+            except (OSError, EOFError, ValueError) as exc:
+                raise ReaderError(self.path, f"corrupt or truncated {self.compression} stream ({exc})") from exc
+        return self._data
+
+    def open(self) -> IO[bytes]:
+        """A binary file object on the decompressed content (the file itself when uncompressed)."""
+        if self.compression is None:
+            return self.path.open("rb")
+        return io.BytesIO(self.data())
+
+    def h5_target(self) -> Any:
+        """What ``h5py.File`` should open: the path, or an in-memory buffer when compressed."""
+        return str(self.path) if self.compression is None else io.BytesIO(self.data())
+
+
+@runtime_checkable
+class RadarReader(Protocol):
+    """One radar file format: content sniffing plus reading into a frame."""
+
+    name: str
+    #: short human description (format, agency)
+    description: str
+
+    def accepts(self, src: Source) -> bool:
+        """True when ``src``'s *content* (never its name) is this format; must not raise."""
+        ...
+
+    def read(self, src: Source, **options: Any) -> xr.DataArray:
+        """Read ``src`` into ``DataArray(time=1, y, x)`` (see module docstring)."""
+        ...
+
+
+#: name -> RadarReader instance. Third parties register through entry points ``nowcast.readers``.
+READERS: Registry[RadarReader] = Registry("readers")
+
+
+def edges_to_centres(start_edge: float, step: float, n: int) -> np.ndarray:
+    """Cell centres of ``n`` cells starting at the outer edge ``start_edge`` with signed ``step``."""
+    return start_edge + step * (np.arange(n, dtype=np.float64) + 0.5)
+
+
+def finish_frame(
+    rate: np.ndarray,
+    *,
+    x: np.ndarray,
+    y: np.ndarray,
+    crs: object,
+    time: object,
+    src: Source,
+    source_format: str,
+    quantity: str,
+    product: str,
+    extra_attrs: dict[str, Any] | None = None,
+    max_rate: float = MAX_RAIN_RATE,
+) -> xr.DataArray:
+    """Common last step of every reader: sanitize and wrap a (y, x) rain-rate array (mm/h).
+
+    Makes the array north-up (flips rows when ``y`` ascends), sets negative rates to 0 and rates
+    above ``max_rate`` to NaN (counted in attr ``outliers_masked``), returns float32 frames.
+    """
+    values = np.asarray(rate, dtype=dims.FLOAT)
+    if values.ndim != 2 or values.shape != (len(y), len(x)):
+        raise ValueError(f"data shape {values.shape} does not match the grid ({len(y)}, {len(x)})")
+    y = np.asarray(y, dtype=np.float64)
+    if y.size > 1 and y[1] > y[0]:
+        values = values[::-1]
+        y = y[::-1]
+    values = np.array(values, dtype=dims.FLOAT, copy=True)
+    with np.errstate(invalid="ignore"):
+        np.maximum(values, 0, out=values, where=np.isfinite(values))
+        outliers = values > max_rate
+    n_out = int(np.count_nonzero(outliers))
+    if n_out:
+        log.info("%s: %d cells above %.0f mm/h set to NaN (outliers)", src.path, n_out, max_rate)
+        values[outliers] = np.nan
+    attrs: dict[str, Any] = {
+        "source_format": source_format,
+        "source_file": str(src.path),
+        "quantity_as_stored": quantity,
+        "product": product,
+        "outliers_masked": n_out,
+        "long_name": "rain rate",
+    }
+    attrs.update(extra_attrs or {})
+    return dims.make_frames(values, [time], x, y, crs, attrs=attrs)
+
+
+def decode_str(v: Any) -> str:
+    """HDF5/netCDF attribute (bytes, numpy bytes, 1-element array) -> str."""
+    if isinstance(v, np.ndarray):
+        v = v.reshape(-1)[0] if v.size else ""
+    if isinstance(v, bytes | np.bytes_):
+        return bytes(v).decode("latin-1").strip("\x00 ").strip()
+    return str(v).strip()
+
+
+def scalar(v: Any) -> float:
+    """HDF5 attribute (scalar or 1-element array) -> float."""
+    return float(np.asarray(v).reshape(-1)[0])

@@ -1,0 +1,1 @@
+"""Live sources of radar frames (see :mod:`nowcast.sources.base`)."""

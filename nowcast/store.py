@@ -1,0 +1,556 @@
+"""The observation store: a Zarr v3 store of radar frames on one grid and a fixed-cadence time axis.
+
+This is the only module that knows the on-disk layout and chunking::
+
+    <root>/zarr.json            attrs: format, version, cadence_seconds, crs_wkt, last_complete,
+                                frames_written, lightning_written, time_encoding
+    <root>/x, <root>/y          1-D cell-centre coordinates (CRS units)
+    <root>/days/YYYYMMDD/       one group per UTC day, created on demand
+        rain_rate               (slot, y, x) float32 mm/h, NaN fill; one chunk (or shard) per slot
+        lightning               (slot, y, x) float32 flashes per cell per slot, NaN fill
+        time                    (slot,) int64 seconds since 1970-01-01 UTC (explicit time encoding)
+        zarr.json attrs         rain_rate_slots / lightning_slots: the complete slots of the day
+    <root>/state/<source>/      zarr.json attrs: per-source ingest state (JSON)
+
+Writing a frame: the data chunk(s) first, then the slot is added to the day's complete list,
+then the root ``last_complete`` marker is updated. Each metadata write replaces one small JSON
+document atomically (temp file + rename locally, one PUT on object storage), so a reader sees a
+slot either complete or absent, never half written. A slot never written reads as NaN
+("missing"), never as zero rain. Appending a slot that is already complete is a no-op, which
+makes ingest idempotent.
+
+Chunking: one chunk per time slot so that appends touch only their own objects and windows
+read exactly the frames they need. Frames larger than 1024x1024 are stored as one *shard* per
+slot with 256x256 inner chunks, so a cropped window reads only the inner chunks it covers.
+Compression: Blosc/zstd with bit-shuffle (measured in ``benchmarks/bench_store.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle
+
+from nowcast import dims
+from nowcast.grid import Grid
+
+log = logging.getLogger(__name__)
+
+FORMAT = "nowcast-observations"
+FORMAT_VERSION = 1
+#: frames with more cells than this are sharded (one shard per slot, inner chunks below)
+SHARD_THRESHOLD_CELLS = 1024 * 1024
+INNER_CHUNK = 256
+TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
+VARIABLES = (dims.RAIN_RATE, dims.LIGHTNING)
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be opened/created, or a frame that does not fit the store."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A time slot: the UTC day group and the index within it."""
+
+    day: str
+    index: int
+
+
+def default_compressor() -> BloscCodec:
+    return BloscCodec(cname="zstd", clevel=5, shuffle=BloscShuffle.bitshuffle)
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+class ObservationStore:
+    """Radar frames (rain rate, lightning) on one grid, at a fixed cadence, in Zarr v3.
+
+    Use :meth:`create`, :meth:`open` or :meth:`open_or_create`; see the module docstring for
+    the layout and the consistency guarantees.
+    """
+
+    def __init__(self, root: zarr.Group, url: str, storage_options: dict[str, Any] | None, mode: str) -> None:
+        attrs = dict(root.attrs)
+        if attrs.get("format") != FORMAT:
+            raise StoreError(f"{url}: not a nowcast observation store (format attribute {attrs.get('format')!r})")
+        if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
+            raise StoreError(f"{url}: store format version {attrs.get('format_version')} is newer than supported {FORMAT_VERSION}")
+        self._root = root
+        self.url = url
+        self.storage_options = storage_options
+        self.mode = mode
+        self.cadence = pd.Timedelta(seconds=int(attrs["cadence_seconds"]))
+        self.grid = Grid(x=root["x"][:], y=root["y"][:], crs_wkt=attrs["crs_wkt"], name=attrs.get("grid_name", ""))
+        self._slots_per_day = int(pd.Timedelta(days=1) / self.cadence)
+        self._arrays: OrderedDict[tuple[str, str], zarr.Array] = OrderedDict()
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        url: str,
+        grid: Grid,
+        cadence: pd.Timedelta | str = dims.DEFAULT_CADENCE,
+        storage_options: dict[str, Any] | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> ObservationStore:
+        """Create a new, empty store at ``url`` (a path or ``s3://bucket/prefix``); fails if one exists."""
+        cadence = pd.Timedelta(cadence)
+        if cadence <= pd.Timedelta(0) or pd.Timedelta(days=1) % cadence != pd.Timedelta(0):
+            raise StoreError(f"cadence {cadence} must be positive and divide one day")
+        url = str(url)
+        try:
+            root = zarr.open_group(url, mode="w-", storage_options=storage_options if _is_remote(url) else None, zarr_format=3)
+        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
+            raise StoreError(f"{url}: a store already exists there") from exc
+        except Exception as exc:
+            raise StoreError(f"{url}: cannot create store: {type(exc).__name__}: {exc}") from exc
+        for name, values, axis in (("x", grid.x, "X"), ("y", grid.y, "Y")):
+            arr = root.create_array(name, shape=values.shape, dtype="float64", chunks=values.shape, compressors=None)
+            arr[:] = values
+            arr.attrs.update(
+                {"standard_name": f"projection_{name}_coordinate", "axis": axis, "_ARRAY_DIMENSIONS": [name]}
+            )
+        root.attrs.update(
+            {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "cadence_seconds": int(cadence.total_seconds()),
+                "crs_wkt": grid.crs_wkt,
+                "grid_name": grid.name,
+                "time_encoding": "slot i of group days/YYYYMMDD is YYYY-MM-DDT00:00Z + i * cadence_seconds; "
+                "each day group also holds time (" + TIME_UNITS + ")",
+                "units": {dims.RAIN_RATE: dims.RAIN_RATE_UNITS, dims.LIGHTNING: dims.LIGHTNING_UNITS},
+                "last_complete": None,
+                "frames_written": 0,
+                "lightning_written": 0,
+                "created": pd.Timestamp.now(tz="UTC").isoformat(),
+                **(attrs or {}),
+            }
+        )
+        log.info("created observation store %s (%s, cadence %s)", url, grid.shape, cadence)
+        return cls(root, url, storage_options, "a")
+
+    @classmethod
+    def open(cls, url: str, mode: str = "r", storage_options: dict[str, Any] | None = None) -> ObservationStore:
+        """Open an existing store; ``mode`` "r" (read-only) or "a" (append)."""
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        url = str(url)
+        try:
+            root = zarr.open_group(url, mode="r" if mode == "r" else "r+", storage_options=storage_options if _is_remote(url) else None)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            raise StoreError(f"{url}: no observation store found") from exc
+        except Exception as exc:
+            raise StoreError(f"{url}: cannot open store: {type(exc).__name__}: {exc}") from exc
+        return cls(root, url, storage_options, mode)
+
+    @classmethod
+    def open_or_create(
+        cls,
+        url: str,
+        grid: Grid,
+        cadence: pd.Timedelta | str = dims.DEFAULT_CADENCE,
+        storage_options: dict[str, Any] | None = None,
+    ) -> ObservationStore:
+        """Open the store at ``url`` for appending, creating it when absent; checks grid and cadence match."""
+        try:
+            store = cls.open(url, mode="a", storage_options=storage_options)
+        except StoreError as exc:
+            if "no observation store" not in str(exc):
+                raise
+            return cls.create(url, grid, cadence, storage_options)
+        if not store.grid.same_as(grid):
+            raise StoreError(f"{url}: existing store grid {store.grid.shape} differs from the requested grid {grid.shape}")
+        if store.cadence != pd.Timedelta(cadence):
+            raise StoreError(f"{url}: existing store cadence {store.cadence} differs from {pd.Timedelta(cadence)}")
+        return store
+
+    # ------------------------------------------------------------------ time slots
+    def slot_of(self, time: object) -> Slot:
+        """The slot of a timestamp; raises StoreError when it is not on the cadence."""
+        t = dims.to_utc_timestamp(time)
+        day = t.normalize()
+        offset = t - day
+        index, rem = divmod(offset, self.cadence)
+        if rem != pd.Timedelta(0):
+            raise StoreError(f"time {t} is not on the store cadence ({self.cadence})")
+        return Slot(day.strftime("%Y%m%d"), int(index))
+
+    def time_of(self, slot: Slot) -> pd.Timestamp:
+        return pd.Timestamp(slot.day) + slot.index * self.cadence
+
+    def align(self, time: object) -> pd.Timestamp:
+        """``time`` floored onto the cadence."""
+        return dims.to_utc_timestamp(time).floor(self.cadence)
+
+    # ------------------------------------------------------------------ metadata
+    def _root_attrs(self) -> dict[str, Any]:
+        """Fresh root attributes (re-read: another process may have written)."""
+        root = zarr.open_group(self._root.store, mode="r")
+        return dict(root.attrs)
+
+    @property
+    def version(self) -> str:
+        """Changes whenever a frame (rain or lightning) becomes complete; use it as a cache key."""
+        a = self._root_attrs()
+        return f"{a.get('frames_written', 0)}.{a.get('lightning_written', 0)}.{a.get('last_complete')}"
+
+    def last_complete(self) -> pd.Timestamp | None:
+        """Time of the most recent complete rain frame, or None for an empty store."""
+        value = self._root_attrs().get("last_complete")
+        return pd.Timestamp(value) if value else None
+
+    def _day_group(self, day: str, create: bool) -> zarr.Group | None:
+        path = f"days/{day}"
+        try:
+            return zarr.open_group(self._root.store, path=path, mode="r+" if self.mode == "a" else "r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            if not create:
+                return None
+        if self.mode != "a":
+            raise StoreError(f"{self.url}: store opened read-only")
+        group = self._root.require_group(path)
+        ny, nx = self.grid.shape
+        n = self._slots_per_day
+        if ny * nx > SHARD_THRESHOLD_CELLS:
+            chunks = (1, INNER_CHUNK, INNER_CHUNK)
+            shards: tuple[int, ...] | None = (1, math.ceil(ny / INNER_CHUNK) * INNER_CHUNK, math.ceil(nx / INNER_CHUNK) * INNER_CHUNK)
+        else:
+            chunks, shards = (1, ny, nx), None
+        for var in VARIABLES:
+            arr = group.create_array(
+                var,
+                shape=(n, ny, nx),
+                dtype="float32",
+                chunks=chunks,
+                shards=shards,
+                fill_value=np.nan,
+                compressors=default_compressor(),
+                dimension_names=("slot", dims.Y, dims.X),
+            )
+            arr.attrs["units"] = dims.RAIN_RATE_UNITS if var == dims.RAIN_RATE else dims.LIGHTNING_UNITS
+        tarr = group.create_array("time", shape=(n,), dtype="int64", chunks=(n,), compressors=None, dimension_names=("slot",))
+        start = pd.Timestamp(day)
+        step = int(self.cadence.total_seconds())
+        tarr[:] = (start - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1) + step * np.arange(n, dtype=np.int64)
+        tarr.attrs.update({"units": TIME_UNITS, "calendar": "proleptic_gregorian"})
+        group.attrs.update({f"{v}_slots": [] for v in VARIABLES})
+        return group
+
+    def _complete_slots(self, day: str, var: str = dims.RAIN_RATE) -> set[int]:
+        group = self._day_group(day, create=False)
+        if group is None:
+            return set()
+        return set(group.attrs.get(f"{var}_slots", []))
+
+    def _array(self, day: str, var: str) -> zarr.Array | None:
+        key = (day, var)
+        with self._lock:
+            if key in self._arrays:
+                self._arrays.move_to_end(key)
+                return self._arrays[key]
+        group = self._day_group(day, create=False)
+        if group is None:
+            return None
+        arr = group[var]
+        with self._lock:
+            self._arrays[key] = arr  # type: ignore[assignment]
+            while len(self._arrays) > 32:  # bounded handle cache
+                self._arrays.popitem(last=False)
+        return arr  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ writing
+    def _check_writable(self) -> None:
+        if self.mode != "a":
+            raise StoreError(f"{self.url}: store opened read-only")
+
+    def _as_2d(self, values: xr.DataArray | np.ndarray, what: str) -> np.ndarray:
+        if isinstance(values, xr.DataArray):
+            da = values.squeeze(drop=False) if dims.TIME in values.dims else values
+            if da.dims != (dims.Y, dims.X):
+                raise StoreError(f"{what}: dims must be (y, x) or (time=1, y, x), got {values.dims}")
+            frame_grid = Grid(x=da[dims.X].values, y=da[dims.Y].values, crs_wkt=self.grid.crs_wkt)
+            if frame_grid.shape != self.grid.shape or not (
+                np.allclose(frame_grid.x, self.grid.x, atol=1e-3) and np.allclose(frame_grid.y, self.grid.y, atol=1e-3)
+            ):
+                raise StoreError(f"{what}: frame grid {frame_grid.shape} is not the store grid {self.grid.shape}; regrid it first")
+            arr = np.asarray(da.values, dtype=np.float32)
+        else:
+            arr = np.asarray(values, dtype=np.float32)
+        if arr.shape != self.grid.shape:
+            raise StoreError(f"{what}: shape {arr.shape} is not the store grid {self.grid.shape}")
+        finite = arr[np.isfinite(arr)]
+        if finite.size and finite.min() < 0:
+            raise StoreError(f"{what}: negative values (min {finite.min():.3g})")
+        if np.isinf(arr).any():
+            raise StoreError(f"{what}: infinite values")
+        return arr
+
+    @staticmethod
+    def _time_of_frame(frame: xr.DataArray) -> pd.Timestamp:
+        if dims.TIME not in frame.coords:
+            raise StoreError("frame has no time coordinate")
+        t = np.atleast_1d(frame[dims.TIME].values)
+        if t.size != 1:
+            raise StoreError(f"append takes one frame at a time, got {t.size} times")
+        return dims.to_utc_timestamp(t[0])
+
+    def append(
+        self,
+        frame: xr.DataArray,
+        lightning: xr.DataArray | np.ndarray | None = None,
+        source: str | None = None,
+        overwrite: bool = False,
+    ) -> bool:
+        """Write one rain-rate frame (and optionally its lightning counts) into its slot.
+
+        ``frame``: DataArray (y, x) or (time=1, y, x), rain rate mm/h on the store grid, with
+        a ``time`` coordinate on the cadence. Returns True when written, False when the slot
+        was already complete (idempotent append; pass ``overwrite=True`` to replace).
+        """
+        self._check_writable()
+        t = self._time_of_frame(frame)
+        slot = self.slot_of(t)
+        rain = self._as_2d(frame, f"frame {t}")
+        light = None if lightning is None else self._as_2d(lightning, f"lightning {t}")
+        group = self._day_group(slot.day, create=True)
+        assert group is not None
+        with self._lock:
+            done = set(group.attrs.get(f"{dims.RAIN_RATE}_slots", []))
+            if slot.index in done and not overwrite:
+                log.debug("frame %s already stored; skipped", t)
+                if light is not None and slot.index not in set(group.attrs.get(f"{dims.LIGHTNING}_slots", [])):
+                    self.append_lightning(t, light)
+                return False
+            group[dims.RAIN_RATE][slot.index] = rain
+            if light is not None:
+                group[dims.LIGHTNING][slot.index] = light
+            # completeness marker after the data, then the root marker
+            update = {f"{dims.RAIN_RATE}_slots": sorted(done | {slot.index})}
+            if light is not None:
+                update[f"{dims.LIGHTNING}_slots"] = sorted(set(group.attrs.get(f"{dims.LIGHTNING}_slots", [])) | {slot.index})
+            group.attrs.update(update)
+            self._bump(rain=t, lightning=light is not None)
+        log.info("stored frame %s%s", t, f" from {source}" if source else "")
+        return True
+
+    def append_lightning(self, time: object, counts: xr.DataArray | np.ndarray, overwrite: bool = False) -> bool:
+        """Write lightning counts (y, x) for the slot of ``time``, independently of the rain frame."""
+        self._check_writable()
+        t = dims.to_utc_timestamp(time)
+        slot = self.slot_of(t)
+        light = self._as_2d(counts, f"lightning {t}")
+        group = self._day_group(slot.day, create=True)
+        assert group is not None
+        with self._lock:
+            done = set(group.attrs.get(f"{dims.LIGHTNING}_slots", []))
+            if slot.index in done and not overwrite:
+                return False
+            group[dims.LIGHTNING][slot.index] = light
+            group.attrs[f"{dims.LIGHTNING}_slots"] = sorted(done | {slot.index})
+            self._bump(rain=None, lightning=True)
+        return True
+
+    def _bump(self, rain: pd.Timestamp | None, lightning: bool) -> None:
+        attrs = self._root_attrs()
+        update: dict[str, Any] = {}
+        if rain is not None:
+            last = attrs.get("last_complete")
+            if not last or pd.Timestamp(last) < rain:
+                update["last_complete"] = rain.isoformat()
+            update["frames_written"] = int(attrs.get("frames_written", 0)) + 1
+        if lightning:
+            update["lightning_written"] = int(attrs.get("lightning_written", 0)) + 1
+        root = zarr.open_group(self._root.store, mode="r+")
+        root.attrs.update(update)
+
+    # ------------------------------------------------------------------ reading
+    def days(self) -> list[str]:
+        """The UTC day groups present (YYYYMMDD), sorted."""
+        try:
+            group = zarr.open_group(self._root.store, path="days", mode="r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            return []
+        return sorted(name for name, _ in group.groups())
+
+    def times(self, variable: str = dims.RAIN_RATE) -> pd.DatetimeIndex:
+        """Times of the complete frames of ``variable``, sorted."""
+        out: list[pd.Timestamp] = []
+        for day in self.days():
+            start = pd.Timestamp(day)
+            out.extend(start + i * self.cadence for i in sorted(self._complete_slots(day, variable)))
+        return pd.DatetimeIndex(out, name=dims.TIME).as_unit("ns")
+
+    def has(self, time: object, variable: str = dims.RAIN_RATE) -> bool:
+        slot = self.slot_of(time)
+        return slot.index in self._complete_slots(slot.day, variable)
+
+    def _iter_day_runs(self, times: pd.DatetimeIndex) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """(day, positions in ``times``, slot indices) for runs of times within one day."""
+        slots = [self.slot_of(t) for t in times]
+        days = np.array([s.day for s in slots])
+        idx = np.array([s.index for s in slots], dtype=np.int64)
+        for day in dict.fromkeys(days):
+            pos = np.nonzero(days == day)[0]
+            yield day, pos, idx[pos]
+
+    def _read_times(self, times: pd.DatetimeIndex, rows: slice | None, cols: slice | None) -> xr.Dataset:
+        rows = rows or slice(None)
+        cols = cols or slice(None)
+        y = self.grid.y[rows]
+        x = self.grid.x[cols]
+        n = len(times)
+        data = {v: np.full((n, y.size, x.size), np.nan, dtype=np.float32) for v in VARIABLES}
+        present = {v: np.zeros(n, dtype=bool) for v in VARIABLES}
+        for day, pos, idx in self._iter_day_runs(times):
+            group = self._day_group(day, create=False)
+            if group is None:
+                continue
+            for var in VARIABLES:
+                complete = set(group.attrs.get(f"{var}_slots", []))
+                ok = np.array([i in complete for i in idx])
+                if not ok.any():
+                    continue
+                arr = self._array(day, var)
+                assert arr is not None
+                want = idx[ok]
+                lo, hi = int(want.min()), int(want.max()) + 1
+                block = arr[lo:hi, rows, cols]
+                data[var][pos[ok]] = block[want - lo]
+                present[var][pos[ok]] = True
+        coords: dict[str, Any] = {
+            dims.TIME: times.values,
+            dims.Y: y,
+            dims.X: x,
+            "present": (dims.TIME, present[dims.RAIN_RATE]),
+            "lightning_present": (dims.TIME, present[dims.LIGHTNING]),
+        }
+        ds = xr.Dataset(
+            {
+                dims.RAIN_RATE: (dims.FRAME_DIMS, data[dims.RAIN_RATE], {"units": dims.RAIN_RATE_UNITS}),
+                dims.LIGHTNING: (dims.FRAME_DIMS, data[dims.LIGHTNING], {"units": dims.LIGHTNING_UNITS}),
+            },
+            coords=coords,
+            attrs={"store": self.url, "cadence_seconds": int(self.cadence.total_seconds())},
+        )
+        ds[dims.X].attrs.update(standard_name="projection_x_coordinate", axis="X")
+        ds[dims.Y].attrs.update(standard_name="projection_y_coordinate", axis="Y")
+        return dims.attach_crs(ds, self.grid.crs_wkt)  # type: ignore[return-value]
+
+    def window(self, end: object, n: int, rows: slice | None = None, cols: slice | None = None) -> xr.Dataset:
+        """``n`` slots ending at ``end`` (inclusive): Dataset(time, y, x) with rain_rate and lightning.
+
+        Slots never written are NaN with ``present`` False. ``rows``/``cols`` crop the grid.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        end_t = dims.to_utc_timestamp(end)
+        self.slot_of(end_t)
+        times = pd.date_range(end=end_t, periods=n, freq=self.cadence)
+        return self._read_times(times, rows, cols)
+
+    def read(self, start: object, end: object, rows: slice | None = None, cols: slice | None = None) -> xr.Dataset:
+        """All slots from ``start`` to ``end`` inclusive (both on the cadence)."""
+        s, e = dims.to_utc_timestamp(start), dims.to_utc_timestamp(end)
+        self.slot_of(s)
+        self.slot_of(e)
+        if e < s:
+            raise ValueError(f"end {e} is before start {s}")
+        return self._read_times(pd.date_range(s, e, freq=self.cadence), rows, cols)
+
+    def read_times(self, times: object, rows: slice | None = None, cols: slice | None = None) -> xr.Dataset:
+        """The given slots (any order), as :meth:`window`."""
+        return self._read_times(dims.to_utc_index(times), rows, cols)
+
+    def latest(self, n: int = 1) -> xr.Dataset:
+        """The ``n`` slots ending at the last complete frame; StoreError when the store is empty."""
+        last = self.last_complete()
+        if last is None:
+            raise StoreError(f"{self.url}: store is empty")
+        return self.window(last, n)
+
+    # ------------------------------------------------------------------ per-source state
+    def get_state(self, source: str) -> dict[str, Any]:
+        """The JSON state of ingest source ``source`` ({} when none)."""
+        try:
+            group = zarr.open_group(self._root.store, path=f"state/{source}", mode="r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            return {}
+        return dict(group.attrs.get("state", {}))
+
+    def set_state(self, source: str, state: dict[str, Any]) -> None:
+        """Replace the state of ``source`` (one atomic metadata write)."""
+        self._check_writable()
+        group = self._root.require_group(f"state/{source}")
+        group.attrs["state"] = state
+
+    # ------------------------------------------------------------------ description
+    def gaps(self) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """Missing runs (first, last missing slot) between the first and last complete frame."""
+        times = self.times()
+        if len(times) < 2:
+            return []
+        step = np.diff(times.values) // self.cadence.to_timedelta64()
+        out = []
+        for i in np.nonzero(step > 1)[0]:
+            out.append((times[i] + self.cadence, times[i + 1] - self.cadence))
+        return out
+
+    def nbytes_stored(self) -> int | None:
+        """Bytes used by the store on disk / object storage (None when it cannot be measured)."""
+        try:
+            import fsspec
+
+            if _is_remote(self.url):
+                fs, path = fsspec.core.url_to_fs(self.url, **(self.storage_options or {}))
+            else:
+                fs, path = fsspec.core.url_to_fs(self.url)
+            return int(fs.du(path))
+        except Exception as exc:  # pragma: no cover - depends on the backend
+            log.debug("cannot measure store size: %s", exc)
+            return None
+
+    def info(self) -> dict[str, Any]:
+        """Time range, frame count, gaps, grid, CRS and sizes, as a JSON-ready dict."""
+        times = self.times()
+        ltimes = self.times(dims.LIGHTNING)
+        attrs = self._root_attrs()
+        ny, nx = self.grid.shape
+        stored = self.nbytes_stored()
+        raw = len(times) * ny * nx * 4
+        return {
+            "url": self.url,
+            "format": f"{FORMAT} v{attrs.get('format_version')}",
+            "cadence": str(self.cadence),
+            "frames": len(times),
+            "lightning_frames": len(ltimes),
+            "first": times[0].isoformat() if len(times) else None,
+            "last": times[-1].isoformat() if len(times) else None,
+            "gaps": [(a.isoformat(), b.isoformat(), int((b - a) / self.cadence) + 1) for a, b in self.gaps()],
+            "grid": {
+                "shape": [ny, nx],
+                "resolution": self.grid.resolution,
+                "bounds": [float(b) for b in self.grid.bounds()],
+                "bbox_lonlat": list(self.grid.bbox_lonlat()),
+                "name": self.grid.name,
+            },
+            "crs": self.grid.crs.to_string(),
+            "size_bytes": stored,
+            "uncompressed_rain_bytes": raw,
+            "version": self.version,
+        }

@@ -1,0 +1,65 @@
+"""Service settings: one pydantic-settings class, environment prefix ``NOWCAST_``.
+
+Values come from (highest first) keyword arguments, ``NOWCAST_*`` environment variables
+(nested keys with ``__``, e.g. ``NOWCAST_INGEST__SOURCE=replay``) and defaults. A TOML/YAML
+file is read by ``nowcast serve --config FILE`` and passed in as keyword arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings of the inference service, API and dashboard (see docs/api.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="NOWCAST_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    # -- stores --------------------------------------------------------------------------
+    store: str = Field("var/observations.zarr", description="observation store (path or s3:// URL); written by ingest")
+    store_options: dict[str, Any] | None = Field(None, description="fsspec storage options of the observation store")
+    forecast_store: Path = Field(Path("var/forecasts.zarr"), description="forecasts store directory; written by inference")
+
+    # -- model and inference ---------------------------------------------------------------
+    model: str = Field("extrapolation", description="registered nowcaster name (e.g. convlstm, extrapolation)")
+    checkpoint: Path | None = Field(None, description="checkpoint for a trained model; load failure -> fallback model")
+    model_options: dict[str, Any] = Field(default_factory=dict, description="extra options of the nowcaster")
+    fallback_model: str = Field("extrapolation", description="used when the configured model cannot be loaded")
+    lead_minutes: list[int] = Field(default_factory=lambda: [5 * i for i in range(1, 16)], description="forecast leads, minutes")
+    inference: bool = Field(True, description="run the inference loop in this process")
+    poll_seconds: float = Field(1.0, gt=0, description="how often the inference loop checks the store version")
+    retention_runs: int = Field(36, ge=1, description="forecast runs kept (newest first)")
+    retention_hours: float = Field(6.0, gt=0, description="forecast runs older than this (before the newest) are deleted")
+
+    # -- HTTP ------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(None, description="key for admin routes (header X-API-Key); none: admin disabled")
+    cache_items: int = Field(512, ge=1, description="rendered tiles/images kept in the response cache")
+    tile_index_cache: int = Field(4096, ge=1, description="tile -> grid index mappings kept (LRU)")
+    min_zoom: int = Field(0, ge=0, le=22)
+    max_zoom: int = Field(12, ge=0, le=22)
+    point_history_minutes: int = Field(60, ge=0, le=24 * 60, description="observed history returned by /v1/point")
+    index_max_age_s: int = Field(5, ge=0, description="Cache-Control max-age of mutable responses (index, latest)")
+    frames_in_index: int = Field(36, ge=1, le=2000, description="observed frames listed by /v1/frames")
+
+    # -- ingest (run by `nowcast serve` in its own process) --------------------------------
+    ingest: dict[str, Any] = Field(
+        default_factory=lambda: {"source": "synthetic"},
+        description="configuration handed to service.ingest_process.run_ingest_process (source: synthetic | replay | preset)",
+    )
+    run_ingest: bool = Field(True, description="`nowcast serve` starts the ingest process")
+
+    @field_validator("lead_minutes")
+    @classmethod
+    def _leads_positive(cls, v: list[int]) -> list[int]:
+        if not v or any(m <= 0 for m in v) or sorted(set(v)) != v:
+            raise ValueError(f"lead_minutes must be positive, increasing and unique, got {v}")
+        return v
+
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key is not None else None
