@@ -41,7 +41,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from nowcast import dims
+from nowcast import dims, storage
 from nowcast.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,12 @@ class ObservationStore:
         if cadence <= pd.Timedelta(0) or pd.Timedelta(days=1) % cadence != pd.Timedelta(0):
             raise StoreError(f"cadence {cadence} must be positive and divide one day")
         url = str(url)
+        try:  # resolved credentials/endpoint/timeouts; the bucket is probed before anything is written
+            storage_options = storage.prepare(url, storage_options)
+        except storage.StorageError as exc:
+            raise StoreError(str(exc)) from exc
         try:
-            root = zarr.open_group(url, mode="w-", storage_options=storage_options if _is_remote(url) else None, zarr_format=3)
+            root = zarr.open_group(url, mode="w-", storage_options=storage_options, zarr_format=3)
         except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
             raise StoreError(f"{url}: a store already exists there") from exc
         except Exception as exc:
@@ -151,8 +155,12 @@ class ObservationStore:
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         url = str(url)
+        try:  # resolved credentials/endpoint/timeouts; fails fast with the cause
+            storage_options = storage.prepare(url, storage_options)
+        except storage.StorageError as exc:
+            raise StoreError(str(exc)) from exc
         try:
-            root = zarr.open_group(url, mode="r" if mode == "r" else "r+", storage_options=storage_options if _is_remote(url) else None)
+            root = zarr.open_group(url, mode="r" if mode == "r" else "r+", storage_options=storage_options)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
             raise StoreError(f"{url}: no observation store found") from exc
         except Exception as exc:

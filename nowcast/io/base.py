@@ -12,6 +12,7 @@ import bz2
 import gzip
 import io
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
@@ -172,7 +173,9 @@ def finish_frame(
         "long_name": "rain rate",
     }
     attrs.update(extra_attrs or {})
-    return dims.make_frames(values, [time], x, y, crs, attrs=attrs)
+    with warnings.catch_warnings():  # pyproj's CF export warns about somerc/omerc parameters
+        warnings.filterwarnings("ignore", message=".*lost in conversion to CF", category=UserWarning)
+        return dims.make_frames(values, [time], x, y, crs, attrs=attrs)
 
 
 def decode_str(v: Any) -> str:

@@ -169,9 +169,15 @@ def advect(field: np.ndarray, velocity: np.ndarray, steps: np.ndarray, outval: f
     f = fill(field).astype(np.float64)
     if not np.any(f) or not np.any(velocity):
         return np.repeat(f[None].astype(dims.FLOAT), len(steps), axis=0)
+    steps = np.asarray(steps, dtype=np.float64)
+    integral = np.allclose(steps, np.rint(steps))
+    # whole steps: integrate step by step and pick, so any subset of leads matches the full run
+    ts = int(np.rint(steps.max())) if integral else list(map(float, steps))
     with quiet_pysteps():
-        out = semilagrangian.extrapolate(f, velocity.astype(np.float64), list(map(float, steps)), outval=outval)
+        out = semilagrangian.extrapolate(f, velocity.astype(np.float64), ts, outval=outval)
     out = np.asarray(out, dtype=dims.FLOAT)
+    if integral:
+        out = out[np.rint(steps).astype(int) - 1]
     out[~np.isfinite(out)] = outval
     return out
 

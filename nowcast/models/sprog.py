@@ -85,12 +85,16 @@ class SProg:
             return fallback
         from pysteps.nowcasts import sprog
 
+        integral = np.allclose(steps, np.rint(steps))
+        # whole steps: run to the last one and pick, so any subset of leads matches the full run
+        ts = int(np.rint(steps.max())) if integral else [float(s) for s in steps]
+
         try:
             with motion.quiet_pysteps():
                 out = sprog.forecast(
                     dbr,
                     velocity.astype(np.float64),
-                    [float(s) for s in steps],
+                    ts,
                     precip_thr=10.0 * np.log10(self.rain_threshold),
                     n_cascade_levels=self.n_cascade_levels,
                     ar_order=self.ar_order,
@@ -101,6 +105,8 @@ class SProg:
             log.warning("sprog failed (%s: %s); using extrapolation", type(exc).__name__, exc)
             return fallback
         out = np.asarray(out, dtype=np.float64)
+        if integral:
+            out = out[np.rint(steps).astype(int) - 1]
         rate = np.where(np.isfinite(out), 10.0 ** (out / 10.0), 0.0)
         rate[rate < self.rain_threshold] = 0.0
         return rate.astype(dims.FLOAT)

@@ -46,6 +46,7 @@ from scipy.special import ndtri
 
 from nowcast import dims
 from nowcast.grid import Grid
+from nowcast.sources.base import Fetched, Item, SourceBase, slots_between
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,10 @@ _BANDS: tuple[tuple[float, float, float], ...] = (
 )
 _CELL_BIN_S = 600.0  # cells are born per 10-min bin
 _CELL_MAX_LIFE_S = 7200.0
-_SEED_OFFSET = 2**40  # keeps seed sequences non-negative for times before 2000
+_SEED_OFFSET = 2**40
+_R_EDGE = 0.3  # mm/h at the edge of the rain area
+_R_SLOPE = 1.3  # log-intensity per standard deviation of the field
+_R_MAX = 200.0  # mm/h  # keeps seed sequences non-negative for times before 2000
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,9 @@ class _Cell:
     y: float
     birth: float  # seconds since _T0
     life: float  # seconds
-    sigma: float  # metres
+    sigma: float  # metres (minor axis)
+    aspect: float  # major / minor axis
+    angle: float  # radians
     peak: float  # mm/h
 
 
@@ -96,7 +102,7 @@ class SyntheticRadar:
         cadence: pd.Timedelta | str = pd.Timedelta("5min"),
         *,
         wet_fraction: float = 0.2,
-        cell_rate: float = 0.6,
+        cell_rate: float = 1.0,
         lightning_threshold: float = 30.0,
         beta: float = 3.0,
         mean_speed: float = 12.0,
@@ -250,7 +256,7 @@ class SyntheticRadar:
         return float(self.wet_fraction * (1.0 + 0.5 * math.sin(self._wet_omega * t + self._wet_phi)))
 
     def _cells(self, t: float) -> list[_Cell]:
-        """Cells alive at t seconds."""
+        """Cells alive at t seconds (born in the 10-min bins of the last 2 h)."""
         area_1e4km2 = self._Lx * self._Ly / 1e10
         lam = self.cell_rate * area_1e4km2 * _CELL_BIN_S / 3600.0
         first = math.floor((t - _CELL_MAX_LIFE_S) / _CELL_BIN_S)
@@ -266,43 +272,44 @@ class SyntheticRadar:
             xs = rng.uniform(0, self._Lx, n)
             ys = rng.uniform(0, self._Ly, n)
             sigma = rng.uniform(3000, 8000, n)
+            aspect = rng.uniform(1.0, 1.8, n)
+            angle = rng.uniform(0, np.pi, n)
             peak = np.clip(rng.lognormal(math.log(45.0), 0.45, n), 20.0, 120.0)
             for i in range(n):
                 if birth[i] <= t < birth[i] + life[i]:
-                    alive.append(_Cell(xs[i], ys[i], birth[i], life[i], sigma[i], peak[i]))
+                    alive.append(_Cell(xs[i], ys[i], birth[i], life[i], sigma[i], aspect[i], angle[i], peak[i]))
         return alive
 
     def _render_cells(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """(rain from cells, expected flashes) on the grid, both (ny, nx) float64."""
+        """Log-space cell bumps (std units) and the electrically active footprint (0-1), (ny, nx)."""
         ny, nx = self.grid.shape
-        rain = np.zeros((ny, nx))
-        lam = np.zeros((ny, nx))
+        bumps = np.zeros((ny, nx))
+        active = np.zeros((ny, nx))
         row_shift_m, col_shift_m = self._array_shift(t)
-        thr = self.lightning_threshold
-        cell_km2 = abs(self._dx * self._dy) / 1e6
-        flash_scale = 0.15 * (cell_km2 / 4.0) * (self.cadence / pd.Timedelta("5min"))
         for c in self._cells(t):
             age = (t - c.birth) / c.life
-            intensity = c.peak * math.sin(math.pi * age) ** 2
-            if intensity < 0.1:
+            life_factor = math.sin(math.pi * age) ** 2
+            if life_factor < 1e-3:
                 continue
-            # grid index of the cell centre (periodic domain; grid window = first ny x nx)
+            amplitude = math.log(c.peak / _R_EDGE) / _R_SLOPE * life_factor
             col = ((c.x + col_shift_m) % self._Lx) / abs(self._dx)
             row = ((c.y + row_shift_m) % self._Ly) / abs(self._dy)
-            rad = 4.0 * c.sigma / abs(self._dx)
+            rad = 3.5 * c.sigma * c.aspect / abs(self._dx)
+            ca, sa = math.cos(c.angle), math.sin(c.angle)
             for col_c in (col, col - self._NX):
                 for row_c in (row, row - self._NY):
                     c0, c1 = max(0, int(col_c - rad)), min(nx, int(col_c + rad) + 2)
                     r0, r1 = max(0, int(row_c - rad)), min(ny, int(row_c + rad) + 2)
                     if c0 >= c1 or r0 >= r1:
                         continue
-                    dc = (np.arange(c0, c1) - col_c) * abs(self._dx)
-                    dr = (np.arange(r0, r1) - row_c) * abs(self._dy)
-                    bump = intensity * np.exp(-(dr[:, None] ** 2 + dc[None, :] ** 2) / (2 * c.sigma**2))
-                    rain[r0:r1, c0:c1] += bump
+                    dc = ((np.arange(c0, c1) - col_c) * abs(self._dx))[None, :]
+                    dr = ((np.arange(r0, r1) - row_c) * abs(self._dy))[:, None]
+                    along, across = dc * ca + dr * sa, -dc * sa + dr * ca
+                    shape = np.exp(-0.5 * ((along / (c.sigma * c.aspect)) ** 2 + (across / c.sigma) ** 2))
+                    bumps[r0:r1, c0:c1] += amplitude * shape
                     if age < 0.6:  # growing / mature: electrically active
-                        lam[r0:r1, c0:c1] += flash_scale * np.maximum(bump - thr, 0.0)
-        return rain, lam
+                        np.maximum(active[r0:r1, c0:c1], shape, out=active[r0:r1, c0:c1])
+        return bumps, active
 
     # -- public API ----------------------------------------------------------------------
     def frame(self, time: object) -> xr.Dataset:
@@ -313,19 +320,20 @@ class SyntheticRadar:
         t = self._seconds(ts)
         g = self._gaussian_field(t)
         z = float(ndtri(1.0 - self.wet_fraction_at(ts)))
-        excess = g - z
-        strat = np.where(excess > 0, 0.3 * np.exp(1.3 * excess), 0.0)
-        cells, lam = self._render_cells(t)
-        # cells sit on a textured base: modulate by the multiscale field, keep >= 0
-        rain = strat + cells * np.clip(1.0 + 0.15 * g, 0.6, 1.4)
-        rain[rain < 0.05] = 0.0
-        rng = np.random.default_rng([self.seed, 3, int(t) + _SEED_OFFSET])
+        bumps, active = self._render_cells(t)
+        excess = g - z + bumps
+        # log-normal intensities: _R_EDGE mm/h at the rain edge, x e per 1/_R_SLOPE std
+        rain = np.where(excess > 0, _R_EDGE * np.exp(_R_SLOPE * np.minimum(excess, 8.0)), 0.0)
+        np.minimum(rain, _R_MAX, out=rain)
+        thr = self.lightning_threshold
+        cell_km2 = abs(self._dx * self._dy) / 1e6
+        flash_scale = 0.03 * (cell_km2 / 4.0) * (self.cadence / pd.Timedelta("5min"))
+        lam = np.where((active > 0.3) & (rain > thr), flash_scale * (rain - thr), 0.0)
         flashes = np.zeros(rain.shape, dtype=np.float32)
-        active = lam > 0
-        if active.any():
-            flashes[active] = rng.poisson(lam[active])
-        # lightning only where the (textured) rain is intense too
-        flashes[rain <= self.lightning_threshold] = 0.0
+        hot = lam > 0
+        if hot.any():
+            rng = np.random.default_rng([self.seed, 3, int(math.floor(t)) + _SEED_OFFSET])
+            flashes[hot] = rng.poisson(lam[hot])
         gridc = self.grid.coords()
         ds = xr.Dataset(
             {
@@ -345,3 +353,37 @@ class SyntheticRadar:
     def slot(self, time: object) -> pd.Timestamp:
         """The cadence-aligned slot at or before ``time`` (UTC, tz-naive)."""
         return dims.to_utc_timestamp(time).floor(self.cadence)
+
+
+class SyntheticSource(SourceBase):
+    """The synthetic radar as a live source: one frame per cadence slot, computed on fetch.
+
+    Options: ``seed``, ``delay`` (seconds after the slot time before a frame is offered,
+    mimicking a provider's latency) and any :class:`SyntheticRadar` keyword. Frames are made
+    on ``grid`` (the store grid) so no regridding is needed.
+    """
+
+    kind = "radar"
+
+    def __init__(
+        self,
+        name: str = "synthetic",
+        *,
+        grid: Grid | None = None,
+        cadence: pd.Timedelta | str = dims.DEFAULT_CADENCE,
+        seed: int = 0,
+        delay: float = 0.0,
+        **radar_options: object,
+    ) -> None:
+        self.name = name
+        self.radar = SyntheticRadar(grid, seed=seed, cadence=cadence, **radar_options)  # type: ignore[arg-type]
+        self.cadence = pd.Timedelta(cadence)
+        self.delay = pd.Timedelta(seconds=float(delay))
+
+    def poll(self, now: pd.Timestamp, since: pd.Timestamp, state: dict) -> list[Item]:
+        return [Item(key=f"synthetic:{t.isoformat()}", time=t) for t in slots_between(since, now - self.delay, self.cadence)]
+
+    def fetch(self, item: Item, state: dict) -> Fetched:
+        if item.time is None:
+            raise ValueError(f"synthetic item {item.key!r} has no time")
+        return Fetched(item=item, dataset=self.radar.frame(item.time))

@@ -1,0 +1,238 @@
+"""The ``convlstm`` nowcaster: xarray in, xarray out, the torch network inside.
+
+Also defines what the network sees (shared with the training dataset, so training and
+inference cannot drift apart) and how checkpoints are read and checked.
+
+Options: ``checkpoint`` (path, required), ``device`` ("cpu", "cuda", "auto"),
+``min_rain`` (mm/h; smaller forecast rates become 0, default 0.1).
+
+NaN / no-rain rules: NaN inputs are 0 in the rain channel with coverage 0 in the mask
+channel; the forecast is NaN where the last frame is NaN (lightning probability also where
+the last lightning field is NaN), as for the baselines (:mod:`nowcast.models.motion`). An
+input whose last frame holds no rain gives a dry rain forecast (the network is not asked to
+invent rain from nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from nowcast import dims
+from nowcast.models import motion
+from nowcast.models.base import forecast_dataset
+from nowcast.models.network import ModelConfig
+from nowcast.transforms import rainrate_to_scaled, scaled_to_rainrate
+
+log = logging.getLogger(__name__)
+
+#: value of the checkpoint's "format" key
+CHECKPOINT_FORMAT = "nowcast.convlstm"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+# -- features -------------------------------------------------------------------------------
+def input_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """Encoder inputs from the last ``config.n_inputs`` frames.
+
+    rain, lightning: (N, y, x) float32 (mm/h, counts; NaN = unknown).
+    Returns (N, C, y, x) float32: scaled rain, coverage mask, [log1p lightning].
+    """
+    rain = rain[-config.n_inputs :]
+    cov = np.isfinite(rain).astype(dims.FLOAT)
+    chans = [rainrate_to_scaled(motion.fill(rain)).astype(dims.FLOAT), cov]
+    if config.lightning:
+        chans.append(np.log1p(motion.fill(lightning[-config.n_inputs :])).astype(dims.FLOAT))
+    return np.stack(chans, axis=1)
+
+
+def guide_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig) -> np.ndarray | None:
+    """The extrapolation nowcast for leads 1..n_leads (cadence steps) as guide channels.
+
+    rain, lightning: (N, y, x) float32; the last ``config.oflow_inputs`` frames give the motion.
+    Returns (K, G, y, x) float32 (scaled advected rain, [advected lightning occurrence]) or None
+    when ``config.advection == "none"``. Expensive (optical flow): the training dataset caches it.
+    """
+    if config.advection == "none":
+        return None
+    steps = np.arange(1, config.n_leads + 1, dtype=np.float64)
+    r = rain[-config.oflow_inputs :]
+    ny, nx = r.shape[1:]
+    if motion.has_rain(r) or np.any(np.nan_to_num(lightning[-1]) > 0):
+        velocity = motion.estimate_motion(r, config.oflow)
+    else:
+        velocity = np.zeros((2, ny, nx), dtype=dims.FLOAT)
+    chans = [rainrate_to_scaled(np.maximum(motion.advect(r[-1], velocity, steps), 0.0)).astype(dims.FLOAT)]
+    if config.lightning:
+        occ = (np.nan_to_num(lightning[-1]) > 0).astype(dims.FLOAT)
+        chans.append(np.clip(motion.advect(occ, velocity, steps), 0.0, 1.0))
+    return np.stack(chans, axis=1)
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check a checkpoint file; raises :class:`CheckpointError` naming file and reason."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(p, "checkpoint file not found")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(p, f"not a readable checkpoint (truncated or corrupted?): {type(exc).__name__}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(p, f"not a nowcast ConvLSTM checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    if ckpt.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(p, f"unsupported checkpoint format version {ckpt.get('format_version')!r} (expected {CHECKPOINT_FORMAT_VERSION})")
+    for key in ("model_config", "state_dict"):
+        if key not in ckpt:
+            raise CheckpointError(p, f"checkpoint has no {key!r}")
+    try:
+        ModelConfig.model_validate(ckpt["model_config"])
+    except Exception as exc:
+        raise CheckpointError(p, f"invalid model_config: {exc}") from exc
+    return ckpt
+
+
+def build_network(ckpt: dict[str, Any], path: str | Path, expected: ModelConfig | None = None):  # -> EncoderForecaster
+    """The network described by a checkpoint, with its weights loaded (on CPU).
+
+    ``expected``: when given, the checkpoint's model config must equal it (e.g. on resume).
+    Raises :class:`CheckpointError` on a mismatch between config and weights.
+    """
+    from nowcast.models.network import EncoderForecaster
+
+    config = ModelConfig.model_validate(ckpt["model_config"])
+    if expected is not None and config != expected:
+        a, b = config.model_dump(), expected.model_dump()
+        diff = ", ".join(f"{k}: checkpoint {a[k]!r} vs requested {b[k]!r}" for k in a if a[k] != b[k])
+        raise CheckpointError(path, f"model configuration does not match ({diff})")
+    net = EncoderForecaster(config)
+    try:
+        net.load_state_dict(ckpt["state_dict"], strict=True)
+    except Exception as exc:
+        raise CheckpointError(path, f"weights do not match the architecture in its model_config: {exc}") from exc
+    return net
+
+
+def file_hash(path: str | Path) -> str:
+    """First 12 hex digits of the file's SHA-256 (the model version)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" when available else "cpu"; "cuda" without CUDA is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    return device
+
+
+def pad_to_multiple(a: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Zero-pad the last two axes of ``a`` up to multiples of ``multiple``; returns (padded, (ny, nx))."""
+    ny, nx = a.shape[-2:]
+    py, px = (-ny) % multiple, (-nx) % multiple
+    if py or px:
+        a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, py), (0, px)])
+    return a, (ny, nx)
+
+
+# -- the nowcaster --------------------------------------------------------------------------
+class ConvLSTMNowcaster:
+    """Trained ConvLSTM encoder-forecaster (registry name ``convlstm``)."""
+
+    name = "convlstm"
+
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", min_rain: float = 0.1) -> None:
+        if checkpoint is None:
+            raise ValueError("convlstm: option 'checkpoint' (path to a trained checkpoint) is required")
+        import torch
+
+        self.checkpoint = Path(checkpoint)
+        ckpt = read_checkpoint(self.checkpoint)
+        self.config = ModelConfig.model_validate(ckpt["model_config"])
+        self.device = resolve_device(device)
+        self.net = build_network(ckpt, self.checkpoint).to(self.device).eval()
+        self.min_rain = float(min_rain)
+        self.n_inputs = self.config.frames_needed
+        self.cadence = pd.Timedelta(minutes=self.config.cadence_minutes)
+        self._version = file_hash(self.checkpoint)
+        self._torch = torch
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def _lead_index(self, leads: Sequence[pd.Timedelta], cadence: pd.Timedelta) -> np.ndarray:
+        if cadence != self.cadence:
+            raise motion.ForecastInputError(f"convlstm: history cadence {cadence} differs from the model's {self.cadence}")
+        steps = motion.lead_steps(leads, cadence)
+        idx = np.rint(steps).astype(int)
+        bad = [str(pd.Timedelta(x)) for x, s, i in zip(pd.to_timedelta(list(leads)), steps, idx, strict=True) if abs(s - i) > 1e-9 or i > self.config.n_leads]
+        if bad:
+            valid = f"multiples of {self.cadence} up to {self.cadence * self.config.n_leads}"
+            raise motion.ForecastInputError(f"convlstm: unsupported lead times {bad}; valid: {valid}")
+        return idx - 1
+
+    def predict_arrays(self, rain: np.ndarray, lightning: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the network on (N, y, x) rain mm/h / lightning counts.
+
+        Returns (n_leads, y, x) float32 rain rate mm/h (no coverage mask applied) and lightning
+        probability in [0, 1].
+        """
+        torch = self._torch
+        cfg = self.config
+        x = input_features(rain, lightning, cfg)
+        g = guide_features(rain, lightning, cfg)
+        mult = max(1, int(np.prod(cfg.strides)))
+        x, (ny, nx) = pad_to_multiple(x, mult)
+        xt = torch.from_numpy(x)[None].to(self.device)
+        gt = None
+        if g is not None:
+            g, _ = pad_to_multiple(g, mult)
+            gt = torch.from_numpy(g)[None].to(self.device)
+        use_bf16 = self.device.startswith("cuda")
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            rain_s, light_logit = self.net(xt, gt)
+        rain_s = rain_s.float()[0, :, :ny, :nx].cpu().numpy()
+        prob = torch.sigmoid(light_logit.float())[0, :, :ny, :nx].cpu().numpy()
+        rate = np.asarray(scaled_to_rainrate(rain_s), dtype=dims.FLOAT)
+        rate[rate < self.min_rain] = 0.0
+        return rate, prob.astype(dims.FLOAT)
+
+    def forecast(self, history: xr.Dataset, leads: Sequence[pd.Timedelta] = dims.DEFAULT_LEADS) -> xr.Dataset:
+        """ConvLSTM nowcast from the last frames of ``history`` (time, y, x); see the module docstring."""
+        rain, light = motion.history_arrays(history, self.n_inputs, self.name)
+        idx = self._lead_index(leads, motion.cadence_of(history, self.cadence))
+        rate, prob = self.predict_arrays(rain, light)
+        rate, prob = rate[idx], prob[idx]
+        if not motion.has_rain(rain):
+            rate = np.zeros_like(rate)
+        rate, prob = motion.mask_outputs(rate, prob, rain[-1], light[-1])
+        return forecast_dataset(rate, prob, history, leads, self.name, self.version)

@@ -1,0 +1,220 @@
+"""ConvLSTM encoder-forecaster (Shi et al. 2015; the HKO-7 "TrajGRU paper" layout with ConvLSTM
+cells), optionally guided by an optical-flow extrapolation nowcast.
+
+Tensors only; the xarray adapter is :mod:`nowcast.models.convlstm`.
+
+Shapes (B batch, N input frames, C input channels, K leads, G guide channels):
+
+- ``inputs``: (B, N, C, H, W) float; channels = scaled rain (``rainrate_to_scaled``, 0 = dry or
+  unknown), coverage mask (1 = observed), and ``log1p(lightning count)`` when
+  ``config.lightning``.
+- ``guide``: (B, K, G, H, W) float or None; the extrapolation nowcast for every lead: scaled
+  rain, plus advected lightning occurrence when ``config.lightning``. Required unless
+  ``config.advection == "none"``.
+- outputs: ``(rain, lightning_logit)``, each (B, K, H, W): rain on the scaled (log) axis; in
+  ``"residual"`` mode the network's rain output is a correction added to the guide's rain.
+
+H and W must be multiples of :meth:`EncoderForecaster.size_multiple`.
+
+Layout: a full-resolution stem, then per level a strided convolution (downsampling by
+``strides[l]``) and a ConvLSTM cell; the forecaster mirrors it top-down with its own cells
+(initialised with the encoder's final states) and transposed convolutions for upsampling.
+With a guide, each forecaster level also receives the guide frame of the current lead,
+encoded by a small strided-convolution pyramid, and the output head sees the guide at full
+resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+AdvectionMode = Literal["none", "input", "residual"]
+
+
+class ModelConfig(BaseModel):
+    """Architecture and input definition of the ConvLSTM nowcaster (the ``[model]`` table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_inputs: int = Field(5, ge=1, description="past frames fed to the encoder (the last is the init frame)")
+    n_leads: int = Field(15, ge=1, description="lead times predicted, one per cadence step")
+    cadence_minutes: int = Field(5, ge=1, description="time step of inputs and leads, minutes")
+    channels: list[int] = Field(default_factory=lambda: [16, 32, 48], description="hidden channels per level")
+    kernels: list[int] = Field(default_factory=lambda: [5, 3, 3], description="ConvLSTM kernel size per level (odd)")
+    strides: list[int] = Field(default_factory=lambda: [2, 2, 2], description="downsampling factor entering each level")
+    stem_channels: int = Field(8, ge=1)
+    guide_channels: list[int] | None = Field(None, description="guide-pyramid channels per level (default: channels // 2)")
+    advection: AdvectionMode = Field("residual", description="none | input | residual")
+    oflow: str = Field("LK", description="pysteps optical-flow method for the guide")
+    oflow_inputs: int = Field(3, ge=2, description="frames used for the guide's optical flow")
+    lightning: bool = Field(True, description="lightning input channel and guide channel")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        n = len(self.channels)
+        if n < 1:
+            raise ValueError("channels must list at least one level")
+        if len(self.kernels) != n or len(self.strides) != n:
+            raise ValueError(f"channels, kernels and strides must have the same length, got {n}, {len(self.kernels)}, {len(self.strides)}")
+        if any(k < 1 or k % 2 == 0 for k in self.kernels):
+            raise ValueError(f"kernels must be odd positive sizes, got {self.kernels}")
+        if any(s < 1 for s in self.strides) or any(c < 1 for c in self.channels):
+            raise ValueError("strides and channels must be positive")
+        if self.guide_channels is not None and len(self.guide_channels) != n:
+            raise ValueError(f"guide_channels must have {n} entries, got {len(self.guide_channels)}")
+        return self
+
+    @property
+    def input_channels(self) -> int:
+        return 3 if self.lightning else 2
+
+    @property
+    def guide_input_channels(self) -> int:
+        return 0 if self.advection == "none" else (2 if self.lightning else 1)
+
+    @property
+    def frames_needed(self) -> int:
+        """History frames the adapter needs (encoder inputs and, when guided, the optical flow)."""
+        return max(self.n_inputs, self.oflow_inputs if self.advection != "none" else 1)
+
+
+class ConvLSTMCell(nn.Module):
+    """ConvLSTM cell with per-channel peephole weights (Shi et al. 2015, eq. 3).
+
+    ``forward(x, (h, c))`` with x (B, in, H, W) or None (no input), h/c (B, hidden, H, W).
+    """
+
+    def __init__(self, in_channels: int, hidden: int, kernel: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.conv = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel, padding=kernel // 2)
+        self.w_ci = nn.Parameter(torch.zeros(1, hidden, 1, 1))
+        self.w_cf = nn.Parameter(torch.zeros(1, hidden, 1, 1))
+        self.w_co = nn.Parameter(torch.zeros(1, hidden, 1, 1))
+        with torch.no_grad():  # forget-gate bias 1: remember by default
+            self.conv.bias[hidden : 2 * hidden].fill_(1.0)
+
+    def init_state(self, like: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        z = like.new_zeros(like.shape[0], self.hidden, height, width)
+        return z, z.clone()
+
+    def forward(self, x: torch.Tensor | None, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = state
+        z = self.conv(h if x is None else torch.cat([x, h], dim=1))
+        i, f, g, o = torch.chunk(z, 4, dim=1)
+        i = torch.sigmoid(i + self.w_ci * c)
+        f = torch.sigmoid(f + self.w_cf * c)
+        c = f * c + i * torch.tanh(g)
+        o = torch.sigmoid(o + self.w_co * c)
+        return o * torch.tanh(c), c
+
+
+def _down(cin: int, cout: int, stride: int) -> nn.Module:
+    """Strided convolution dividing H, W by ``stride`` exactly (when divisible)."""
+    k = 2 * stride - 1
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride=stride, padding=stride - 1), nn.LeakyReLU(0.2))
+
+
+def _up(cin: int, cout: int, stride: int) -> nn.Module:
+    """Transposed convolution multiplying H, W by ``stride`` exactly."""
+    if stride == 1:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2))
+    k, p = (2 * stride, stride // 2) if stride % 2 == 0 else (stride, 0)
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=p), nn.LeakyReLU(0.2))
+
+
+class EncoderForecaster(nn.Module):
+    """The ConvLSTM encoder-forecaster; see the module docstring for shapes."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        ch, ks, st = config.channels, config.kernels, config.strides
+        n = len(ch)
+        gch = config.guide_channels or [max(1, c // 2) for c in ch]
+        self.guided = config.advection != "none"
+        self.stem = nn.Sequential(nn.Conv2d(config.input_channels, config.stem_channels, 3, padding=1), nn.LeakyReLU(0.2))
+        self.enc_down = nn.ModuleList()
+        self.enc_cells = nn.ModuleList()
+        prev = config.stem_channels
+        for c, k, s in zip(ch, ks, st, strict=True):
+            self.enc_down.append(_down(prev, c, s))
+            self.enc_cells.append(ConvLSTMCell(c, c, k))
+            prev = c
+        if self.guided:
+            gi = config.guide_input_channels
+            self.guide_stem = nn.Sequential(nn.Conv2d(gi, config.stem_channels, 3, padding=1), nn.LeakyReLU(0.2))
+            self.guide_down = nn.ModuleList()
+            prev = config.stem_channels
+            for g, s in zip(gch, st, strict=True):
+                self.guide_down.append(_down(prev, g, s))
+                prev = g
+        # forecaster, indexed by level (0 = finest); level l receives the upsampled output of
+        # level l+1 (none at the top) and the guide features of level l
+        self.fc_cells = nn.ModuleList()
+        self.fc_up = nn.ModuleList()
+        for lvl in range(n):
+            cin = (ch[lvl] if lvl + 1 < n else 0) + (gch[lvl] if self.guided else 0)
+            self.fc_cells.append(ConvLSTMCell(cin, ch[lvl], ks[lvl]))
+            out = ch[lvl - 1] if lvl > 0 else config.stem_channels
+            # level l's output goes up to level l-1's resolution (or full resolution)
+            self.fc_up.append(_up(ch[lvl], out, st[lvl]))
+        head_in = config.stem_channels + config.guide_input_channels
+        self.head = nn.Sequential(nn.Conv2d(head_in, config.stem_channels, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(config.stem_channels, 2, 1))
+
+    @staticmethod
+    def size_multiple(config: ModelConfig) -> int:
+        """H and W must be multiples of this (the product of the strides)."""
+        return math.prod(config.strides)
+
+    def forward(self, inputs: torch.Tensor, guide: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        if inputs.ndim != 5 or inputs.shape[2] != cfg.input_channels:
+            raise ValueError(f"inputs must be (B, N, {cfg.input_channels}, H, W), got {tuple(inputs.shape)}")
+        b, nt, _, hgt, wid = inputs.shape
+        m = self.size_multiple(cfg)
+        if hgt % m or wid % m:
+            raise ValueError(f"H, W must be multiples of {m}, got {hgt}x{wid}")
+        if self.guided:
+            want = (b, cfg.n_leads, cfg.guide_input_channels, hgt, wid)
+            if guide is None or tuple(guide.shape) != want:
+                raise ValueError(f"advection={cfg.advection!r} needs guide {want}, got {None if guide is None else tuple(guide.shape)}")
+        # encoder
+        states: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.enc_cells)
+        for t in range(nt):
+            x = self.stem(inputs[:, t])
+            for lvl, (down, cell) in enumerate(zip(self.enc_down, self.enc_cells, strict=True)):
+                x = down(x)
+                st = states[lvl] or cell.init_state(x, x.shape[-2], x.shape[-1])
+                states[lvl] = cell(x, st)
+                x = states[lvl][0]
+        # forecaster
+        fstates = list(states)
+        rains, lights = [], []
+        for k in range(cfg.n_leads):
+            gfeat: list[torch.Tensor] = []
+            if self.guided:
+                g = self.guide_stem(guide[:, k])
+                for down in self.guide_down:
+                    g = down(g)
+                    gfeat.append(g)
+            x = None
+            for lvl in reversed(range(len(self.fc_cells))):
+                parts = ([x] if x is not None else []) + ([gfeat[lvl]] if self.guided else [])
+                inp = torch.cat(parts, dim=1) if parts else None
+                fstates[lvl] = self.fc_cells[lvl](inp, fstates[lvl])
+                x = self.fc_up[lvl](fstates[lvl][0])
+            if self.guided:
+                x = torch.cat([x, guide[:, k]], dim=1)
+            out = self.head(x)
+            rain = out[:, 0]
+            if cfg.advection == "residual":
+                rain = rain + guide[:, k, 0]
+            rains.append(rain)
+            lights.append(out[:, 1])
+        return torch.stack(rains, dim=1), torch.stack(lights, dim=1)

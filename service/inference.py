@@ -1,0 +1,236 @@
+"""The inference loop: forecast each new complete observed frame, publish it atomically.
+
+A background thread polls the observation store's version (every ``poll_seconds``). When
+the last complete frame has no forecast yet, it reads the model's input window, runs the
+nowcaster and writes the run into the forecasts store (data first, then the run's marker),
+then applies retention. The loop is the forecasts store's single writer; it runs in the
+``nowcast serve`` process, never per request.
+
+Model choice: the configured model (with its checkpoint); when it cannot be created or
+loaded, the fallback model (extrapolation) and the status says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from nowcast.forecast_store import ForecastStore, RunInfo
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class ModelStatus:
+    """Which model is active and why."""
+
+    configured: str
+    active: str = ""
+    version: str = ""
+    checkpoint: str | None = None
+    fallback: bool = False
+    message: str = ""
+    loaded_at: pd.Timestamp | None = None
+
+
+@dataclass
+class LoopStatus:
+    """Health of the loop (read by /v1/status)."""
+
+    running: bool = False
+    last_run_at: pd.Timestamp | None = None
+    last_init_time: pd.Timestamp | None = None
+    last_compute_seconds: float | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    runs: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+class InferenceLoop:
+    """Runs the configured nowcaster on each new frame; see the module docstring."""
+
+    def __init__(self, settings: ServiceSettings, observation_store: Any | None = None) -> None:
+        self.settings = settings
+        self._obs = observation_store
+        self._fc: ForecastStore | None = None
+        self._model: Any = None
+        self.model_status = ModelStatus(configured=settings.model, checkpoint=str(settings.checkpoint) if settings.checkpoint else None)
+        self.status = LoopStatus()
+        self.listeners: list[Listener] = []
+        self._seen_version: str | None = None
+        self._detected: dict[pd.Timestamp, float] = {}
+        self._run_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- model -----------------------------------------------------------------------------
+    def load_model(self) -> ModelStatus:
+        """(Re)create the configured model; on failure fall back and record the reason."""
+        from nowcast.models import create_nowcaster
+
+        s = self.settings
+        options = dict(s.model_options)
+        if s.checkpoint is not None:
+            options["checkpoint"] = str(s.checkpoint)
+        status = ModelStatus(configured=s.model, checkpoint=str(s.checkpoint) if s.checkpoint else None)
+        try:
+            model = create_nowcaster(s.model, **options)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("model %r could not be loaded (%s); falling back to %r", s.model, reason, s.fallback_model)
+            model = create_nowcaster(s.fallback_model)
+            status.fallback = True
+            status.message = f"configured model {s.model!r} could not be loaded ({reason}); using {s.fallback_model!r}"
+        status.active = str(getattr(model, "name", s.fallback_model))
+        status.version = str(getattr(model, "version", ""))
+        status.loaded_at = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        with self._run_lock:
+            self._model = model
+            self.model_status = status
+        log.info("active model: %s %s%s", status.active, status.version, " (fallback)" if status.fallback else "")
+        return status
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            self.load_model()
+        return self._model
+
+    # -- stores ----------------------------------------------------------------------------
+    def observation_store(self) -> Any | None:
+        if self._obs is None:
+            from nowcast.store import ObservationStore, StoreError
+
+            try:
+                self._obs = ObservationStore.open(self.settings.store, mode="r", storage_options=self.settings.store_options)
+            except StoreError:
+                return None
+        return self._obs
+
+    def forecast_store(self) -> ForecastStore | None:
+        if self._fc is None:
+            obs = self.observation_store()
+            if obs is None:
+                return None
+            self._fc = ForecastStore.open_or_create(self.settings.forecast_store, obs.grid)
+        return self._fc
+
+    # -- one step --------------------------------------------------------------------------
+    def step(self, force: bool = False) -> RunInfo | None:
+        """Forecast the newest complete frame if it has no forecast yet (or ``force``); returns the run or None."""
+        obs = self.observation_store()
+        if obs is None:
+            return None
+        version = obs.version
+        if version == self._seen_version and not force:
+            return None
+        detected = time.time()
+        last = obs.last_complete()
+        if last is None:
+            self._seen_version = version
+            return None
+        last = pd.Timestamp(last)
+        self._detected.setdefault(last, detected)
+        fc_store = self.forecast_store()
+        assert fc_store is not None
+        if fc_store.has(last) and not force:
+            self._seen_version = version
+            return None
+        with self._run_lock:
+            model = self.model
+            leads = [pd.Timedelta(minutes=m) for m in self.settings.lead_minutes]
+            t0 = time.perf_counter()
+            try:
+                history = obs.window(last, int(getattr(model, "n_inputs", 1)))
+                forecast = model.forecast(history, leads)
+                compute = time.perf_counter() - t0
+                info = fc_store.write(
+                    forecast,
+                    compute_seconds=compute,
+                    extra={"observation_version": version, "fallback": self.model_status.fallback},
+                )
+            except Exception as exc:
+                self.status.consecutive_failures += 1
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("forecast for %s failed", last)
+                self._notify({"outcome": "error", "init_time": last, "error": self.status.last_error})
+                # retry on the next poll only after a few failures' back-off: keep the version unseen
+                if self.status.consecutive_failures >= 3:
+                    self._seen_version = version
+                return None
+            try:
+                fc_store.apply_retention(
+                    keep=self.settings.retention_runs, max_age=pd.Timedelta(hours=self.settings.retention_hours)
+                )
+            except OSError as exc:  # retention must never stop forecasting
+                log.warning("retention failed: %s", exc)
+        published = time.time()
+        self._seen_version = version
+        st = self.status
+        st.consecutive_failures = 0
+        st.last_error = None
+        st.last_run_at = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        st.last_init_time = last
+        st.last_compute_seconds = compute
+        st.runs += 1
+        st.history = (st.history + [compute])[-100:]
+        latency = published - self._detected.pop(last, detected)
+        self._detected = {k: v for k, v in self._detected.items() if k > last}
+        self._notify(
+            {"outcome": "ok", "init_time": last, "compute_seconds": compute, "frame_to_forecast_seconds": latency, "model": info.model}
+        )
+        return info
+
+    def _notify(self, event: dict[str, Any]) -> None:
+        for fn in list(self.listeners):
+            try:
+                fn(event)
+            except Exception:  # a broken listener must not stop inference
+                log.exception("inference listener failed")
+
+    # -- thread ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="nowcast-inference", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        self.status.running = True
+        try:
+            if self._model is None:
+                self.load_model()
+            while not self._stop.is_set():
+                try:
+                    self.step()
+                except Exception:
+                    log.exception("inference step failed")
+                self._wake.wait(self.settings.poll_seconds)
+                self._wake.clear()
+        finally:
+            self.status.running = False
+
+    def wake(self) -> None:
+        """Check the store now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the thread to stop and wait for the current run to finish."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

@@ -1,0 +1,1 @@
+"""API routers (version 1) and the dashboard router; each module builds one APIRouter."""

@@ -1,0 +1,277 @@
+"""Status, frame index and forecast metadata routes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pandas as pd
+from fastapi import APIRouter, Path, Request, Response
+
+from nowcast import dims
+from nowcast.forecast_store import ForecastStoreError, RunInfo
+from service.data import BadRequest, DataAccess, NotFound, Unavailable, iso, time_key
+from service.routes.deps import Access, Settings, error_responses, short_cache
+from service.schemas import (
+    ForecastList,
+    ForecastMeta,
+    ForecastStatus,
+    FrameEntry,
+    FramesResponse,
+    GridInfo,
+    LayerLinks,
+    ModelInfo,
+    ObservationStatus,
+    StatusResponse,
+)
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1", tags=["info"])
+
+
+def _now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC").tz_localize(None)
+
+
+def frame_entry(key: str, valid: pd.Timestamp, lead: int | None) -> FrameEntry:
+    return FrameEntry(
+        key=key,
+        kind="forecast" if lead is not None else "observed",
+        valid_time=iso(valid) or "",
+        lead_minutes=lead,
+        tiles=LayerLinks(**{layer: f"/v1/tiles/{layer}/{key}/{{z}}/{{x}}/{{y}}.png" for layer in ("rain", "lightning")}),
+        maps=LayerLinks(**{layer: f"/v1/maps/{layer}/{key}" for layer in ("rain", "lightning")}),
+    )
+
+
+def model_info(request: Request) -> ModelInfo | None:
+    loop = getattr(request.app.state, "inference", None)
+    if loop is None:
+        return None
+    ms = loop.model_status
+    return ModelInfo(
+        configured=ms.configured,
+        active=ms.active,
+        version=ms.version,
+        checkpoint=ms.checkpoint,
+        fallback=ms.fallback,
+        message=ms.message,
+        inference_running=loop.status.running,
+        last_error=loop.status.last_error,
+    )
+
+
+def read_ingest(access: DataAccess) -> dict[str, Any] | None:
+    """Ingest health from the store state via nowcast.ingest.read_ingest_status, when available."""
+    try:
+        from nowcast.ingest import read_ingest_status  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        status = read_ingest_status(access.obs())
+    except Exception as exc:  # ingest status is advisory; never fail /v1/status for it
+        log.debug("ingest status unavailable: %s", exc)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    if status is None:
+        return None
+    if hasattr(status, "model_dump"):
+        status = status.model_dump(mode="json")
+    elif not isinstance(status, dict):
+        status = dict(vars(status))
+    return _jsonable(status)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, pd.Timestamp):
+        return iso(value)
+    if isinstance(value, float) and value != value:
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+@router.get("/status", response_model=StatusResponse, summary="Service health: data age, last forecast, model, ingest")
+def get_status(request: Request, response: Response, access: Access) -> StatusResponse:
+    now = _now()
+    messages: list[str] = []
+    obs_status = None
+    fc_status = None
+    try:
+        obs = access.obs()
+        last = obs.last_complete()
+        obs_status = ObservationStatus(
+            last_frame=iso(last),
+            age_seconds=(now - last).total_seconds() if last is not None else None,
+            frames=len(obs.times()),
+            store_version=obs.version,
+        )
+    except Unavailable as exc:
+        messages.append(str(exc))
+    fc = access.forecasts()
+    run = fc.latest() if fc is not None else None
+    if run is not None:
+        fc_status = ForecastStatus(
+            init_time=iso(run.init_time) or "",
+            age_seconds=(now - run.init_time).total_seconds(),
+            model=run.model,
+            model_version=run.model_version,
+            written_at=iso(run.written_at) or "",
+            compute_seconds=None if run.compute_seconds != run.compute_seconds else run.compute_seconds,
+        )
+    else:
+        messages.append("no forecast yet")
+    model = model_info(request)
+    if model is not None and model.fallback:
+        messages.append(model.message)
+    if model is not None and model.last_error:
+        messages.append(f"last forecast failed: {model.last_error}")
+    ingest = read_ingest(access) if obs_status is not None else None
+    if obs_status is None or fc_status is None:
+        state = "starting"
+    elif (model is not None and (model.fallback or model.last_error)) or (
+        obs_status.age_seconds is not None and obs_status.age_seconds > 3 * 3600
+    ):
+        state = "degraded"
+    else:
+        state = "ok"
+    response.headers["Cache-Control"] = "no-cache"
+    return StatusResponse(
+        status=state,
+        now=iso(now) or "",
+        observations=obs_status,
+        forecast=fc_status,
+        model=model,
+        ingest=ingest,
+        messages=messages,
+    )
+
+
+@router.get(
+    "/frames",
+    response_model=FramesResponse,
+    responses=error_responses(503),
+    summary="Index of observed and forecast frames with immutable tile/map URLs",
+)
+def get_frames(response: Response, access: Access, settings: Settings) -> FramesResponse:
+    obs = access.obs()
+    obs_v, fc_v = access.versions()
+    times = obs.times()[-settings.frames_in_index :]
+    observed = [frame_entry(time_key(t), t, None) for t in times]
+    fc = access.forecasts()
+    run = fc.latest() if fc is not None else None
+    forecast: list[FrameEntry] = []
+    if run is not None:
+        forecast = [
+            frame_entry(time_key(run.init_time, m), run.init_time + pd.Timedelta(minutes=m), m) for m in run.lead_minutes()
+        ]
+    response.headers["Cache-Control"] = short_cache(settings)
+    response.headers["ETag"] = f'"{obs_v}|{fc_v}"'
+    return FramesResponse(
+        generated_at=iso(_now()) or "",
+        observed=observed,
+        forecast=forecast,
+        forecast_init_time=iso(run.init_time) if run else None,
+        model=run.model if run else None,
+        bbox_lonlat=access.bbox_lonlat(),
+        max_age_seconds=settings.index_max_age_s,
+    )
+
+
+def grid_info(access: DataAccess) -> GridInfo:
+    grid = access.grid()
+    auth = grid.crs.to_authority()
+    return GridInfo(
+        shape=list(grid.shape),
+        resolution=grid.resolution,
+        bounds=[float(b) for b in grid.bounds()],
+        bbox_lonlat=access.bbox_lonlat(),
+        crs=":".join(auth) if auth else grid.crs.to_string(),
+        crs_wkt=grid.crs_wkt,
+    )
+
+
+def forecast_meta(access: DataAccess, run: RunInfo) -> ForecastMeta:
+    leads = run.lead_minutes()
+    return ForecastMeta(
+        init_time=iso(run.init_time) or "",
+        key=time_key(run.init_time),
+        lead_minutes=leads,
+        valid_times=[iso(run.init_time + pd.Timedelta(minutes=m)) or "" for m in leads],
+        model=run.model,
+        model_version=run.model_version,
+        written_at=iso(run.written_at) or "",
+        compute_seconds=None if run.compute_seconds != run.compute_seconds else run.compute_seconds,
+        grid=grid_info(access),
+        variables={dims.RAIN_RATE: dims.RAIN_RATE_UNITS, dims.LIGHTNING_PROBABILITY: dims.PROBABILITY_UNITS},
+        frames=[frame_entry(time_key(run.init_time, m), run.init_time + pd.Timedelta(minutes=m), m) for m in leads],
+    )
+
+
+@router.get("/forecasts", response_model=ForecastList, summary="Init times of the retained forecast runs")
+def list_forecasts(response: Response, access: Access, settings: Settings) -> ForecastList:
+    fc = access.forecasts()
+    times = list(fc.init_times()) if fc is not None else []
+    response.headers["Cache-Control"] = short_cache(settings)
+    return ForecastList(init_times=[iso(t) or "" for t in times], latest=iso(times[-1]) if times else None)
+
+
+@router.get(
+    "/forecasts/latest",
+    response_model=ForecastMeta,
+    responses=error_responses(404, 503),
+    summary="Metadata of the newest forecast run: leads, grid, bbox, CRS, model",
+)
+def latest_forecast(response: Response, access: Access, settings: Settings) -> ForecastMeta:
+    fc = access.forecasts()
+    run = fc.latest() if fc is not None else None
+    if run is None:
+        raise NotFound("no forecast yet")
+    response.headers["Cache-Control"] = short_cache(settings)
+    return forecast_meta(access, run)
+
+
+_INIT_RE = re.compile(r"^\d{8}T\d{4}(\d{2})?Z?$")
+
+
+def parse_init_time(text: str) -> pd.Timestamp:
+    """``YYYYmmddTHHMM[SS][Z]`` or ISO 8601 (UTC) -> Timestamp; BadRequest when malformed."""
+    try:
+        if _INIT_RE.match(text):
+            t = pd.Timestamp(pd.to_datetime(text.rstrip("Z"), format="%Y%m%dT%H%M%S" if len(text.rstrip("Z")) == 15 else "%Y%m%dT%H%M"))
+        else:
+            if not re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$", text):
+                raise ValueError("not an ISO 8601 date-time")
+            t = dims.to_utc_timestamp(pd.Timestamp(text))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BadRequest(f"malformed init time {text!r}: use YYYYmmddTHHMM or ISO 8601 UTC ({exc})") from exc
+    return t
+
+
+@router.get(
+    "/forecasts/{init_time}",
+    response_model=ForecastMeta,
+    responses=error_responses(400, 404, 503),
+    summary="Metadata of the forecast run initialised at init_time (YYYYmmddTHHMM or ISO 8601)",
+)
+def forecast_by_time(
+    response: Response,
+    access: Access,
+    init_time: str = Path(description="YYYYmmddTHHMM or ISO 8601 UTC", max_length=40),
+) -> ForecastMeta:
+    t = parse_init_time(init_time)
+    fc = access.forecasts()
+    if fc is None or not fc.has(t):
+        raise NotFound(f"no forecast run initialised at {iso(t)}")
+    try:
+        run = fc.run_info(t)
+    except ForecastStoreError as exc:
+        raise NotFound(str(exc)) from exc
+    response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    return forecast_meta(access, run)

@@ -1,0 +1,100 @@
+"""``fit()``: train a ConvLSTM nowcaster on windows of an observation store (the public entry point).
+
+Usage::
+
+    from training.api import fit
+    ckpt = fit({"model": {...}, "train": {...}}, store, train_times, val_times, seed=0, out_dir=Path("runs/a"))
+    create_nowcaster("convlstm", checkpoint=ckpt)
+
+Under ``torchrun`` every rank calls ``fit`` with the same arguments; see :mod:`training.ddp`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nowcast import dims
+from nowcast.models.convlstm import resolve_device
+from training import ddp
+from training.checkpoint import code_version, data_fingerprint
+from training.config import parse_options, resolve_out_dir
+from training.dataset import WindowDataset, select_windows, windows_fingerprint
+from training.loop import Trainer, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def fit(
+    options: dict[str, Any],
+    store: Any,
+    train_times: pd.DatetimeIndex,
+    val_times: pd.DatetimeIndex,
+    *,
+    seed: int,
+    device: str = "auto",
+    out_dir: Path,
+    resume: str | Path | None = None,
+) -> Path:
+    """Train on windows whose last input frame is in ``train_times``; early-stop on ``val_times``.
+
+    Parameters
+    ----------
+    options: ``{"model": {...}, "train": {...}}`` (the tables of a training config;
+        :class:`nowcast.models.network.ModelConfig`, :class:`training.config.TrainOptions`).
+    store: an :class:`nowcast.store.ObservationStore` (its URL is reopened by data workers).
+    train_times, val_times: candidate last-input-frame times (UTC); absent or too dry ones
+        are skipped.
+    seed: seeds python/numpy/torch, the sample order, crops and augmentation.
+    device: "cpu", "cuda" or "auto".
+    out_dir: receives ``best.pt``, ``last.pt``, ``metrics.csv`` and the guide cache.
+    resume: a ``last.pt`` to continue from (same model config and windows).
+
+    Returns the path of the best checkpoint (by validation CSI).
+    """
+    model_cfg, opts = parse_options(options)
+    ctx = ddp.init_from_env(resolve_device(device))
+    try:
+        out = resolve_out_dir(out_dir)
+        seed_everything(seed)
+        cache = Path(opts.cache_dir) if opts.cache_dir else out / "cache"
+        train_times = dims.to_utc_index(train_times) if len(train_times) else pd.DatetimeIndex([])
+        val_times = dims.to_utc_index(val_times) if len(val_times) else pd.DatetimeIndex([])
+        overlap = train_times.intersection(val_times)
+        if len(overlap):
+            raise ValueError(f"train and validation times overlap ({len(overlap)} times, first {overlap[0]})")
+
+        def select() -> tuple[list, list]:
+            return select_windows(store, train_times, model_cfg, opts, cache), select_windows(store, val_times, model_cfg, opts, cache)
+
+        # rank 0 computes the (expensive) guides first; the others then hit the cache
+        if ctx.is_main:
+            train_w, val_w = select()
+        ddp.barrier(ctx)
+        if not ctx.is_main:
+            train_w, val_w = select()
+        if not train_w:
+            raise ValueError(f"no training windows: none of the {len(train_times)} train times is stored with >= {opts.min_wet_fraction} wet fraction")
+        if not val_w:
+            raise ValueError(f"no validation windows: none of the {len(val_times)} validation times is stored with >= {opts.min_wet_fraction} wet fraction")
+        windows_hash = windows_fingerprint(train_w) + windows_fingerprint(val_w)
+        meta = {
+            "windows_hash": windows_hash,
+            "data_fingerprint": data_fingerprint(windows_hash, store.version),
+            "store": store.url,
+            "store_version": store.version,
+            "code_version": code_version(),
+            "n_train_windows": len(train_w),
+            "n_val_windows": len(val_w),
+        }
+        common = {"storage_options": getattr(store, "storage_options", None), "seed": seed, "grid_shape": store.grid.shape}
+        train_ds = WindowDataset(store.url, train_w, model_cfg, opts.crop_size, train=True, augment=opts.augment, **common)
+        val_ds = WindowDataset(store.url, val_w, model_cfg, opts.val_crop_size, train=False, augment=False, **common)
+        log.info("training on %d windows, validating on %d (device %s, %d rank(s))", len(train_w), len(val_w), ctx.device, ctx.world_size)
+        trainer = Trainer(model_cfg, opts, train_ds, val_ds, ctx=ctx, out_dir=out, seed=seed, meta=meta)
+        return trainer.run(resume)
+    finally:
+        ddp.cleanup(ctx)

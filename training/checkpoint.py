@@ -1,0 +1,87 @@
+"""Writing and resuming training checkpoints.
+
+A checkpoint is one ``torch.save`` file holding only plain types and tensors (it loads with
+``weights_only=True``)::
+
+    format, format_version      "nowcast.convlstm", 1
+    model_config, train_config  the [model] / [train] tables (dicts)
+    state_dict                  network weights
+    optimizer                   optimiser state (for --resume)
+    trainer                     {"epoch", "best_score", "best_epoch", "bad_epochs"}
+    history                     per-epoch metrics (list of dicts)
+    metrics                     the metrics of the epoch the weights come from
+    data_fingerprint            hash of the window times + store version
+    windows_hash                hash of the window times alone
+    code_version                git describe, or the package version
+    seed
+
+Reading and checking lives next to the model (:mod:`nowcast.models.convlstm`), so inference
+does not depend on this package; :class:`CheckpointError` is re-exported here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nowcast.models.convlstm import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointError, build_network, read_checkpoint
+from nowcast.models.network import ModelConfig
+
+__all__ = ["CheckpointError", "code_version", "data_fingerprint", "load_for_resume", "read_checkpoint", "save_checkpoint", "build_network"]
+
+log = logging.getLogger(__name__)
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of the source tree, else the installed package version."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return version("nowcast")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def data_fingerprint(windows_hash: str, store_version: str) -> str:
+    """Hash of the sample (window times) and the store's version."""
+    return hashlib.sha256(f"{windows_hash}|{store_version}".encode()).hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (see the module docstring) atomically to ``path``."""
+    payload = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, **payload}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_for_resume(path: str | Path, model_config: ModelConfig, windows_hash: str) -> dict[str, Any]:
+    """Read a checkpoint to continue training; it must match the model config and the windows.
+
+    Returns the checkpoint dict with ``"network"`` (the rebuilt network, on CPU) added.
+    Raises :class:`CheckpointError` naming the file and the mismatch.
+    """
+    ckpt = read_checkpoint(path)
+    net = build_network(ckpt, path, expected=model_config)
+    for key in ("optimizer", "trainer"):
+        if key not in ckpt:
+            raise CheckpointError(path, f"cannot resume: checkpoint has no {key!r} state")
+    if ckpt.get("windows_hash") != windows_hash:
+        raise CheckpointError(path, "cannot resume: it was trained on different windows (data fingerprint differs)")
+    ckpt["network"] = net
+    return ckpt

@@ -1,0 +1,87 @@
+"""Distributed data parallel helpers: initialisation from the torchrun environment.
+
+``torchrun --nproc_per_node=N -m nowcast.cli train ...`` (or ``nowcast train`` under torchrun)
+sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``; the process group
+uses NCCL on GPUs and gloo on CPU. Without those variables everything runs in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: rank among ``world_size`` processes and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+    owns_group: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env(device: str) -> DistContext:
+    """Join the process group described by the environment (if any) and pick the device.
+
+    ``device``: "cpu" or "cuda" (already resolved); with CUDA each rank takes ``cuda:LOCAL_RANK``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 and not dist.is_initialized():
+        return DistContext(device=device)
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    owns = False
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        owns = True
+        log.info("joined process group: rank %d of %d (%s)", rank, world, backend)
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local, device=device, owns_group=owns)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
+    """Rank 0's boolean, on every rank."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=ctx.device if ctx.device.startswith("cuda") else "cpu")
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def all_reduce_mean(value: float, ctx: DistContext) -> float:
+    """Mean of a float over ranks."""
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=ctx.device if ctx.device.startswith("cuda") else "cpu")
+    dist.all_reduce(t)
+    return float(t.item()) / ctx.world_size
+
+
+def cleanup(ctx: DistContext) -> None:
+    """Leave the process group if this context created it."""
+    if ctx.owns_group and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,299 @@
+"""The training loop: epochs over window batches, validation CSI, early stopping, checkpoints.
+
+One :class:`Trainer` per run. Rank 0 (the only rank in single-process runs) validates on the
+whole validation set, writes ``metrics.csv``, ``last.pt`` (every epoch, for ``--resume``) and
+``best.pt`` (best validation CSI at ``csi_threshold``, pooled over leads and windows); the
+decision to stop is broadcast to the other ranks.
+
+Reproducibility: the epoch's sample order and every sample's crop/augmentation derive from
+``(seed, epoch)``, so single-process and DDP runs see the same global batches, and a resumed
+run continues exactly where an uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from nowcast.models.network import EncoderForecaster, ModelConfig
+from nowcast.transforms import rainrate_to_scaled
+from training import ddp
+from training.checkpoint import build_network, load_for_resume, read_checkpoint, save_checkpoint
+from training.config import TrainOptions
+from training.dataset import WindowDataset
+from training.losses import total_loss
+
+log = logging.getLogger(__name__)
+
+#: columns of metrics.csv, in order
+METRIC_COLUMNS = [
+    "epoch", "train_loss", "val_loss", "val_csi_1", "val_csi_5", "val_csi_thr", "extrap_csi_1", "extrap_csi_5",
+    "val_csi_1_lead30", "val_csi_1_lead60", "lr", "seconds", "improved",
+]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _worker_init(worker_id: int) -> None:  # spawn workers: seed from torch's per-worker seed
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+
+
+class EpochSampler(Sampler[int]):
+    """Per-epoch permutation of the windows (``samples`` draws, repeating if needed), sharded
+    over ranks like ``DistributedSampler`` (rank r takes positions r, r+W, ...)."""
+
+    def __init__(self, n: int, samples: int | None, rank: int, world: int, seed: int) -> None:
+        self.n, self.rank, self.world, self.seed = n, rank, world, seed
+        total = samples or n
+        self.total = int(math.ceil(total / world) * world)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> list[int]:
+        g = torch.Generator()
+        g.manual_seed(self.seed * 100003 + self.epoch)
+        out: list[int] = []
+        while len(out) < self.total:
+            out.extend(torch.randperm(self.n, generator=g).tolist())
+        return out[: self.total]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.rank :: self.world])
+
+    def __len__(self) -> int:
+        return self.total // self.world
+
+
+class Trainer:
+    """Trains an :class:`EncoderForecaster` on window datasets; see the module docstring."""
+
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        opts: TrainOptions,
+        train_ds: WindowDataset,
+        val_ds: WindowDataset,
+        *,
+        ctx: ddp.DistContext,
+        out_dir: Path,
+        seed: int,
+        meta: dict[str, Any],
+    ) -> None:
+        if opts.batch_size % ctx.world_size:
+            raise ValueError(f"batch_size {opts.batch_size} must be divisible by the number of ranks {ctx.world_size}")
+        self.cfg, self.opts, self.ctx = model_cfg, opts, ctx
+        self.train_ds, self.val_ds = train_ds, val_ds
+        self.out_dir, self.seed, self.meta = out_dir, seed, meta
+        self.device = torch.device(ctx.device)
+        self.cuda = self.device.type == "cuda"
+        self.amp = opts.amp and self.cuda
+        seed_everything(seed)
+        net = EncoderForecaster(model_cfg)
+        if opts.init_checkpoint:
+            net = build_network(read_checkpoint(opts.init_checkpoint), opts.init_checkpoint, expected=model_cfg)
+            log.info("initialised from %s", opts.init_checkpoint)
+        self.net = net.to(self.device)
+        self.model: torch.nn.Module = self.net
+        if ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.net, device_ids=[self.device.index] if self.cuda else None)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+        self.sampler = EpochSampler(len(train_ds), opts.samples_per_epoch, ctx.rank, ctx.world_size, seed)
+        self.history: list[dict[str, Any]] = []
+        self.state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0}
+
+    # -- data --------------------------------------------------------------------------
+    def _loader(self, ds: WindowDataset, sampler: Sampler[int] | None) -> DataLoader:
+        nw = self.opts.num_workers
+        return DataLoader(
+            ds,
+            batch_size=self.opts.batch_size // self.ctx.world_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=nw,
+            multiprocessing_context="spawn" if nw > 0 else None,
+            worker_init_fn=_worker_init if nw > 0 else None,
+            pin_memory=self.cuda,
+            drop_last=False,
+        )
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        guide = batch["guide"] if self.cfg.advection != "none" else None
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            rain, light = model(batch["inputs"], guide)
+        return rain.float(), light.float()
+
+    # -- one epoch ---------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        self.train_ds.set_epoch(epoch)
+        total, count = 0.0, 0
+        bar = tqdm(self._loader(self.train_ds, self.sampler), desc=f"epoch {epoch}", leave=False, disable=not (self.opts.progress and self.ctx.is_main))
+        for batch in bar:
+            batch = self._to_device(batch)
+            rain, light = self._forward(self.model, batch)
+            loss = total_loss(rain, light, batch, self.opts, self.cfg.lightning)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at epoch {epoch}: {loss.item()}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.opts.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.opts.grad_clip)
+            self.optimizer.step()
+            total += float(loss.item())
+            count += 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        return ddp.all_reduce_mean(total / max(count, 1), self.ctx)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Validation loss and CSI (pooled contingency tables over leads and windows)."""
+        self.net.eval()
+        thresholds = sorted({1.0, 5.0, self.opts.csi_threshold})
+        tables = {t: np.zeros(3) for t in thresholds}  # hits, misses, false alarms
+        ext = {t: np.zeros(3) for t in (1.0, 5.0)}
+        by_lead = np.zeros((self.cfg.n_leads, 3))
+        loss_sum, n_batches = 0.0, 0
+
+        def table(pred_s: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor, thr: float) -> np.ndarray:
+            f = pred_s >= float(rainrate_to_scaled(thr))
+            o = obs >= thr
+            m = mask
+            dims = (0, 2, 3)
+            return np.stack([((f & o & m).sum(dims)).cpu().numpy(), ((~f & o & m).sum(dims)).cpu().numpy(), ((f & ~o & m).sum(dims)).cpu().numpy()], axis=-1).astype(np.float64)
+
+        for batch in self._loader(self.val_ds, None):
+            batch = self._to_device(batch)
+            rain, light = self._forward(self.net, batch)
+            loss_sum += float(total_loss(rain, light, batch, self.opts, self.cfg.lightning).item())
+            n_batches += 1
+            for t in thresholds:
+                tab = table(rain, batch["target_rate"], batch["mask"], t)
+                tables[t] += tab.sum(0)
+                if t == 1.0:
+                    by_lead += tab
+            if self.cfg.advection != "none":
+                for t in ext:
+                    ext[t] += table(batch["guide"][:, :, 0], batch["target_rate"], batch["mask"], t).sum(0)
+        self.net.train()
+
+        def csi(h: np.ndarray) -> float:
+            d = h[..., 0] + h[..., 1] + h[..., 2]
+            return float(h[..., 0] / d) if d > 0 else float("nan")
+
+        out = {
+            "val_loss": loss_sum / max(n_batches, 1),
+            "val_csi_1": csi(tables[1.0]),
+            "val_csi_5": csi(tables[5.0]),
+            "val_csi_thr": csi(tables[self.opts.csi_threshold]),
+            "extrap_csi_1": csi(ext[1.0]) if self.cfg.advection != "none" else float("nan"),
+            "extrap_csi_5": csi(ext[5.0]) if self.cfg.advection != "none" else float("nan"),
+        }
+        step = self.cfg.cadence_minutes
+        for minutes in (30, 60):
+            k = minutes // step - 1
+            out[f"val_csi_1_lead{minutes}"] = csi(by_lead[k]) if minutes % step == 0 and 0 <= k < self.cfg.n_leads else float("nan")
+        return out
+
+    # -- checkpoints -------------------------------------------------------------------
+    def _payload(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model_config": self.cfg.model_dump(),
+            "train_config": self.opts.model_dump(),
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "trainer": dict(self.state),
+            "history": list(self.history),
+            "metrics": dict(metrics),
+            "seed": self.seed,
+            **self.meta,
+        }
+
+    def _write_csv(self) -> None:
+        path = self.out_dir / "metrics.csv"
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            for row in self.history:
+                w.writerow(row)
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from ``path`` (a ``last.pt``): weights, optimiser, early-stopping state, history."""
+        ckpt = load_for_resume(path, self.cfg, self.meta["windows_hash"])
+        self.net.load_state_dict(ckpt["network"].state_dict())
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.state.update({k: ckpt["trainer"][k] for k in self.state})
+        self.history = list(ckpt.get("history", []))
+        best = self.out_dir / "best.pt"
+        src_best = Path(path).resolve().parent / "best.pt"
+        if not best.exists() and src_best.is_file() and self.ctx.is_main:
+            shutil.copyfile(src_best, best)
+        log.info("resumed from %s at epoch %d (best CSI %.4f at epoch %d)", path, self.state["epoch"], self.state["best_score"], self.state["best_epoch"])
+
+    # -- the run -----------------------------------------------------------------------
+    def run(self, resume: str | Path | None = None) -> Path:
+        """Train until ``epochs`` or early stopping; returns the path of ``best.pt``."""
+        if resume is not None:
+            self.resume(resume)
+        best_path = self.out_dir / "best.pt"
+        stop = self.state["bad_epochs"] >= self.opts.patience
+        start = int(self.state["epoch"]) + 1
+        for epoch in range(start, self.opts.epochs + 1):
+            if stop:
+                break
+            t0 = time.perf_counter()
+            train_loss = self.train_epoch(epoch)
+            self.state["epoch"] = epoch
+            improved = False
+            if self.ctx.is_main:
+                metrics = self.validate()
+                score = metrics["val_csi_thr"]
+                score = -1.0 if math.isnan(score) else score
+                improved = score > self.state["best_score"] + self.opts.min_delta or self.state["best_epoch"] == 0
+                if improved:
+                    self.state.update(best_score=score, best_epoch=epoch, bad_epochs=0)
+                else:
+                    self.state["bad_epochs"] += 1
+                row = {"epoch": epoch, "train_loss": train_loss, **metrics, "lr": self.optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3), "improved": int(improved)}
+                self.history.append(row)
+                payload = self._payload(row)
+                save_checkpoint(self.out_dir / "last.pt", payload)
+                if improved:
+                    save_checkpoint(best_path, payload)
+                self._write_csv()
+                log.info(
+                    "epoch %d: train loss %.4f, val loss %.4f, CSI@1 %.4f (extrapolation %.4f), CSI@5 %.4f%s",
+                    epoch, train_loss, metrics["val_loss"], metrics["val_csi_1"], metrics["extrap_csi_1"], metrics["val_csi_5"], " *" if improved else "",
+                )
+                stop = self.state["bad_epochs"] >= self.opts.patience
+                if stop:
+                    log.info("early stopping after epoch %d (best epoch %d, CSI %.4f)", epoch, self.state["best_epoch"], self.state["best_score"])
+            stop = ddp.broadcast_flag(stop, self.ctx)
+        ddp.barrier(self.ctx)
+        return best_path
