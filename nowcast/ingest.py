@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 #: store-state key of the ingest status document
 STATUS_KEY = "ingest_status"
 #: bounds of the per-source state
-MAX_DONE = 20_000
+MAX_DONE = 5_000
 MAX_LIGHTNING_SLOTS = 2_000
 
 
@@ -97,6 +97,8 @@ class IngestSettings:
     max_bytes: files larger than this are refused (bad).
     lightning_settle: how long after its end a lightning slot is written.
     reader_options: keyword options for ``nowcast.io.read_radar``.
+    clock_offset: added to the wall clock to get the source's "now" (negative: consume a
+        provider's archive as if it were live; testing).
     notify_url: POSTed a small JSON after each new complete frame (errors only logged).
     on_frame: called with (time, source name) after each new complete frame.
     """
@@ -111,6 +113,7 @@ class IngestSettings:
     max_bytes: int = 2 * 1024**3
     lightning_settle: pd.Timedelta = field(default_factory=lambda: pd.Timedelta("1min"))
     reader_options: dict[str, Any] = field(default_factory=dict)
+    clock_offset: pd.Timedelta = field(default_factory=lambda: pd.Timedelta(0))
     notify_url: str | None = None
     notify_timeout: float = 2.0
     on_frame: Callable[[pd.Timestamp, str], None] | None = None
@@ -230,7 +233,7 @@ class LockHeld(RuntimeError):
 
 
 class WriterLock:
-    """A lease file ``<store>/.ingest.lock`` so that one ingest process writes a store.
+    """A lease file ``<store>.ingest.lock`` (beside the store) so that one ingest process writes it.
 
     The file holds ``{"token", "pid", "host", "heartbeat"}``. A lock is stale when its
     heartbeat is older than ``ttl`` seconds, or when its process is gone on this host; a
@@ -243,7 +246,8 @@ class WriterLock:
     def __init__(self, store_url: str, ttl: float = 60.0, storage_options: dict[str, Any] | None = None) -> None:
         import fsspec
 
-        self.url = str(store_url).rstrip("/") + "/.ingest.lock"
+        self.store_url = str(store_url).rstrip("/")
+        self.url = self.store_url + ".ingest.lock"
         self.ttl = float(ttl)
         self.token = uuid.uuid4().hex
         self._fs, self._path = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
@@ -303,7 +307,7 @@ class WriterLock:
         doc = self._read()
         if doc is not None and not self._stale(doc) and doc.get("token") != self.token:
             raise LockHeld(
-                f"store {self.url[: -len('/.ingest.lock')]} is being written by ingest pid {doc.get('pid')} on "
+                f"store {self.store_url} is being written by ingest pid {doc.get('pid')} on "
                 f"{doc.get('host')} (heartbeat {time.time() - float(doc.get('heartbeat', 0)):.0f} s ago); "
                 f"stop it first or wait {self.ttl:g} s for its lease to expire"
             )
@@ -442,8 +446,9 @@ class SourceRunner:
 
     def _wanted(self, item: Item, state: dict[str, Any], wall: pd.Timestamp) -> bool:
         done = state.get("done", {}).get(item.key)
-        if done is not None and (not item.signature or done.get("sig") == item.signature):
-            return False
+        if done is not None and item.signature and done.get("sig") == item.signature:
+            return False  # unchanged file; items without a signature (a "latest" alias) are
+            # re-requested every run (conditionally) and items of a known slot skip via has()
         bad = state.get("bad", {}).get(item.key)
         if bad is not None and item.signature and bad.get("sig") == item.signature:
             return False
@@ -477,9 +482,10 @@ class SourceRunner:
         state: dict[str, Any] = {}
         try:
             state = copy.deepcopy(self.store.get_state(self.name))
-            now0 = self.source.clock(wall)
+            shifted = wall + self.settings.clock_offset
+            now0 = self.source.clock(shifted)
             items = self.source.poll(now0, now0 - self.settings.backfill, state)
-            src_now = self.source.clock(wall)
+            src_now = self.source.clock(shifted)
             if src_now != now0:  # a simulated clock that got to know its archive in poll
                 items = self.source.poll(src_now, src_now - self.settings.backfill, state)
             since = src_now - self.settings.backfill
@@ -572,7 +578,9 @@ class SourceRunner:
     def _mark_done(self, item: Item, state: dict[str, Any], t: pd.Timestamp | None, wall: pd.Timestamp) -> None:
         done = state.setdefault("done", {})
         done.pop(item.key, None)
-        done[item.key] = {"sig": item.signature, "time": t.isoformat() if t is not None else None, "at": wall.isoformat()}
+        if item.kind == LIGHTNING or item.time is None or t is None or t != item.time:
+            # items of a known slot are recognised by store.has(); remember only the others
+            done[item.key] = {"sig": item.signature, "time": t.isoformat() if t is not None else None, "at": wall.isoformat()}
         state.setdefault("missing", {}).pop(item.key, None)
         state.setdefault("bad", {}).pop(item.key, None)
         if t is not None and (state.get("last_time") is None or pd.Timestamp(state["last_time"]) < t):

@@ -175,9 +175,10 @@ def map_figure(
     nocov = np.where(np.isnan(v), 1.0, np.nan)
     ax.imshow(nocov, extent=extent, origin="upper", cmap="Greys", vmin=0, vmax=4, interpolation="nearest")
     im = ax.imshow(v, extent=extent, origin="upper", cmap=cmap, norm=norm, interpolation="nearest")
-    ax.set_title(title, fontsize=11, loc="left")
+    fig.suptitle(title, fontsize=11, x=0.02, ha="left")
     if subtitle:
-        ax.set_title(subtitle, fontsize=9, loc="right", color="#555555")
+        ax.set_title(subtitle, fontsize=8, loc="left", color="#555555")
+    ax.ticklabel_format(useOffset=False, style="plain")
     ax.set_xlabel(x_label, fontsize=8)
     ax.set_ylabel(y_label, fontsize=8)
     ax.tick_params(labelsize=7)

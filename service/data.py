@@ -91,6 +91,7 @@ class DataAccess:
         self.points: LRUCache[object] = LRUCache(max(16, settings.cache_items // 2))
         self._samplers: dict[str, object] = {}
         self._bbox: tuple[Grid, list[float]] | None = None
+        self._to_grid: tuple[Grid, object] | None = None
 
     # -- stores --------------------------------------------------------------------------
     def obs(self):  # -> ObservationStore
@@ -235,9 +236,16 @@ class DataAccess:
     def point_index(self, lat: float, lon: float) -> tuple[int, int]:
         """(row, col) of the cell containing lat/lon; NotFound naming the domain when outside."""
         grid = self.grid()
-        row, col, inside = grid.lonlat_to_index(np.array([lon]), np.array([lat]))
-        if not bool(inside[0]):
-            lon0, lat0, lon1, lat1 = grid.bbox_lonlat()
+        if self._to_grid is None or self._to_grid[0] is not grid:
+            from pyproj import Transformer
+
+            self._to_grid = (grid, Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True))
+        with np.errstate(invalid="ignore"):
+            gx, gy = self._to_grid[1].transform(np.array([lon], dtype=float), np.array([lat], dtype=float))
+        ok = bool(np.isfinite(gx[0]) and np.isfinite(gy[0]))
+        row, col, inside = grid.index_of(np.where(ok, gx, -1e30), np.where(ok, gy, -1e30))
+        if not (ok and bool(inside[0])):
+            lon0, lat0, lon1, lat1 = self.bbox_lonlat()
             raise NotFound(
                 f"point lat={lat}, lon={lon} is outside the domain "
                 f"(lon {lon0:.3f}..{lon1:.3f}, lat {lat0:.3f}..{lat1:.3f}, grid {grid.shape[0]}x{grid.shape[1]})"

@@ -69,7 +69,7 @@ class InferenceLoop:
         self.listeners: list[Listener] = []
         self._seen_version: str | None = None
         self._detected: dict[pd.Timestamp, float] = {}
-        self._run_lock = threading.Lock()
+        self._run_lock = threading.RLock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None

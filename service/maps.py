@@ -37,11 +37,13 @@ def render_png(access: DataAccess, ref: FrameRef, layer: str) -> bytes:
     v = field if grid.dy < 0 else field[::-1]
     if grid.dx < 0:
         v = v[:, ::-1]
-    unit = grid.crs.axis_info[0].unit_name if grid.crs.axis_info else "m"
+    unit = grid.crs.axis_info[0].unit_name if grid.crs.axis_info else "metre"
+    scale = 1.0
+    if unit in ("metre", "meter", "m"):
+        unit, scale = "km", 1000.0
     title, sub = map_title(ref, layer)
-    fig = plotting.map_figure(
-        v, (xmin, xmax, ymin, ymax), layer, title, subtitle=sub, x_label=f"x ({unit})", y_label=f"y ({unit})"
-    )
+    extent = (xmin / scale, xmax / scale, ymin / scale, ymax / scale)
+    fig = plotting.map_figure(v, extent, layer, title, subtitle=sub, x_label=f"x ({unit})", y_label=f"y ({unit})")
     return plotting.figure_png(fig)
 
 
@@ -64,7 +66,7 @@ def to_netcdf_bytes(access: DataAccess, ref: FrameRef) -> bytes:
     fd, path = tempfile.mkstemp(suffix=".nc")
     os.close(fd)
     try:
-        xr.Dataset(ds).to_netcdf(path, engine="netcdf4")
+        ds.to_netcdf(path, engine="netcdf4")
         with open(path, "rb") as f:
             return f.read()
     finally:

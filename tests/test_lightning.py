@@ -24,13 +24,12 @@ from nowcast.lightning import (
 )
 
 
-@pytest.fixture(scope="module")
-def glm_files() -> list[Path]:
-    from conftest import LIGHTNING_DATA  # tests/conftest.py (rootdir conftest)
-
-    files = sorted((LIGHTNING_DATA / "glm" / "20180702").glob("OR_GLM-L2-LCFA_*.nc"))
+@pytest.fixture
+def glm_files(shared_data: Path) -> list[Path]:
+    d = shared_data / "lightning" / "glm" / "20180702"
+    files = sorted(d.glob("OR_GLM-L2-LCFA_*.nc"))
     if len(files) < 3:
-        pytest.skip(f"real data not available: GLM LCFA files absent under {LIGHTNING_DATA} (see ../shared/data/DATA.md)")
+        pytest.skip(f"real data not available: GLM LCFA files absent under {d} (see ../shared/data/DATA.md)")
     return files
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import xarray as xr
 
-from nowcast.io.base import READERS, RadarReader, ReaderError, Source
+from nowcast.io.base import READERS, RadarReader, ReaderError, Source, as_reader
 from nowcast.io.sniff import sniff
 
 __all__ = ["READERS", "RadarReader", "ReaderError", "read_radar", "read_radolan_rv", "sniff"]
@@ -43,7 +43,7 @@ def read_radar(path: str | Path, *, reader: str | None = None, **options: Any) -
     src = Source.open_path(path)
     name = reader or sniff_source(src)
     try:
-        rdr = READERS.get(name)
+        rdr = as_reader(READERS.get(name))
     except KeyError as exc:
         raise ReaderError(path, str(exc)) from None
     try:

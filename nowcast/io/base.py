@@ -73,10 +73,19 @@ class Source:
         if src.compression is None:
             src.head = raw_head
         else:
-            src.head = src.data()[:HEAD_BYTES]
+            src.head = src._stream_head()
             if not src.head:
                 raise ReaderError(p, f"{src.compression} stream decompresses to nothing")
         return src
+
+    def _stream_head(self) -> bytes:
+        """First HEAD_BYTES of the decompressed stream without decompressing it all."""
+        opener = gzip.open if self.compression == "gzip" else bz2.open
+        try:
+            with opener(self.path, "rb") as fh:
+                return fh.read(HEAD_BYTES)
+        except Exception as exc:  # zlib.error, EOFError, OSError, ...
+            raise ReaderError(self.path, f"corrupt or truncated {self.compression} stream ({exc})") from exc
 
     def data(self) -> bytes:
         """The whole (decompressed) content; cached."""
@@ -89,7 +98,7 @@ class Source:
                     self._data = bz2.decompress(raw)
                 else:
                     self._data = raw
-            except (OSError, EOFError, ValueError) as exc:
+            except Exception as exc:  # zlib.error, EOFError, OSError, ...
                 raise ReaderError(self.path, f"corrupt or truncated {self.compression} stream ({exc})") from exc
         return self._data
 
@@ -121,8 +130,14 @@ class RadarReader(Protocol):
         ...
 
 
-#: name -> RadarReader instance. Third parties register through entry points ``nowcast.readers``.
+#: name -> RadarReader instance. Third parties register through entry points ``nowcast.readers``
+#: pointing at an instance or at a class whose no-argument constructor builds one.
 READERS: Registry[RadarReader] = Registry("readers")
+
+
+def as_reader(obj: Any) -> RadarReader:
+    """A registry entry as a reader instance (entry points may name the class)."""
+    return obj() if isinstance(obj, type) else obj
 
 
 def edges_to_centres(start_edge: float, step: float, n: int) -> np.ndarray:
@@ -153,6 +168,11 @@ def finish_frame(
     if values.ndim != 2 or values.shape != (len(y), len(x)):
         raise ValueError(f"data shape {values.shape} does not match the grid ({len(y)}, {len(x)})")
     y = np.asarray(y, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
+    for name, c in (("x", x), ("y", y)):
+        d = np.diff(c)
+        if not np.isfinite(c).all() or not (np.all(d > 0) or np.all(d < 0)):
+            raise ValueError(f"{name} coordinates are not finite and strictly monotonic (corrupt georeference?)")
     if y.size > 1 and y[1] > y[0]:
         values = values[::-1]
         y = y[::-1]

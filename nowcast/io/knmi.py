@@ -16,7 +16,15 @@ import pandas as pd
 import xarray as xr
 
 from nowcast import transforms
-from nowcast.io.base import READERS, ReaderError, Source, decode_str, edges_to_centres, finish_frame, scalar
+from nowcast.io.base import (
+    READERS,
+    ReaderError,
+    Source,
+    decode_str,
+    edges_to_centres,
+    finish_frame,
+    scalar,
+)
 from nowcast.io.odim import is_hdf5
 
 _FORMULA = re.compile(r"GEO\s*=\s*([-+0-9.eE]+)\s*\*\s*PV\s*([-+]\s*[0-9.eE]+)?")

@@ -126,7 +126,7 @@ def _valid_time(ds: xr.Dataset, var: xr.DataArray, index: int | None) -> tuple[p
     for cand in ("valid_time", "time"):
         if cand in ds.variables and ds[cand].size == 1 and np.issubdtype(ds[cand].dtype, np.datetime64):
             return pd.Timestamp(ds[cand].values.reshape(-1)[0]), var
-    for name, v in ds.variables.items():
+    for v in ds.variables.values():
         if v.attrs.get("standard_name") == "time" and v.size == 1 and np.issubdtype(v.dtype, np.datetime64):
             return pd.Timestamp(v.values.reshape(-1)[0]), var
     raise ValueError("no valid time found (no time coordinate or valid_time variable)")

@@ -18,7 +18,15 @@ import pandas as pd
 import xarray as xr
 
 from nowcast import dims, transforms
-from nowcast.io.base import READERS, ReaderError, Source, decode_str, edges_to_centres, finish_frame, scalar
+from nowcast.io.base import (
+    READERS,
+    ReaderError,
+    Source,
+    decode_str,
+    edges_to_centres,
+    finish_frame,
+    scalar,
+)
 
 log = logging.getLogger(__name__)
 

@@ -224,13 +224,12 @@ class RadolanTarReader:
         return looks_like_radolan(h[512:])
 
     def read(self, src: Source, **options: Any) -> xr.DataArray:
-        frames = read_rv_archive(src, **options)
-        first = frames.isel({dims.LEAD_TIME: 0})
-        out = first.drop_vars([dims.LEAD_TIME, dims.INIT_TIME]).expand_dims(dims.TIME)
-        out = out.transpose(dims.TIME, dims.Y, dims.X)
-        out.attrs = {**frames.attrs, "lead_minutes": int(pd.Timedelta(frames[dims.LEAD_TIME].values[0]).total_seconds() // 60)}
-        out.attrs["source_format"] = self.name
-        return out
+        members = _tar_members(src)
+        if not members:
+            raise ReaderError(str(src.path), "tar archive holds no files")
+        heads = [(parse_header(data, str(src.path)).lead, data) for _, data in members]
+        _, first = min(heads, key=lambda h: h[0])
+        return read_member(first, src, options, self.name)
 
 
 def read_rv_archive(src: Source, **options: Any) -> xr.DataArray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nowcast.io.base import READERS, ReaderError, Source
+from nowcast.io.base import READERS, ReaderError, Source, as_reader
 
 
 def _describe(head: bytes) -> str:
@@ -14,7 +14,7 @@ def _describe(head: bytes) -> str:
 
 def sniff_source(src: Source) -> str:
     """Name of the registered reader whose ``accepts`` matches ``src``; ReaderError if none."""
-    matches = [name for name, reader in READERS.items() if _safe_accepts(reader, src)]
+    matches = [name for name, reader in READERS.items() if _safe_accepts(reader, src)]  # sorted by name
     if not matches:
         comp = f" ({src.compression}-compressed)" if src.compression else ""
         raise ReaderError(src.path, f"unknown or unsupported format{comp}: {_describe(src.head)}")
@@ -27,7 +27,7 @@ def sniff_source(src: Source) -> str:
 
 def _safe_accepts(reader: object, src: Source) -> bool:
     try:
-        return bool(reader.accepts(src))  # type: ignore[attr-defined]
+        return bool(as_reader(reader).accepts(src))
     except ReaderError:
         return False
     except Exception:  # a plug-in's sniffing bug must not break detection of the others

@@ -160,7 +160,10 @@ def create_source(type_: str, *, name: str | None = None, **options: Any) -> Sou
     import nowcast.sources  # noqa: F401  (registers the built-ins)
 
     factory = SOURCES.get(type_)
-    src = factory(name=name or type_, **options)
+    try:
+        src = factory(name=name or type_, **options)
+    except TypeError as exc:  # unknown / missing option
+        raise ValueError(f"source {name or type_!r} (type {type_!r}): {exc}") from exc
     if not isinstance(src, Source):
         raise TypeError(f"source type {type_!r} built {type(src).__name__}, which does not implement Source")
     return src

@@ -27,7 +27,15 @@ from typing import Any
 
 import pandas as pd
 
-from nowcast.sources.base import RADAR, Fetched, Item, NotAvailable, SourceBase, _check_kind, time_from_name
+from nowcast.sources.base import (
+    RADAR,
+    Fetched,
+    Item,
+    NotAvailable,
+    SourceBase,
+    _check_kind,
+    time_from_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +143,8 @@ class DirectorySource(SourceBase):
         stable_polls: int = 2,
         give_up_seconds: float = 120.0,
         time_format: str | None = None,
-        **unused: Any,
+        grid: object = None,
+        store_cadence: object = None,
     ) -> None:
         self.name = name
         self.kind = _check_kind(kind)

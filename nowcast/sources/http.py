@@ -59,7 +59,7 @@ class HttpSource(SourceBase):
     url: template with strftime placeholders (optional when ``latest_url`` or ``preset`` gives one).
     latest_url: alias of the newest file, polled with conditional requests.
     preset: name of a provider preset; ``preset_options`` fill its ``{fields}`` (e.g. base_url).
-    cadence: provider cadence (default: the store cadence).
+    cadence: provider cadence (default: the store cadence, ``store_cadence``).
     timeout: hard limit in seconds for each request.
     headers: extra request headers (e.g. an API key).
     max_bytes: larger bodies are refused (a guard against runaway downloads).
@@ -79,8 +79,8 @@ class HttpSource(SourceBase):
         max_bytes: int = 2 * 1024**3,
         kind: str = RADAR,
         verify: bool = True,
+        store_cadence: pd.Timedelta | str = dims.DEFAULT_CADENCE,
         grid: object = None,
-        **unused: Any,
     ) -> None:
         self.name = name
         self.kind = _check_kind(kind)
@@ -96,7 +96,7 @@ class HttpSource(SourceBase):
             raise ValueError(f"http source {name!r}: timeout must be positive, got {timeout}")
         self.url = url
         self.latest_url = latest_url
-        self.cadence = pd.Timedelta(cadence if cadence is not None else unused.get("store_cadence", dims.DEFAULT_CADENCE))
+        self.cadence = pd.Timedelta(cadence if cadence is not None else store_cadence)
         self.timeout = float(timeout)
         self.max_bytes = int(max_bytes)
         self._client = httpx.Client(

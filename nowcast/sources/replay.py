@@ -25,7 +25,15 @@ from typing import Any
 import pandas as pd
 
 from nowcast import dims
-from nowcast.sources.base import RADAR, Fetched, Item, NotAvailable, SourceBase, _check_kind, time_from_name
+from nowcast.sources.base import (
+    RADAR,
+    Fetched,
+    Item,
+    NotAvailable,
+    SourceBase,
+    _check_kind,
+    time_from_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +51,7 @@ class ReplaySource(SourceBase):
     loop: repeat the archive cyclically.
     until: optional simulated end time.
     time_format: take times from file names (strptime format) instead of reading the files.
-    cadence: slot cadence used for the shift (the store's).
+    cadence: slot cadence used for the shift (default: the store's, ``store_cadence``).
     """
 
     def __init__(
@@ -58,10 +66,11 @@ class ReplaySource(SourceBase):
         loop: bool = True,
         until: str | pd.Timestamp | None = None,
         time_format: str | None = None,
-        cadence: pd.Timedelta | str = dims.DEFAULT_CADENCE,
+        cadence: pd.Timedelta | str | None = None,
+        store_cadence: pd.Timedelta | str = dims.DEFAULT_CADENCE,
         kind: str = RADAR,
         reader_options: dict[str, Any] | None = None,
-        **unused: Any,
+        grid: object = None,
     ) -> None:
         self.name = name
         self.kind = _check_kind(kind)
@@ -74,7 +83,7 @@ class ReplaySource(SourceBase):
         self.loop = loop
         self.until = dims.to_utc_timestamp(until) if until is not None else None
         self.time_format = time_format
-        self.cadence = pd.Timedelta(cadence)
+        self.cadence = pd.Timedelta(cadence if cadence is not None else store_cadence)
         self.reader_options = reader_options or {}
         self._origin_spec = origin
         self._wall_start = time.time()

@@ -99,7 +99,7 @@ class SyntheticRadar:
         self,
         grid: Grid | None = None,
         seed: int = 0,
-        cadence: pd.Timedelta | str = pd.Timedelta("5min"),
+        cadence: pd.Timedelta | str = dims.DEFAULT_CADENCE,
         *,
         wet_fraction: float = 0.2,
         cell_rate: float = 1.0,
@@ -370,11 +370,16 @@ class SyntheticSource(SourceBase):
         name: str = "synthetic",
         *,
         grid: Grid | None = None,
-        cadence: pd.Timedelta | str = dims.DEFAULT_CADENCE,
+        cadence: pd.Timedelta | str | None = None,
+        store_cadence: pd.Timedelta | str = dims.DEFAULT_CADENCE,
         seed: int = 0,
         delay: float = 0.0,
+        kind: str = "radar",
         **radar_options: object,
     ) -> None:
+        if kind != "radar":
+            raise ValueError(f"the synthetic source delivers radar frames (with lightning), not {kind!r}")
+        cadence = cadence if cadence is not None else store_cadence
         self.name = name
         self.radar = SyntheticRadar(grid, seed=seed, cadence=cadence, **radar_options)  # type: ignore[arg-type]
         self.cadence = pd.Timedelta(cadence)

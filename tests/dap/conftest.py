@@ -12,8 +12,13 @@ import pytest
 EVENTS = (("2024-06-01T10:00", 20), ("2024-06-01T12:40", 20), ("2024-06-01T15:20", 20))
 
 
-def build_store(path: Path, events=EVENTS, n: int = 40, seed: int = 3, holes: tuple[str, ...] = ()) -> Path:
-    """A synthetic store on an ``n x n`` 2-km grid holding the frames of ``events``."""
+def build_store(
+    path: Path, events=EVENTS, n: int = 40, seed: int = 3, holes: tuple[str, ...] = (), no_coverage_rows: int = 0
+) -> Path:
+    """A synthetic store on an ``n x n`` 2-km grid holding the frames of ``events``.
+
+    ``holes``: frame times left out; ``no_coverage_rows``: top rows set to NaN (no radar).
+    """
     from nowcast.sources.synthetic import SyntheticRadar
     from nowcast.store import ObservationStore
 
@@ -27,7 +32,12 @@ def build_store(path: Path, events=EVENTS, n: int = 40, seed: int = 3, holes: tu
                 continue
             ds = radar.frame(t)
             frame = ds["rain_rate"].expand_dims(time=[np.datetime64(t, "ns")])
-            store.append(frame, lightning=ds["lightning"].values)
+            light = ds["lightning"].values.copy()
+            if no_coverage_rows:
+                frame = frame.copy()
+                frame.values[:, :no_coverage_rows] = np.nan
+                light[:no_coverage_rows] = np.nan
+            store.append(frame, lightning=light)
     return path
 
 
@@ -53,3 +63,21 @@ def smoke_plan(store: Path, **over) -> dict:
     for k, v in over.items():
         plan[k] = v
     return plan
+
+
+@pytest.fixture
+def make_store():
+    """The :func:`build_store` helper (test modules cannot import conftest)."""
+    return build_store
+
+
+@pytest.fixture
+def plan_dict():
+    """The :func:`smoke_plan` helper."""
+    return smoke_plan
+
+
+@pytest.fixture(scope="module")
+def smoke_plan_module():
+    """:func:`smoke_plan` for module-scoped fixtures."""
+    return smoke_plan

@@ -24,8 +24,7 @@ def _register_test_shift() -> None:
     registry_tiny.register()
 
 
-@pytest.fixture(scope="session")
-def synthetic_frames() -> dict[pd.Timestamp, tuple[np.ndarray, np.ndarray]]:
+def make_synthetic_frames() -> dict[Any, Any]:
     """Seeded synthetic (rain, lightning) arrays for every 5-min slot of 11 h, and the grid."""
     from nowcast.sources.synthetic import SyntheticRadar
 
@@ -35,6 +34,11 @@ def synthetic_frames() -> dict[pd.Timestamp, tuple[np.ndarray, np.ndarray]]:
         ds = radar.frame(t)
         out[t] = (ds[dims.RAIN_RATE].values, ds[dims.LIGHTNING].values)
     return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_frames() -> dict[Any, Any]:
+    return make_synthetic_frames()
 
 
 def build_store(

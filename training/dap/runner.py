@@ -133,6 +133,16 @@ def prepare(plan: Plan) -> Prepared:
             import training.api  # noqa: F401
         except ImportError as exc:
             raise PlanError(f"methods with train = true need training.api.fit, which is not available: {exc}") from exc
+        if plan.splits.validation_fraction <= 0:
+            raise PlanError("learned methods early-stop on validation blocks: set splits.validation_fraction > 0 (e.g. 0.2)")
+        for m in plan.methods:
+            if m.train and m.model == "convlstm":
+                from training.config import parse_options
+
+                try:
+                    parse_options(dict(m.fit))
+                except ValueError as exc:  # pydantic ValidationError is a ValueError
+                    raise PlanError(f"method {m.label!r}: invalid fit options: {exc}") from exc
     blocks, splits = make_splits(times, plan.splits, geo, plan.seed, need_training=need_training)
     rows = plan.data.rows or (0, ny)
     cols = plan.data.cols or (0, nx)

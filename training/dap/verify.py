@@ -26,6 +26,7 @@ class VerifyResult:
     identical: bool
     summary: str
     differences: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def verify(ledger_path: str | Path, split_index: int, *, device: str | None = None) -> VerifyResult:
@@ -59,10 +60,12 @@ def verify(ledger_path: str | Path, split_index: int, *, device: str | None = No
             continue
         d = ScoreSuite.from_dict(new["states"][label]).diff(ScoreSuite.from_dict(old_state))
         diffs.extend(f"{label}: {x}" for x in d)
+    notes: list[str] = []
     for label, ck in rec.get("checkpoints", {}).items():
         new_ck = new["checkpoints"].get(label, {})
         if new_ck.get("sha256") != ck.get("sha256"):
-            diffs.append(f"{label}: checkpoint {str(ck.get('sha256'))[:12]} -> {str(new_ck.get('sha256'))[:12]}")
+            # checkpoint files may carry timestamps/paths; the scores decide, this is a note
+            notes.append(f"{label}: checkpoint file {str(ck.get('sha256'))[:12]} -> {str(new_ck.get('sha256'))[:12]}")
     n_methods = len(rec["states"])
     if diffs:
         shown = "; ".join(diffs[:6]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 6 else "")
@@ -72,4 +75,4 @@ def verify(ledger_path: str | Path, split_index: int, *, device: str | None = No
             f"split {split_index}: identical ({n_methods} methods, {new['n_forecasts']} forecasts, "
             f"data {new['data_fingerprint'][:12]}, plan {ph[:12]})"
         )
-    return VerifyResult(split_index, not diffs, summary, diffs)
+    return VerifyResult(split_index, not diffs, summary, diffs, notes)

@@ -130,11 +130,11 @@ def test_lightning_only_in_intense_cores() -> None:
 
 
 def test_custom_grid_and_cadence() -> None:
-    g = Grid.regular("EPSG:2056", 2_480_000.0, 1_075_000.0, 1000.0, 1000.0, 96, 64)  # y ascending
+    g = Grid.regular("EPSG:32632", 500_000.0, 5_100_000.0, 1000.0, 1000.0, 96, 64)  # y ascending
     r = SyntheticRadar(g, seed=1, cadence="10min")
     ds = r.frame("2026-06-01T12:03:00Z")
     assert ds[dims.RAIN_RATE].shape == (64, 96)
-    assert dims.crs_of(ds).to_epsg() == 2056
+    assert dims.crs_of(ds).to_epsg() == 32632
     assert r.slot("2026-06-01T12:03:00Z") == pd.Timestamp("2026-06-01 12:00")
     stacked = r.frames(pd.date_range(T, periods=3, freq="10min"))
     assert stacked[dims.RAIN_RATE].dims == (dims.TIME, dims.Y, dims.X)

@@ -1,0 +1,93 @@
+"""``nowcast serve``: the live system - ingest (own process) + inference (thread) + API + dashboard.
+
+With no configuration it runs the synthetic source into ``var/observations.zarr``, forecasts
+with the configured model (extrapolation by default) into ``var/forecasts.zarr`` and serves
+the API and dashboard on http://127.0.0.1:8000/. Ctrl-C / SIGTERM stop uvicorn, the inference
+thread and the ingest process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+help = "run the live system: ingest + inference + API + dashboard"  # noqa: A001
+
+log = logging.getLogger("nowcast.serve")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="service settings file (TOML/YAML; keys of ServiceSettings, see docs/api.md)")
+    p.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--store", help="observation store path/URL (default var/observations.zarr)")
+    p.add_argument("--forecast-store", help="forecasts store directory (default var/forecasts.zarr)")
+    p.add_argument("--model", help="nowcaster name (default extrapolation)")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint of a trained model (e.g. convlstm)")
+    p.add_argument("--no-ingest", action="store_true", help="do not start the ingest process (another process feeds the store)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
+
+
+def load_settings(args: argparse.Namespace) -> Any:
+    """ServiceSettings from the file, env (NOWCAST_*), then flags; CommandError listing every problem."""
+    from pydantic import ValidationError
+
+    from nowcast.cli import CommandError
+    from nowcast.config import ConfigError, apply_overrides, read_mapping
+    from service.settings import ServiceSettings
+
+    try:
+        data: dict[str, Any] = read_mapping(args.config) if args.config else {}
+        apply_overrides(data, args.set)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from exc
+    for flag, key in (("port", "port"), ("host", "host"), ("store", "store"), ("forecast_store", "forecast_store"), ("model", "model"), ("checkpoint", "checkpoint")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            data[key] = value
+    if args.no_ingest:
+        data["run_ingest"] = False
+    try:
+        return ServiceSettings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors())
+        where = f"{args.config}: " if args.config else ""
+        raise CommandError(f"{where}invalid settings: {problems}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.inference import InferenceLoop
+
+    settings = load_settings(args)
+    if not logging.getLogger().handlers or logging.getLogger().level > logging.INFO:
+        logging.getLogger("nowcast").setLevel(logging.INFO)
+        logging.getLogger("service").setLevel(logging.INFO)
+
+    ingest = None
+    if settings.run_ingest:
+        from service.ingest_process import run_ingest_process
+
+        ingest = run_ingest_process(settings.ingest, store=settings.store)
+    loop = InferenceLoop(settings) if settings.inference else None
+    app = create_app(settings, loop, start_inference=True)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    print(f"nowcast serving on http://{host}:{settings.port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    try:
+        server.run()  # installs SIGINT/SIGTERM handlers; returns after a graceful shutdown
+    finally:
+        if loop is not None:
+            loop.stop()
+        if ingest is not None:
+            from service.ingest_process import stop_ingest_process
+
+            code = stop_ingest_process(ingest)
+            log.info("ingest process exited with %s", code)
+    return 0

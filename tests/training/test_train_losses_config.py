@@ -1,0 +1,86 @@
+"""Losses and configuration validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from nowcast.config import ConfigError, load_config
+from nowcast.transforms import rainrate_to_scaled
+from training.config import DataConfig, TrainConfig, TrainOptions, parse_options
+from training.losses import intensity_weights, lightning_loss, rain_loss
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _t(*v: float) -> torch.Tensor:
+    return torch.tensor(v, dtype=torch.float32).reshape(1, 1, 1, -1)
+
+
+def _s(t: torch.Tensor) -> torch.Tensor:
+    """Scaled rain of a tensor of rates (through the numpy transform)."""
+    return torch.from_numpy(rainrate_to_scaled(t.numpy())).float()
+
+
+def test_intensity_weights_follow_the_classes() -> None:
+    opts = TrainOptions()
+    w = intensity_weights(_t(0.0, 0.49, 0.5, 3.0, 7.0, 20.0, 100.0), opts)
+    assert w.flatten().tolist() == [1.0, 1.0, 2.0, 5.0, 10.0, 30.0, 50.0]
+
+
+def test_rain_loss_ignores_masked_cells_and_weights_heavy_rain() -> None:
+    opts = TrainOptions(exceedance_weight=0.0)
+    rate = _t(0.0, 20.0, 5.0)
+    target = _s(rate)
+    mask = torch.tensor([True, True, False]).reshape(1, 1, 1, -1)
+    pred = target.clone()
+    pred[..., 2] += 10.0  # error only where the observation is missing
+    assert rain_loss(pred, target, rate, mask, opts).item() == 0.0
+    err_light, err_heavy = target.clone(), target.clone()
+    err_light[..., 0] += 0.5
+    err_heavy[..., 1] += 0.5
+    assert rain_loss(err_heavy, target, rate, mask, opts) > 10 * rain_loss(err_light, target, rate, mask, opts)
+
+
+def test_exceedance_term_rewards_crossing_the_threshold() -> None:
+    opts = TrainOptions(mse_weight=0.0, mae_weight=0.0, exceedance_weight=1.0, exceedance_thresholds=[5.0])
+    rate = _t(8.0)
+    mask = torch.ones_like(rate, dtype=torch.bool)
+    below, above = _s(_t(4.0)), _s(_t(6.0))
+    assert rain_loss(above, _s(rate), rate, mask, opts) < 0.2 * rain_loss(below, _s(rate), rate, mask, opts)
+
+
+def test_lightning_loss_is_masked() -> None:
+    opts = TrainOptions()
+    logit, occ = _t(5.0, -5.0), _t(1.0, 1.0)
+    both = lightning_loss(logit, occ, torch.ones_like(occ, dtype=torch.bool), opts)
+    first = lightning_loss(logit, occ, torch.tensor([True, False]).reshape(1, 1, 1, -1), opts)
+    assert first < 0.1 < both
+
+
+def test_options_validation() -> None:
+    with pytest.raises(ValueError, match="intensity_weights"):
+        TrainOptions(intensity_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="unknown option tables"):
+        parse_options({"model": {}, "trian": {}})
+    with pytest.raises(ValueError, match="overlap"):
+        DataConfig(store="x", train=[("2024-01-01", "2024-01-02")], val=[("2024-01-01T12:00", "2024-01-03")])
+    with pytest.raises(ValueError, match="held out"):
+        DataConfig(store="x", train=[("2024-01-01", "2024-01-02")], val=[("2024-01-03", "2024-01-04")], test=[("2024-01-02", "2024-01-02T06:00")])
+
+
+@pytest.mark.parametrize("name", ["train-synthetic.toml", "train-real.toml"])
+def test_shipped_configs_validate(name: str) -> None:
+    cfg = load_config(TrainConfig, ROOT / "configs" / name)
+    assert cfg.data is not None and cfg.model.advection == "residual"
+    model, opts = parse_options(cfg.options())
+    assert model == cfg.model and opts == cfg.train
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text("[train]\nepochs = 0\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: invalid configuration: train.epochs"):
+        load_config(TrainConfig, p)
