@@ -686,9 +686,6 @@ class SourceRunner:
             return
         slots = state.setdefault("lightning_slots", {})
         labels = sorted(set(slot_of(fl.time, self.store.cadence))) if len(fl) else []
-        if fetched.time is not None and labels:
-            labels = []  # replays of lightning are not re-timed: not supported
-            log.warning("source %s: re-timed lightning replay is not supported; %s ignored", self.name, item.key)
         for t in labels:
             entry = slots.setdefault(t.isoformat(), {"files": [], "written": []})
             if item.key not in entry["files"]:

@@ -869,6 +869,8 @@ class ChampionWatcher:
         self.storage_options = storage_options
         self.cache_dir = cache_dir
         self.current: str | None = None
+        #: the champion pointer as last read (None: no champion, or not read yet)
+        self.champion: str | None = None
         self.last_error: str | None = None
         self._failed: str | None = None
         self._serving: str | None = None
@@ -883,6 +885,7 @@ class ChampionWatcher:
         try:
             reg = self._registry()
             champ = reg.status().champion
+            self.champion = champ
         except (RegistryError, OSError) as exc:
             self.last_error = f"cannot read model registry: {exc}"
             log.warning("%s", self.last_error)
@@ -915,3 +918,71 @@ class ChampionWatcher:
         """Record that ``version_id`` is now serving (the fallback after a failed load)."""
         self._serving = version_id
         self.current = version_id
+
+
+class ChampionReloader:
+    """Hot reload for a running service: load a newly promoted champion between forecasts.
+
+    ``check()`` is cheap when nothing changed (at most one read of ``status.json`` per
+    ``poll_seconds``) and returns ``(version_id, nowcaster)`` when a new champion was loaded;
+    the caller swaps its model reference (between forecasts). A champion that cannot be
+    loaded (corrupt checkpoint, unreadable weights) is not retried until the pointer moves;
+    :attr:`alert` says why the serving version is not the champion, and :attr:`failures`
+    counts failed loads (for metrics). Thread-compatible: call from the inference thread.
+    """
+
+    def __init__(
+        self,
+        registry_url: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        poll_seconds: float = 10.0,
+        cache_dir: str | Path | None = None,
+        load_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.registry_url = str(registry_url)
+        self.watcher = ChampionWatcher(registry_url, storage_options, cache_dir)
+        self.storage_options = storage_options
+        self.poll_seconds = float(poll_seconds)
+        self.load_options = dict(load_options or {})
+        #: registry version of the model handed out last (serving)
+        self.version: str | None = None
+        self.alert: str | None = None
+        self.failures = 0
+        self._next = 0.0
+        self._seen_error: str | None = None
+
+    def check(self, force: bool = False) -> tuple[str, Any] | None:
+        """A newly promoted champion, loaded: ``(version_id, nowcaster)``; else None."""
+        import time
+
+        now = time.monotonic()
+        if not force and now < self._next:
+            return None
+        self._next = now + self.poll_seconds
+        polled = self.watcher.poll()
+        if polled is None:
+            w = self.watcher
+            if w.champion is not None and w.champion == self.version:
+                self.alert = None  # serving the champion (e.g. after a rollback)
+            elif w.last_error and w.last_error != self._seen_error:
+                self._seen_error = w.last_error
+                if w.champion is not None and w._failed == w.champion:
+                    self.failures += 1  # the champion's checkpoint is corrupt
+                self.alert = w.last_error + (f"; still serving {self.version}" if self.version else "")
+            return None
+        vid, _path = polled
+        try:
+            model = self.watcher._registry().load(vid, self.watcher.cache_dir, **self.load_options)
+        except Exception as exc:
+            self.failures += 1
+            msg = f"champion {vid} failed to load ({exc})"
+            self.watcher.mark_failed(vid, msg)
+            self._seen_error = msg
+            self.alert = msg + (f"; still serving {self.version}" if self.version else "")
+            return None
+        self.watcher.accept(vid)
+        self.version = vid
+        self.alert = None
+        log.info("loaded champion %s from %s", vid, self.registry_url)
+        return vid, model

@@ -137,9 +137,7 @@ def mpl_colormap(layer: str):  # -> (ListedColormap, BoundaryNorm)
     from matplotlib.colors import BoundaryNorm, ListedColormap
 
     scale = get_scale(layer)
-    cmap = ListedColormap(list(scale.colors), name=f"nowcast_{scale.name}")
-    cmap.set_under((0, 0, 0, 0))
-    cmap.set_bad((0, 0, 0, 0))
+    cmap = ListedColormap(list(scale.colors), name=f"nowcast_{scale.name}").with_extremes(under=(0, 0, 0, 0), bad=(0, 0, 0, 0))
     top = scale.levels[-1] * 2 if scale.units != "%" else 1.0
     bounds = [*scale.levels, top]
     norm = BoundaryNorm(bounds, cmap.N, clip=False, extend="neither")

@@ -193,6 +193,8 @@ class IngestConfig(BaseModel):
     @model_validator(mode="after")
     def _unique_names(self) -> IngestConfig:
         names = [s.name for s in self.sources]
+        if "ingest_status" in names:
+            raise ValueError("'ingest_status' is reserved (the status document); rename the source")
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"source names must be unique; repeated: {dup}")

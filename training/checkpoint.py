@@ -31,7 +31,13 @@ from typing import Any
 
 import torch
 
-from nowcast.models.convlstm import CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointError, build_network, read_checkpoint
+from nowcast.models.convlstm import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_FORMAT_VERSION,
+    CheckpointError,
+    build_network,
+    read_checkpoint,
+)
 from nowcast.models.network import ModelConfig
 
 __all__ = ["CheckpointError", "code_version", "data_fingerprint", "load_for_resume", "read_checkpoint", "save_checkpoint", "build_network"]

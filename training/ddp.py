@@ -85,3 +85,52 @@ def cleanup(ctx: DistContext) -> None:
     """Leave the process group if this context created it."""
     if ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _local_worker(rank: int, world_size: int, port: int, fit_kwargs: dict, threads: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(threads)
+    from training.api import fit
+
+    fit(**fit_kwargs)
+
+
+def fit_local(world_size: int, threads_per_rank: int = 1, **fit_kwargs: object) -> None:
+    """Run :func:`training.api.fit` on ``world_size`` local CPU processes (gloo), like
+    ``torchrun --nproc_per_node`` would; the store is passed by URL (reopened per rank).
+
+    ``fit_kwargs``: the keyword arguments of ``fit`` with ``store`` replaced by ``store_url``.
+    """
+    import torch.multiprocessing as mp
+
+    url = fit_kwargs.pop("store_url")
+    fit_kwargs["store"] = _StoreByUrl(str(url))
+    mp.spawn(_local_worker, args=(world_size, _free_port(), fit_kwargs, threads_per_rank), nprocs=world_size, join=True)
+
+
+class _StoreByUrl:
+    """Picklable stand-in that opens the observation store on first use in the worker."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._store = None
+
+    def __getstate__(self) -> dict:
+        return {"url": self.url, "_store": None}
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        if name.startswith("__") or name in ("url", "_store"):
+            raise AttributeError(name)
+        if self._store is None:
+            from nowcast.store import ObservationStore
+
+            self._store = ObservationStore.open(self.url, mode="r")
+        return getattr(self._store, name)

@@ -500,11 +500,11 @@ def run_retrain(cfg: RetrainConfig, *, trainer: Trainer | None = None, progress:
     except LockHeldError as exc:
         log.warning("skipped: %s", exc)
         return RetrainResult("skipped", str(exc), run_id)
-    result: RetrainResult
+    result = RetrainResult("failed", "", run_id)
     try:
-        champ = reg.champion()
-        result = RetrainResult("failed", "", run_id, champion_before=champ.version_id if champ else None)
         try:
+            champ = reg.champion()
+            result.champion_before = champ.version_id if champ else None
             store = ObservationStore.open(cfg.store, mode="r", storage_options=_opts(cfg.store, cfg.store_options))
             result = _cycle(cfg, reg, store, champ, trainer, lock, progress, result, seconds)
         except RetrainSkipped as exc:

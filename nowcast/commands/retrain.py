@@ -20,7 +20,6 @@ import logging
 import sys
 
 
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="retrain configuration (TOML/YAML), see configs/retrain.toml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

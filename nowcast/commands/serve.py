@@ -58,7 +58,25 @@ def load_settings(args: argparse.Namespace) -> Any:
         raise CommandError(f"{where}invalid settings: {problems}") from exc
 
 
+def _server_class():  # noqa: ANN202
+    import contextlib
+
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """uvicorn's server without its signal capture: uvicorn re-raises a captured SIGTERM
+        after shutdown, which would kill this process before it stops the ingest child."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # noqa: ANN202
+            yield
+
+    return _Server
+
+
 def run(args: argparse.Namespace) -> int:
+    import signal
+
     import uvicorn
 
     from service.app import create_app
@@ -77,12 +95,15 @@ def run(args: argparse.Namespace) -> int:
     loop = InferenceLoop(settings) if settings.inference else None
     app = create_app(settings, loop, start_inference=True)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
     print(f"nowcast serving on http://{host}:{settings.port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run()  # installs SIGINT/SIGTERM handlers; returns after a graceful shutdown
+        server.run()  # returns after a graceful shutdown (SIGINT/SIGTERM set should_exit)
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if loop is not None:
             loop.stop()
         if ingest is not None:

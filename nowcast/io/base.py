@@ -55,6 +55,13 @@ class Source:
     compression: str | None = None
     head: bytes = b""
     _data: bytes | None = field(default=None, repr=False)
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def memo(self, key: str, build: Any) -> Any:
+        """``build()`` computed once per source (sniffers share expensive look-ups)."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
 
     @classmethod
     def open_path(cls, path: str | Path) -> Source:
@@ -111,6 +118,58 @@ class Source:
     def h5_target(self) -> Any:
         """What ``h5py.File`` should open: the path, or an in-memory buffer when compressed."""
         return str(self.path) if self.compression is None else io.BytesIO(self.data())
+
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(head: bytes) -> bool:
+    """HDF5 signature at offset 0 or at a power-of-two user-block offset present in ``head``."""
+    return any(head[o : o + 8] == HDF5_MAGIC for o in (0, 512, 1024, 2048, 4096))
+
+
+#: HDF5 groups whose attributes the sniffers look at
+_H5_GROUPS = ("what", "where", "dataset1/what", "dataset1/where", "geographic", "image1", "overview")
+
+
+def h5_info(src: Source) -> dict[str, Any] | None:
+    """Root attributes, top-level names and a few groups' attributes of an HDF5 source, read once
+    per source and shared by all sniffers; None when ``src`` is not a readable HDF5 file."""
+
+    def build() -> dict[str, Any] | None:
+        if not is_hdf5(src.head):
+            return None
+        try:
+            import h5py
+
+            with h5py.File(src.h5_target(), "r") as f:
+                info: dict[str, Any] = {"attrs": _safe_attrs(f), "keys": list(f.keys()), "groups": {}}
+                for g in _H5_GROUPS:
+                    if g in f and isinstance(f[g], h5py.Group):
+                        info["groups"][g] = _safe_attrs(f[g])
+                info["dataset_projdef"] = any(
+                    f"{k}/where" in f and "projdef" in f[f"{k}/where"].attrs for k in info["keys"] if k.startswith("dataset")
+                )
+                info["dimension_scales"] = any(
+                    "DIMENSION_LIST" in obj.attrs or obj.attrs.get("CLASS", b"") == b"DIMENSION_SCALE"
+                    for obj in f.values()
+                    if isinstance(obj, h5py.Dataset)
+                )
+                return info
+        except Exception:
+            return None
+
+    return src.memo("h5_info", build)
+
+
+def _safe_attrs(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in obj.attrs:
+        try:
+            out[k] = obj.attrs[k]
+        except Exception:  # exotic attribute types: skip, sniffers only need a few
+            continue
+    return out
 
 
 @runtime_checkable

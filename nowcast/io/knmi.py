@@ -23,9 +23,9 @@ from nowcast.io.base import (
     decode_str,
     edges_to_centres,
     finish_frame,
+    h5_info,
     scalar,
 )
-from nowcast.io.odim import is_hdf5
 
 _FORMULA = re.compile(r"GEO\s*=\s*([-+0-9.eE]+)\s*\*\s*PV\s*([-+]\s*[0-9.eE]+)?")
 
@@ -56,15 +56,8 @@ class KnmiReader:
     description = "KNMI HDF5 radar composite (accumulation in mm)"
 
     def accepts(self, src: Source) -> bool:
-        if not is_hdf5(src.head):
-            return False
-        try:
-            import h5py
-
-            with h5py.File(src.h5_target(), "r") as f:
-                return "geographic" in f and "image1" in f and "overview" in f
-        except Exception:
-            return False
+        info = h5_info(src)
+        return info is not None and {"geographic", "image1", "overview"} <= set(info["keys"])
 
     def read(self, src: Source, **options: Any) -> xr.DataArray:
         import h5py

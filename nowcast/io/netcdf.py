@@ -20,8 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from nowcast import dims, transforms
-from nowcast.io.base import READERS, ReaderError, Source, decode_str, finish_frame
-from nowcast.io.odim import is_hdf5
+from nowcast.io.base import READERS, ReaderError, Source, decode_str, finish_frame, h5_info
 
 RATE_NAMES = {"rainfall_rate", "lwe_precipitation_rate", "precipitation_rate"}
 ACC_NAMES = {"precipitation_amount", "lwe_thickness_of_precipitation_amount", "thickness_of_rainfall_amount"}
@@ -35,20 +34,13 @@ _INTERVAL = re.compile(r"interval:\s*([0-9.]+)\s*(min|minute|minutes|h|hour|hour
 def _is_netcdf(src: Source) -> bool:
     if src.head[:4] in (b"CDF\x01", b"CDF\x02", b"CDF\x05"):
         return True
-    if not is_hdf5(src.head):
+    info = h5_info(src)
+    if info is None:
         return False
-    try:
-        import h5py
-
-        with h5py.File(src.h5_target(), "r") as f:
-            conv = decode_str(f.attrs.get("Conventions", b"")) if "Conventions" in f.attrs else ""
-            if conv.upper().startswith("ODIM"):
-                return False
-            return "_NCProperties" in f.attrs or conv.upper().startswith("CF") or any(
-                "DIMENSION_LIST" in obj.attrs for obj in f.values() if isinstance(obj, h5py.Dataset)
-            )
-    except Exception:
+    conv = decode_str(info["attrs"].get("Conventions", b""))
+    if conv.upper().startswith("ODIM"):
         return False
+    return "_NCProperties" in info["attrs"] or conv.upper().startswith("CF") or info["dimension_scales"]
 
 
 def _open(src: Source) -> xr.Dataset:
@@ -171,7 +163,15 @@ def read_cf(src: Source, source_format: str, options: dict[str, Any]) -> xr.Data
 
 
 def _is_bom(src: Source) -> bool:
-    return b"Bureau of Meteorology" in src.head or _global_attr(src, "institution").find("Bureau of Meteorology") >= 0
+    def build() -> bool:
+        info = h5_info(src)
+        if info is not None:
+            institution = decode_str(info["attrs"].get("institution", b""))
+        else:
+            institution = _global_attr(src, "institution")
+        return "Bureau of Meteorology" in institution or b"Bureau of Meteorology" in src.head
+
+    return bool(src.memo("is_bom", build))
 
 
 def _global_attr(src: Source, key: str) -> str:

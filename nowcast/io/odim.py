@@ -25,29 +25,33 @@ from nowcast.io.base import (
     decode_str,
     edges_to_centres,
     finish_frame,
+    h5_info,
     scalar,
 )
 
 log = logging.getLogger(__name__)
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 #: quantities we can turn into rain rate, in order of preference
 RATE_QUANTITIES = ("RATE", "ACRR", "DBZH", "TH", "DBZ", "DBZV")
 REFLECTIVITY = {"DBZH", "TH", "DBZ", "DBZV"}
 
 
-def is_hdf5(head: bytes) -> bool:
-    """HDF5 signature at offset 0 or at a power-of-two user-block offset present in ``head``."""
-    return any(head[o : o + 8] == HDF5_MAGIC for o in (0, 512, 1024, 2048, 4096))
+def _snap(v: float, scale: float) -> float:
+    """Snap a projected corner to a multiple of half a cell when within 1% of a cell of it
+    (lon/lat corners round-trip with metre-level noise, e.g. 2.5 m in OPERA NIMBUS)."""
+    half = scale / 2.0
+    snapped = round(v / half) * half
+    return snapped if abs(snapped - v) < 0.01 * scale else v
 
 
 def _attrs(f: Any, path: str) -> dict[str, Any]:
     return dict(f[path].attrs) if path in f else {}
 
 
-def _odim_convention(f: Any) -> str:
-    return decode_str(f.attrs.get("Conventions", b"")) if "Conventions" in f.attrs else ""
+def _is_odim(info: dict[str, Any]) -> bool:
+    conv = info["attrs"].get("Conventions")
+    return conv is not None and decode_str(conv).upper().startswith("ODIM_H5")
 
 
 def _parse_time(date: Any, time: Any) -> pd.Timestamp:
@@ -123,19 +127,10 @@ class OdimReader:
     description = "ODIM HDF5 composite (OPERA ODYSSEY/NIMBUS/CIRRUS, RMI, DWD)"
 
     def accepts(self, src: Source) -> bool:
-        if not is_hdf5(src.head):
+        info = h5_info(src)
+        if info is None or not _is_odim(info):
             return False
-        try:
-            import h5py
-
-            with h5py.File(src.h5_target(), "r") as f:
-                if not _odim_convention(f).upper().startswith("ODIM_H5"):
-                    return False
-                return "projdef" in _attrs(f, "where") or any(
-                    "projdef" in _attrs(f, f"{k}/where") for k in f if k.startswith("dataset")
-                )
-        except Exception:
-            return False
+        return "projdef" in info["groups"].get("where", {}) or info["dataset_projdef"]
 
     def read(self, src: Source, **options: Any) -> xr.DataArray:
         import h5py
@@ -163,8 +158,8 @@ class OdimReader:
             from pyproj import Proj
 
             ulx, uly = Proj(projdef)(scalar(where["UL_lon"]), scalar(where["UL_lat"]))
-            # corners are outer pixel edges; snap sub-metre noise of the round trip
-            ulx, uly = round(ulx, 3), round(uly, 3)
+            # corners are outer pixel edges, given in lon/lat with limited precision
+            ulx, uly = _snap(ulx, xscale), _snap(uly, yscale)
         x = edges_to_centres(ulx, xscale, nx)
         y = edges_to_centres(uly, -yscale, ny)
         val = _decode(raw, what)
@@ -193,19 +188,12 @@ class PerserReader:
     description = "University of Cagliari Perser X-band (ODIM-like HDF5, dBZ)"
 
     def accepts(self, src: Source) -> bool:
-        if not is_hdf5(src.head):
+        info = h5_info(src)
+        if info is None or not _is_odim(info):
             return False
-        try:
-            import h5py
-
-            with h5py.File(src.h5_target(), "r") as f:
-                if not _odim_convention(f).upper().startswith("ODIM_H5"):
-                    return False
-                w = _attrs(f, "where")
-                dsw = _attrs(f, "dataset1/where")
-                return "projdef" not in w and {"lat", "lon"} <= set(w) and {"xscale", "xsize"} <= set(dsw)
-        except Exception:
-            return False
+        w = info["groups"].get("where", {})
+        dsw = info["groups"].get("dataset1/where", {})
+        return "projdef" not in w and {"lat", "lon"} <= set(w) and {"xscale", "xsize"} <= set(dsw) and not info["dataset_projdef"]
 
     def read(self, src: Source, **options: Any) -> xr.DataArray:
         import h5py

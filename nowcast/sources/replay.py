@@ -73,7 +73,9 @@ class ReplaySource(SourceBase):
         grid: object = None,
     ) -> None:
         self.name = name
-        self.kind = _check_kind(kind)
+        if _check_kind(kind) != RADAR:
+            raise ValueError(f"replay source {name!r}: only radar archives can be replayed (use a directory source for lightning files)")
+        self.kind = kind
         self.path = Path(path)
         self.pattern = pattern
         self.recursive = recursive

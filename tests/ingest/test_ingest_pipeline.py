@@ -184,8 +184,12 @@ def test_ingest_process_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
 def test_example_configurations_validate(path: Path) -> None:
     from service.ingest_process import load_ingest_config
 
+    from nowcast.sources import create_source
+
     cfg = load_ingest_config(path)
     assert cfg.sources
+    for s in cfg.sources:  # every source builds from its options (nothing is fetched)
+        create_source(s.type, name=s.name, kind=s.kind, **s.options()).close()
 
 
 def test_invalid_configuration_is_rejected_before_start(tmp_path: Path) -> None:

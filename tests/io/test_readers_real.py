@@ -101,8 +101,8 @@ def test_read_every_file(shared_data, name: str) -> None:
     for f in case.files():
         da = read_radar(f)
         _check_frame(da, case, f)
-        times.append(pd.Timestamp(da[dims.TIME].values[0]))
-    assert len(set(times)) == len(times), "duplicate timestamps in a set"
+        times.append((da.attrs["product"], pd.Timestamp(da[dims.TIME].values[0])))
+    assert len(set(times)) == len(times), "duplicate (product, time) in a set"
 
 
 def test_registry_lists_all_builtin_readers() -> None:
@@ -231,3 +231,13 @@ def test_mrms_full_resolution_and_missing(shared_data) -> None:
     assert da.shape == (1, 3500, 7000)  # not downsampled (pysteps' default window_size=4 would give 875x1750)
     assert da.x.values[0] == pytest.approx(-129.995) and da.y.values[0] == pytest.approx(54.995)
     assert float(np.isnan(da).mean()) == pytest.approx(0.358, abs=0.01)  # -3 = no coverage
+
+
+def test_opera_2km_products_share_one_grid(shared_data) -> None:
+    """ODYSSEY (UL corner exact) and NIMBUS (corner off by 2.5 m in the file) snap to the same grid."""
+    from nowcast.grid import Grid
+
+    odyssey = Grid.of(_read(CASES["opera-odyssey"].files()[0]))
+    nimbus = Grid.of(read_radar(CASES["opera-nimbus"].files()[0]))
+    assert odyssey == nimbus
+    assert odyssey.x[0] == 1000.0 and odyssey.y[0] == -1000.0

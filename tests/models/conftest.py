@@ -8,8 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-
 from model_data import blob_frames, make_history
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tiny tensors: one intra-op thread is faster than several on a shared CPU."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 @pytest.fixture
 def history_factory() -> Callable[..., xr.Dataset]:

@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import nowcast.models  # noqa: F401  (registers the built-ins)
 from nowcast import dims
 from nowcast.models import MODELS, Nowcaster, create_nowcaster
 from nowcast.models.motion import ForecastInputError
-
-import nowcast.models  # noqa: F401  (registers the built-ins)
 
 NAMES = MODELS.names()
 #: models whose forecast of a spatially constant field is that same constant

@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from model_data import blob_frames, make_history
 
 from nowcast import dims
 from nowcast.models import create_nowcaster
 from nowcast.models.convlstm import CheckpointError, read_checkpoint
 from nowcast.models.motion import ForecastInputError
-
-from model_data import blob_frames, make_history
 
 
 def test_missing_option_and_file(tmp_path: Path) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from model_data import blob_frames, make_history
 
 from nowcast import dims
 from nowcast.models import create_nowcaster
 from nowcast.models.motion import estimate_motion
-
-from model_data import blob_frames, make_history
 
 
 def _csi(f: np.ndarray, o: np.ndarray, thr: float) -> float:

@@ -267,3 +267,29 @@ def test_tempfiles_do_not_leak(reg: ModelRegistry, tmp_path: Path) -> None:
     reg.promote("v1")
     leftovers = [p.name for p in Path(reg.url).rglob("*") if p.name.startswith(".tmp-") or p.name.endswith(".part")]
     assert leftovers == []
+
+
+def test_reloader_swaps_only_loadable_champions(reg: ModelRegistry, tmp_path: Path) -> None:
+    from nowcast.model_registry import ChampionReloader
+
+    r = ChampionReloader(reg.url, poll_seconds=3600)
+    assert r.check(force=True) is None and r.alert is None  # no champion yet: nothing to do
+    reg.register(shift_checkpoint(tmp_path / "1.json"), model="test-shift", version_id="v1")
+    reg.promote("v1")
+    assert r.check() is None  # throttled: polls at most every poll_seconds
+    vid, model = r.check(force=True)
+    assert vid == "v1" and model.shifts[0] == (0, 1) and r.version == "v1"
+    assert r.check(force=True) is None
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    reg.register(bad, model="test-shift", version_id="v2")
+    reg.promote("v2", verify=False)  # e.g. promoted by hand with a model this service cannot load
+    assert r.check(force=True) is None
+    assert r.version == "v1" and r.failures == 1 and "champion v2 failed to load" in r.alert and "still serving v1" in r.alert
+    assert r.check(force=True) is None and r.failures == 1  # not retried
+    reg.rollback()
+    assert r.check(force=True) is None and r.alert is None and r.version == "v1"
+    reg.register(shift_checkpoint(tmp_path / "3.json", [(1, 1)] * 12), model="test-shift", version_id="v3")
+    reg.promote("v3")
+    (Path(reg.url) / "versions/v3/checkpoint").write_text("corrupted")
+    assert r.check(force=True) is None and r.failures == 2 and "corrupt" in r.alert

@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from nowcast.model_registry import ChampionWatcher, LockHeldError, ModelRegistry, RegistryError, VersionExistsError, load_champion
+from nowcast.model_registry import (
+    ChampionWatcher,
+    LockHeldError,
+    ModelRegistry,
+    RegistryError,
+    VersionExistsError,
+    load_champion,
+)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import registry_tiny
-from conftest import TIMES, build_store, retrain_settings
+from registry_helpers import TIMES, build_store, retrain_settings
 
 from nowcast.cli import main
 from nowcast.model_registry import CorruptModelError, ModelRegistry, RegistryError

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import build_store, retrain_settings
+from registry_helpers import retrain_settings
 
 from nowcast import dims
 from nowcast.model_registry import ModelRegistry

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +75,7 @@ def make_env(tmp_path: Path, **overrides) -> ServiceEnv:  # noqa: ANN003
     loop = InferenceLoop(settings)
     loop.step()
     app = create_app(settings, loop)
-    client = TestClient(app)
+    client = TestClient(app).__enter__()  # keep one event-loop portal for all requests
     return ServiceEnv(settings, loop, app, client, store_path, writer)
 
 
@@ -79,7 +83,7 @@ def make_env(tmp_path: Path, **overrides) -> ServiceEnv:  # noqa: ANN003
 def env(tmp_path: Path) -> ServiceEnv:
     e = make_env(tmp_path)
     yield e
-    e.client.close()
+    e.client.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
@@ -87,4 +91,78 @@ def shared_env(tmp_path_factory: pytest.TempPathFactory) -> ServiceEnv:
     """One read-only environment per module (faster); tests must not add frames to it."""
     e = make_env(tmp_path_factory.mktemp("svc"))
     yield e
-    e.client.close()
+    e.client.__exit__(None, None, None)
+
+
+# -- a live uvicorn server in a thread --------------------------------------------------
+
+
+def free_port_number() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_in_thread(app, port: int | None = None):  # noqa: ANN001, ANN201
+    import httpx
+    import uvicorn
+
+    port = port or free_port_number()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/v1/status", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live_server():  # noqa: ANN201
+    """``with live_server(app) as url:`` runs ``app`` with uvicorn on a free loopback port."""
+    return serve_in_thread
+
+
+def make_forecast(grid: Grid, init: pd.Timestamp, leads=(5, 10, 15), seed: int = 0):  # noqa: ANN001, ANN201
+    """A seeded random forecast Dataset (lead_time, y, x) in the model output format."""
+    import xarray as xr
+
+    from nowcast import dims
+    from nowcast.models.base import forecast_dataset
+
+    rng = np.random.default_rng(seed)
+    hist = dims.attach_crs(xr.Dataset(coords={"time": [init.to_datetime64()], "y": grid.y, "x": grid.x}), grid.crs)
+    shape = (len(leads), *grid.shape)
+    return forecast_dataset(
+        rng.gamma(0.5, 2.0, shape).astype("f4"), rng.random(shape).astype("f4"), hist,
+        [pd.Timedelta(minutes=m) for m in leads], "test", "1",
+    )
+
+
+@pytest.fixture
+def helpers():  # noqa: ANN201
+    """Helper functions of this package's tests (grid, forecast and environment factories)."""
+
+    class H:
+        grid = staticmethod(small_grid)
+        forecast = staticmethod(make_forecast)
+        env = staticmethod(make_env)
+
+    return H
+
+
+@pytest.fixture
+def free_port():  # noqa: ANN201
+    """A function returning a free TCP port on loopback."""
+    return globals()["free_port_number"]

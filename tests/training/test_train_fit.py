@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_OPTIONS, run_fit  # noqa: F401
 
 from nowcast import dims
 from nowcast.models import create_nowcaster
 from nowcast.models.convlstm import CheckpointError, read_checkpoint
 from training.checkpoint import build_network
-
-from conftest import TINY_OPTIONS, run_fit  # noqa: F401
 
 
 def _rows(out: Path) -> list[dict[str, str]]:

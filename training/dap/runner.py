@@ -386,24 +386,36 @@ def make_tasks(prepared: Prepared, out_dir: Path, device: str) -> list[SplitTask
     ]
 
 
+def connect(scheduler: str, timeout_s: float = 8.0) -> Any:
+    """A dask Client of an existing scheduler; PlanError naming the address when unreachable."""
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout=f"{timeout_s}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise PlanError(
+            f"cannot reach the dask scheduler {scheduler} within {timeout_s:g} s ({type(exc).__name__}: {exc}); "
+            "start it (dask scheduler / dask worker) or drop --scheduler"
+        ) from exc
+
+
 def _run_tasks(
     tasks: list[SplitTask],
     workers: int,
     threads_per_worker: int,
-    scheduler: str | None,
+    client: Any | None,
     on_result: Callable[[dict[str, Any]], None],
 ) -> str:
-    """Run the split tasks in-process (workers 0, no scheduler) or on dask; returns the mode."""
-    if scheduler is None and workers == 0:
+    """Run the split tasks in-process (workers 0, no client) or on dask; returns the mode."""
+    if client is None and workers == 0:
         for task in tasks:
             on_result(run_split(task))
         return "in-process"
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
-    if scheduler is not None:
-        client = Client(scheduler)
-        mode = f"dask scheduler {scheduler}"
+    if client is not None:
+        mode = f"dask scheduler {client.scheduler.address}"
     else:
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None
@@ -450,6 +462,7 @@ def evaluate(
 
     t0 = time.perf_counter()
     prepared = prepare(plan)  # every data-dependent check, before any work
+    client = connect(scheduler) if scheduler else None  # an unreachable scheduler fails here, fast
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_workers = plan.run.workers if workers is None else int(workers)
@@ -479,7 +492,7 @@ def evaluate(
         rec = {k: v for k, v in res.items() if k != "example"}
         ledger.append({"event": "split", "run_id": run_id, "plan_hash": ph, **rec})
 
-    mode = _run_tasks(make_tasks(prepared, out, dev), n_workers, plan.run.threads_per_worker, scheduler, on_result)
+    mode = _run_tasks(make_tasks(prepared, out, dev), n_workers, plan.run.threads_per_worker, client, on_result)
     results.sort(key=lambda r: r["split"])
     ds = build_results(prepared, results)
     nc, js = write_results(ds, out)

@@ -1,0 +1,99 @@
+"""The dashboard in a real headless Chromium: loads, slider changes frames, click draws the chart."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (run scripts/install-browser.sh)"),
+]
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_dashboard_end_to_end(env, live_server) -> None:  # noqa: ANN001
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    tile_requests: list[str] = []
+    external: list[str] = []
+    with live_server(env.app) as url, sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+        ctx = pw.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), args=ARGS, headless=True, viewport={"width": 1280, "height": 800}
+        )
+        try:
+            page = ctx.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+
+            def on_request(req) -> None:  # noqa: ANN001
+                if not req.url.startswith(url) and not req.url.startswith("data:"):
+                    external.append(req.url)
+                if "/v1/tiles/" in req.url:
+                    tile_requests.append(req.url)
+
+            page.on("request", on_request)
+            page.goto(url + "/", wait_until="networkidle")
+            page.wait_for_selector("body[data-ready='1']", timeout=15000)
+            label = page.locator("#frame-label")
+            first_key = label.get_attribute("data-frame-key")
+            assert first_key == "20250601T1200"  # the latest observation is shown first
+            assert "observed" in (label.text_content() or "")
+            banner = page.locator("#age-banner").text_content() or ""
+            assert "old" in banner and "last frame" in banner
+            assert page.locator(".legend-item").count() >= 15
+            # tiles of the shown frame were requested and rendered
+            page.wait_for_function("document.querySelectorAll('.leaflet-tile-loaded').length > 0", timeout=15000)
+            assert any(f"/v1/tiles/rain/{first_key}/" in u for u in tile_requests)
+
+            # move the slider to the last forecast lead: the label and tile URLs change
+            n = int(page.locator("#slider").get_attribute("max") or 0)
+            assert n == 5 + 6  # 6 observed frames + 6 forecast leads, 0-based
+            page.locator("#slider").fill(str(n))
+            page.wait_for_function("document.querySelector('#frame-label').dataset.frameKey === '20250601T1200+75'")
+            assert "forecast +75 min" in (label.text_content() or "")
+            page.wait_for_timeout(500)
+            assert any("/v1/tiles/rain/20250601T1200+75/" in u for u in tile_requests)
+
+            # play advances frames
+            page.locator("#play").click()
+            page.wait_for_function("document.querySelector('#frame-label').dataset.frameKey !== '20250601T1200+75'", timeout=5000)
+            page.locator("#play").click()
+
+            # lightning toggle adds the lightning tile layer
+            page.locator("#lightning-toggle").check()
+            page.wait_for_timeout(500)
+            assert any("/v1/tiles/lightning/" in u for u in tile_requests)
+
+            # click in the middle of the map: the point chart appears
+            box = page.locator("#map").bounding_box()
+            assert box is not None
+            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.wait_for_selector("#chart[data-drawn='1']", timeout=10000)
+            assert page.locator("#chart").is_visible()
+            assert "forecast by persistence" in (page.locator("#chart-caption").text_content() or "")
+            page.locator("#slider").fill("3")
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+            assert not errors, errors
+            assert not external, f"requests outside the app (no CDN allowed): {external}"
+        finally:
+            ctx.close()
+    assert os.path.getsize(ARTIFACTS / "dashboard.png") > 10_000
