@@ -90,7 +90,7 @@ def run(quick: bool, device: str) -> dict[str, Any]:
     from nowcast.models import create_nowcaster
 
     sizes = (256, 512) if quick else (256, 512, 1024)
-    repeats = 2 if quick else 5
+    repeats = 1 if quick else 5
     leads = [pd.Timedelta(minutes=5 * i) for i in range(1, 16)]
     rows: list[dict[str, Any]] = []
     notes: list[str] = []

@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 STATUS_KEY = "ingest_status"
 #: bounds of the per-source state
 MAX_DONE = 5_000
+MAX_VALIDATORS = 512
 MAX_LIGHTNING_SLOTS = 2_000
 
 
@@ -495,8 +496,7 @@ class SourceRunner:
             rep.skipped = len(items) - len(todo)
             # newest first; unknown times (latest alias, drop-folder files) first of all
             todo.sort(key=lambda i: (i.time is not None, -(i.time.value if i.time is not None else 0)))
-            for item in todo[: self.settings.max_items_per_run]:
-                self._process(item, state, wall, src_now, rep)
+            self._process_all(todo[: self.settings.max_items_per_run], state, wall, src_now, rep)
             if self.source.kind == LIGHTNING:
                 self._write_lightning_slots(state, src_now, rep)
             self._prune(state, since, wall)
@@ -518,50 +518,69 @@ class SourceRunner:
             )
         return rep
 
-    def _process(self, item: Item, state: dict[str, Any], wall: pd.Timestamp, src_now: pd.Timestamp, rep: RunReport) -> None:
+    def _fetch(self, item: Item, state: dict[str, Any], wall: pd.Timestamp, src_now: pd.Timestamp, rep: RunReport) -> Fetched | None:
+        """Fetch one item (in the runner thread: sources may update ``state``); None when there
+        is nothing to decode."""
         try:
             fetched = self.source.fetch(item, state)
         except NotModified:
             state.setdefault("missing", {}).pop(item.key, None)
-            return
+            return None
         except NotAvailable as exc:
             self._missing(item, state, wall, src_now, str(exc))
             rep.missing += 1
-            return
+            return None
         except TransientError as exc:
             rep.failed += 1
             rep.errors.append(str(exc))
             log.warning("source %s: %s (will retry)", self.name, exc)
-            return
+            return None
         except SourceError as exc:
             rep.failed += 1
             rep.errors.append(str(exc))
             log.warning("source %s: %s", self.name, exc)
-            return
+            return None
+        sha = fetched.validators.get("sha1", "")
+        bad = state.get("bad", {}).get(item.key)
+        if bad is not None and sha and bad.get("sha1") == sha:
+            fetched.cleanup()
+            return None  # same bad content as before
+        return fetched
+
+    def _decode(self, fetched: Fetched, wall: pd.Timestamp) -> tuple[str, Any]:
+        """Decode off the runner thread: ("ok", (frame, lightning)), ("skip", reason) or ("bad", reason)."""
         try:
-            sha = fetched.validators.get("sha1", "")
-            bad = state.get("bad", {}).get(item.key)
-            if bad is not None and sha and bad.get("sha1") == sha:
-                return  # same bad content as before
-            if item.kind == LIGHTNING:
-                self._ingest_lightning_file(item, fetched, state, wall, rep)
-                return
-            try:
-                frame, lightning = decode_radar(fetched, self.store.grid, self.store.cadence, self.settings, wall)
-            except OffCadence as exc:
-                log.debug("source %s: %s: %s", self.name, item.key, exc)
-                self._mark_done(item, state, None, wall)
+            return "ok", decode_radar(fetched, self.store.grid, self.store.cadence, self.settings, wall)
+        except OffCadence as exc:
+            return "skip", str(exc)
+        except BadFile as exc:
+            return "bad", str(exc)
+
+    def _finish(self, item: Item, fetched: Fetched, decoded: tuple[str, Any], state: dict[str, Any], wall: pd.Timestamp, src_now: pd.Timestamp, rep: RunReport) -> None:
+        """Append a decoded frame (or quarantine / skip it) and record the item."""
+        try:
+            outcome, value = decoded
+            if outcome == "skip":
+                log.debug("source %s: %s: %s", self.name, item.key, value)
+                self._mark_done(item, state, None, wall, fetched)
                 rep.skipped += 1
                 return
-            except BadFile as exc:
-                self._quarantine(item, fetched, str(exc), state, wall, rep)
+            if outcome == "bad":
+                self._quarantine(item, fetched, value, state, wall, rep)
                 return
+            frame, lightning = value
             t = dims.to_utc_timestamp(frame[dims.TIME].values)
             if item.time is not None and fetched.time is None and t != item.time:
                 log.warning("source %s: %s holds the frame of %s, not of slot %s", self.name, item.key, t, item.time)
-            with self.write_lock:
-                written = self.store.append(frame, lightning=lightning, source=self.name)
-            self._mark_done(item, state, t, wall)
+            try:
+                with self.write_lock:
+                    written = self.store.append(frame, lightning=lightning, source=self.name)
+            except Exception as exc:  # e.g. storage full/unreachable: retried at the next run
+                rep.failed += 1
+                rep.errors.append(f"{item.key}: cannot store frame {t}: {type(exc).__name__}: {exc}")
+                log.error("source %s: cannot store frame %s from %s: %s", self.name, t, item.key, exc)
+                return
+            self._mark_done(item, state, t, wall, fetched)
             self._save_state(state)
             if written:
                 rep.ingested += 1
@@ -575,7 +594,52 @@ class SourceRunner:
         finally:
             fetched.cleanup()
 
-    def _mark_done(self, item: Item, state: dict[str, Any], t: pd.Timestamp | None, wall: pd.Timestamp) -> None:
+    def _process_all(self, todo: list[Item], state: dict[str, Any], wall: pd.Timestamp, src_now: pd.Timestamp, rep: RunReport) -> None:
+        """Fetch, decode and append ``todo`` in order; radar files are decoded one ahead in a
+        worker thread while the previous frame is written (decode and write overlap)."""
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        pending: tuple[Item, Fetched, Future] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decode-{self.name}") as pool:
+            try:
+                for item in todo:
+                    fetched = self._fetch(item, state, wall, src_now, rep)
+                    if fetched is None:
+                        continue
+                    if item.kind == LIGHTNING:
+                        try:
+                            self._ingest_lightning_file(item, fetched, state, wall, rep)
+                        finally:
+                            fetched.cleanup()
+                        continue
+                    future = pool.submit(self._decode, fetched, wall)
+                    if pending is not None:
+                        self._finish(pending[0], pending[1], pending[2].result(), state, wall, src_now, rep)
+                    pending = (item, fetched, future)
+                if pending is not None:
+                    last, pending = pending, None
+                    self._finish(last[0], last[1], last[2].result(), state, wall, src_now, rep)
+            finally:
+                if pending is not None:  # an error above: do not leak a temporary download
+                    pending[2].cancel()
+                    pending[1].cleanup()
+
+    @staticmethod
+    def _remember(state: dict[str, Any], key: str, fetched: Fetched | None) -> None:
+        """Record the HTTP validators (ETag, Last-Modified) of a processed item."""
+        if fetched is None:
+            return
+        got = {k: v for k, v in fetched.validators.items() if k in ("etag", "last_modified")}
+        if not got:
+            return
+        table = state.setdefault("validators", {})
+        table.pop(key, None)
+        table[key] = got
+        while len(table) > MAX_VALIDATORS:
+            table.pop(next(iter(table)))
+
+    def _mark_done(self, item: Item, state: dict[str, Any], t: pd.Timestamp | None, wall: pd.Timestamp, fetched: Fetched | None = None) -> None:
+        self._remember(state, item.key, fetched)
         done = state.setdefault("done", {})
         done.pop(item.key, None)
         if item.kind == LIGHTNING or item.time is None or t is None or t != item.time:
@@ -614,6 +678,7 @@ class SourceRunner:
             f"sha1: {fetched.validators.get('sha1', '')}\nreason: {reason}\n"
         )
         dest.with_name(dest.name + ".reason.txt").write_text(text)
+        self._remember(state, item.key, fetched)
         state.setdefault("bad", {})[item.key] = {"sig": item.signature, "sha1": fetched.validators.get("sha1", ""), "reason": reason, "at": wall.isoformat(), "file": str(dest)}
         state.setdefault("missing", {}).pop(item.key, None)
         self._save_state(state)
@@ -690,7 +755,7 @@ class SourceRunner:
             entry = slots.setdefault(t.isoformat(), {"files": [], "written": []})
             if item.key not in entry["files"]:
                 entry["files"].append(item.key)
-        self._mark_done(item, state, None, wall)
+        self._mark_done(item, state, None, wall, fetched)
 
     def _write_lightning_slots(self, state: dict[str, Any], src_now: pd.Timestamp, rep: RunReport) -> None:
         from nowcast.lightning import Flashes, grid_counts

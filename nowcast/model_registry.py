@@ -375,6 +375,14 @@ class RegistryLock:
                     self._s.rename(self.name, stale)
                 except (FileNotFoundError, OSError):
                     continue  # someone else broke it first
+                try:
+                    moved = LockInfo.from_bytes(self._s.read_bytes(stale))
+                except (FileNotFoundError, ValueError, KeyError, TypeError):
+                    moved = None
+                if moved is not None and holder.token and moved.token != holder.token:
+                    # another job broke the stale lock and took a fresh one meanwhile: put it back
+                    with contextlib.suppress(FileExistsError):
+                        self._s.write_exclusive(self.name, moved.to_json())
                 self._s.remove(stale)
         raise LockHeldError(f"{self._s.describe(self.name)}: could not acquire (contended)")
 
@@ -441,8 +449,8 @@ class ModelVersion:
             "model": m.get("model"),
             "created": m.get("created"),
             "parent": m.get("parent"),
-            "train_period": (m.get("data") or {}).get("train_period"),
-            "score": (m.get("evaluation") or {}).get("criterion"),
+            "train_period": ((m.get("data") or {}).get("periods") or {}).get("train"),
+            "score": (m.get("evaluation") or {}).get("score"),
         }
 
 
@@ -515,6 +523,16 @@ class ModelRegistry:
             raise RegistryError(f"{self.url}: not a nowcast model registry (format {marker.get('format')!r})")
         if int(marker.get("format_version", 0)) > FORMAT_VERSION:
             raise RegistryError(f"{self.url}: registry format {marker.get('format_version')} is newer than supported")
+
+    @property
+    def remote(self) -> bool:
+        """True for object storage (``s3://`` ...), False for a local directory."""
+        return self._s.remote
+
+    @property
+    def local_path(self) -> Path | None:
+        """The registry directory for a local registry, None on object storage."""
+        return None if self._s.remote else Path(self._s.root)
 
     @classmethod
     def create(cls, url: str | Path, storage_options: dict[str, Any] | None = None) -> ModelRegistry:
@@ -598,18 +616,22 @@ class ModelRegistry:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint_path(self, version_id: str, cache_dir: str | Path | None = None) -> Path:
+    def checkpoint_path(self, version_id: str, cache_dir: str | Path | None = None, *, verify: bool = True) -> Path:
         """A local path of the version's checkpoint, verified against the manifest's sha256.
 
         Local registries return the file in place; remote ones download it once into
         ``cache_dir`` (default ``$NOWCAST_CACHE`` or ``~/.cache/nowcast/models``).
-        Raises :class:`CorruptModelError` on a checksum mismatch or a missing file.
+        Raises :class:`CorruptModelError` on a checksum mismatch or a missing file; with
+        ``verify=False`` the path is returned unchecked (it may be missing or corrupt: load it
+        with :meth:`load`, which verifies).
         """
         v = self.get(version_id)
         rel = f"versions/{version_id}/{CHECKPOINT_NAME}"
         if not self._s.remote:
             local = Path(self._s.path(rel))
             if not local.is_file():
+                if not verify:
+                    return local
                 raise CorruptModelError(f"{self.url}: version {version_id} has no checkpoint file ({local})")
         else:
             base = Path(cache_dir or os.environ.get("NOWCAST_CACHE") or Path.home() / ".cache" / "nowcast" / "models")
@@ -619,7 +641,11 @@ class ModelRegistry:
             try:
                 self._s.get_file(rel, local)
             except FileNotFoundError as exc:
+                if not verify:
+                    return local
                 raise CorruptModelError(f"{self.url}: version {version_id} has no checkpoint file") from exc
+        if not verify:
+            return local
         got = sha256_file(local)
         if got != v.checksum:
             raise CorruptModelError(
@@ -858,8 +884,10 @@ class ChampionWatcher:
     ``poll()`` returns ``(version_id, local checkpoint path)`` when the champion differs from
     the last one returned (the first poll returns the current champion), else None. Errors
     reading the registry are logged and reported as None (the caller keeps its model);
-    :attr:`last_error` holds the message. The checkpoint path is checksum-verified; a corrupt
-    champion is reported once through :attr:`last_error` and returned as None.
+    :attr:`last_error` holds the message. The path is *not* verified here: load the version
+    with :meth:`ModelRegistry.load` (checksum verified, raises :class:`CorruptModelError`)
+    and call :meth:`mark_failed` when that fails, so the version is not returned again until
+    the champion pointer moves; :meth:`accept` records a successful load.
     """
 
     def __init__(
@@ -893,12 +921,13 @@ class ChampionWatcher:
         if champ is None or champ == self.current or champ == self._failed:
             return None
         try:
-            path = reg.checkpoint_path(champ, self.cache_dir)
-        except RegistryError as exc:
+            path = reg.checkpoint_path(champ, self.cache_dir, verify=False)  # verified when loaded
+        except (RegistryError, OSError) as exc:
             self._failed = champ
             self.last_error = str(exc)
             log.error("champion %s cannot be used: %s", champ, exc)
             return None
+        self._serving = self.current  # what serves until the caller has loaded ``champ``
         self.current = champ
         self.last_error = None
         self._failed = None
@@ -906,8 +935,8 @@ class ChampionWatcher:
 
     def mark_failed(self, version_id: str, error: str) -> None:
         """Tell the watcher that loading a polled ``version_id`` failed: it is not returned
-        again (until the champion pointer moves), and the version that was serving before
-        stays :attr:`current`."""
+        again (until the champion pointer moves), and :attr:`current` goes back to the
+        version returned before it (the one still serving)."""
         self._failed = version_id
         self.last_error = error
         if self.current == version_id:
@@ -915,74 +944,8 @@ class ChampionWatcher:
         log.error("model version %s failed to load: %s", version_id, error)
 
     def accept(self, version_id: str) -> None:
-        """Record that ``version_id`` is now serving (the fallback after a failed load)."""
+        """Record that ``version_id`` is serving (optional: a polled version counts as serving
+        unless :meth:`mark_failed` is called)."""
         self._serving = version_id
         self.current = version_id
 
-
-class ChampionReloader:
-    """Hot reload for a running service: load a newly promoted champion between forecasts.
-
-    ``check()`` is cheap when nothing changed (at most one read of ``status.json`` per
-    ``poll_seconds``) and returns ``(version_id, nowcaster)`` when a new champion was loaded;
-    the caller swaps its model reference (between forecasts). A champion that cannot be
-    loaded (corrupt checkpoint, unreadable weights) is not retried until the pointer moves;
-    :attr:`alert` says why the serving version is not the champion, and :attr:`failures`
-    counts failed loads (for metrics). Thread-compatible: call from the inference thread.
-    """
-
-    def __init__(
-        self,
-        registry_url: str,
-        storage_options: dict[str, Any] | None = None,
-        *,
-        poll_seconds: float = 10.0,
-        cache_dir: str | Path | None = None,
-        load_options: dict[str, Any] | None = None,
-    ) -> None:
-        self.registry_url = str(registry_url)
-        self.watcher = ChampionWatcher(registry_url, storage_options, cache_dir)
-        self.storage_options = storage_options
-        self.poll_seconds = float(poll_seconds)
-        self.load_options = dict(load_options or {})
-        #: registry version of the model handed out last (serving)
-        self.version: str | None = None
-        self.alert: str | None = None
-        self.failures = 0
-        self._next = 0.0
-        self._seen_error: str | None = None
-
-    def check(self, force: bool = False) -> tuple[str, Any] | None:
-        """A newly promoted champion, loaded: ``(version_id, nowcaster)``; else None."""
-        import time
-
-        now = time.monotonic()
-        if not force and now < self._next:
-            return None
-        self._next = now + self.poll_seconds
-        polled = self.watcher.poll()
-        if polled is None:
-            w = self.watcher
-            if w.champion is not None and w.champion == self.version:
-                self.alert = None  # serving the champion (e.g. after a rollback)
-            elif w.last_error and w.last_error != self._seen_error:
-                self._seen_error = w.last_error
-                if w.champion is not None and w._failed == w.champion:
-                    self.failures += 1  # the champion's checkpoint is corrupt
-                self.alert = w.last_error + (f"; still serving {self.version}" if self.version else "")
-            return None
-        vid, _path = polled
-        try:
-            model = self.watcher._registry().load(vid, self.watcher.cache_dir, **self.load_options)
-        except Exception as exc:
-            self.failures += 1
-            msg = f"champion {vid} failed to load ({exc})"
-            self.watcher.mark_failed(vid, msg)
-            self._seen_error = msg
-            self.alert = msg + (f"; still serving {self.version}" if self.version else "")
-            return None
-        self.watcher.accept(vid)
-        self.version = vid
-        self.alert = None
-        log.info("loaded champion %s from %s", vid, self.registry_url)
-        return vid, model

@@ -128,7 +128,7 @@ def png_bytes(rgba: np.ndarray, optimize: bool = False) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgba), mode="RGBA").save(buf, format="PNG", optimize=optimize, compress_level=3)
+    Image.fromarray(np.ascontiguousarray(rgba), mode="RGBA").save(buf, format="PNG", optimize=optimize, compress_level=1)
     return buf.getvalue()
 
 

@@ -89,6 +89,10 @@ class DataAccess:
         self.fields: LRUCache[np.ndarray] = LRUCache(max(8, settings.cache_items // 8))
         self.responses: LRUCache[bytes] = LRUCache(settings.cache_items)
         self.points: LRUCache[object] = LRUCache(max(16, settings.cache_items // 2))
+        #: whole-window stacks for point series (a few entries: they are large)
+        self.stacks: LRUCache[object] = LRUCache(4)
+        #: small JSON-ready objects (frame index) keyed on the versions
+        self.objects: LRUCache[object] = LRUCache(16)
         self._samplers: dict[str, object] = {}
         self._bbox: tuple[Grid, list[float]] | None = None
         self._to_grid: tuple[Grid, object] | None = None
@@ -228,6 +232,44 @@ class DataAccess:
                 return np.where(np.isnan(counts), np.nan, (counts > 0).astype(np.float32)).astype(np.float32)
 
         return self.fields.get_or_compute(cache_key, compute)
+
+    def observed_stack(self, last: pd.Timestamp, n: int) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+        """The ``n`` slots ending at ``last``: (times, rain (n, y, x), lightning (n, y, x)), cached per store version.
+
+        Point series index into these stacks, so a burst of point requests reads the store once.
+        """
+        obs_v = self.obs().version
+        key = ("obs-stack", obs_v, pd.Timestamp(last), n)
+
+        def compute():  # noqa: ANN202
+            ds = self.obs().window(last, n)
+            return (
+                pd.DatetimeIndex(ds[dims.TIME].values),
+                np.asarray(ds[dims.RAIN_RATE].values, dtype=np.float32),
+                np.asarray(ds[dims.LIGHTNING].values, dtype=np.float32),
+            )
+
+        return self.stacks.get_or_compute(key, compute)  # type: ignore[return-value]
+
+    def forecast_stack(self, run: RunInfo) -> tuple[pd.TimedeltaIndex, np.ndarray, np.ndarray]:
+        """All leads of a run: (leads, rain (lead, y, x), lightning probability (lead, y, x)), cached (runs are immutable)."""
+        fc = self.forecasts()
+        if fc is None:
+            raise NotFound("no forecast yet")
+        key = ("fc-stack", run.key, run.written_at)
+
+        def compute():  # noqa: ANN202
+            try:
+                ds = fc.open_run(run.init_time)
+                return (
+                    pd.to_timedelta(ds[dims.LEAD_TIME].values),
+                    np.asarray(ds[dims.RAIN_RATE].values, dtype=np.float32),
+                    np.asarray(ds[dims.LIGHTNING_PROBABILITY].values, dtype=np.float32),
+                )
+            except (ForecastStoreError, FileNotFoundError, OSError, KeyError) as exc:
+                raise NotFound(f"forecast run {run.key} is no longer available: {exc}") from exc
+
+        return self.stacks.get_or_compute(key, compute)  # type: ignore[return-value]
 
     def raw_observation(self, t: pd.Timestamp):  # -> xr.Dataset
         """The observed Dataset (time=1, y, x) at ``t`` (rain_rate, lightning counts)."""

@@ -40,6 +40,10 @@ class ModelStatus:
     fallback: bool = False
     message: str = ""
     loaded_at: pd.Timestamp | None = None
+    #: registry version id when the model is the registry's champion
+    registry_version: str | None = None
+    #: set when a newly promoted champion could not be loaded (the previous model keeps serving)
+    alert: str | None = None
 
 
 @dataclass
@@ -73,27 +77,77 @@ class InferenceLoop:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watcher: Any = None
+        self._next_registry_poll = 0.0
 
     # -- model -----------------------------------------------------------------------------
-    def load_model(self) -> ModelStatus:
-        """(Re)create the configured model; on failure fall back and record the reason."""
+    def _champion_watcher(self) -> Any:
+        if self._watcher is None and self.settings.model_registry and self.settings.checkpoint is None:
+            from nowcast.model_registry import ChampionWatcher
+
+            self._watcher = ChampionWatcher(self.settings.model_registry)
+        return self._watcher
+
+    def _create_configured(self, status: ModelStatus, champion: tuple[str, Any] | None) -> Any:
+        """The configured model: the registry champion when one is given, else ``model`` (+ checkpoint)."""
         from nowcast.models import create_nowcaster
 
         s = self.settings
+        if champion is not None:
+            from nowcast.model_registry import ModelRegistry
+
+            version_id, path = champion
+            status.configured = f"registry champion {version_id}"
+            status.checkpoint = str(path)
+            try:
+                return ModelRegistry(s.model_registry).load(version_id)  # type: ignore[arg-type]
+            except Exception as exc:
+                self._watcher.mark_failed(version_id, str(exc))
+                raise
         options = dict(s.model_options)
         if s.checkpoint is not None:
             options["checkpoint"] = str(s.checkpoint)
+        return create_nowcaster(s.model, **options)
+
+    def load_model(self, champion: tuple[str, Any] | None = None) -> ModelStatus:
+        """(Re)create the configured model; on failure fall back and record the reason.
+
+        With ``model_registry`` set (and no explicit checkpoint) the registry's champion is
+        served; a champion that cannot be loaded keeps the model that is serving, or falls back.
+        """
+        from nowcast.models import create_nowcaster
+
+        s = self.settings
         status = ModelStatus(configured=s.model, checkpoint=str(s.checkpoint) if s.checkpoint else None)
+        watcher = self._champion_watcher()
+        if champion is None and watcher is not None:
+            champion = watcher.poll() or (
+                (watcher.current, None) if getattr(watcher, "current", None) else None
+            )
+            if champion is None and watcher.last_error:
+                status.message = watcher.last_error
         try:
-            model = create_nowcaster(s.model, **options)
+            if champion is not None and champion[1] is None:  # the champion is already serving: reload it
+                champion = (champion[0], "")
+            model = self._create_configured(status, champion)
         except Exception as exc:
+            if champion is not None and self._model is not None and not self.model_status.fallback:
+                log.error("champion %s cannot be loaded (%s); keeping %s", champion[0], exc, self.model_status.active)
+                self.model_status.alert = f"promoted champion {champion[0]} could not be loaded ({exc}); still serving {self.model_status.version}"
+                self._notify({"outcome": "reload_failed", "version": champion[0], "error": str(exc)})
+                return self.model_status
+            if champion is not None:
+                self._notify({"outcome": "reload_failed", "version": champion[0], "error": str(exc)})
             reason = f"{type(exc).__name__}: {exc}"
             log.warning("model %r could not be loaded (%s); falling back to %r", s.model, reason, s.fallback_model)
             model = create_nowcaster(s.fallback_model)
             status.fallback = True
-            status.message = f"configured model {s.model!r} could not be loaded ({reason}); using {s.fallback_model!r}"
+            status.message = f"configured model {status.configured!r} could not be loaded ({reason}); using {s.fallback_model!r}"
         status.active = str(getattr(model, "name", s.fallback_model))
         status.version = str(getattr(model, "version", ""))
+        if champion is not None and not status.fallback:
+            status.registry_version = champion[0]
+            status.version = champion[0]
         status.loaded_at = pd.Timestamp.now(tz="UTC").tz_localize(None)
         with self._run_lock:
             self._model = model
@@ -158,7 +212,11 @@ class InferenceLoop:
                 info = fc_store.write(
                     forecast,
                     compute_seconds=compute,
-                    extra={"observation_version": version, "fallback": self.model_status.fallback},
+                    extra={
+                        "observation_version": version,
+                        "fallback": self.model_status.fallback,
+                        "model_registry_version": self.model_status.registry_version,
+                    },
                 )
             except Exception as exc:
                 self.status.consecutive_failures += 1
@@ -214,6 +272,7 @@ class InferenceLoop:
             if self._model is None:
                 self.load_model()
             while not self._stop.is_set():
+                self._follow_champion()
                 try:
                     self.step()
                 except Exception:
@@ -222,6 +281,21 @@ class InferenceLoop:
                 self._wake.clear()
         finally:
             self.status.running = False
+
+    def _follow_champion(self) -> None:
+        """Load a newly promoted champion (checked every ``registry_poll_seconds``)."""
+        watcher = self._champion_watcher()
+        if watcher is None or time.monotonic() < self._next_registry_poll:
+            return
+        self._next_registry_poll = time.monotonic() + self.settings.model_registry_poll_seconds
+        try:
+            new = watcher.poll()
+        except Exception:  # the registry must never stop forecasting
+            log.exception("polling the model registry failed")
+            return
+        if new is not None:
+            log.info("new champion %s: loading it", new[0])
+            self.load_model(champion=new)
 
     def wake(self) -> None:
         """Check the store now instead of at the next poll."""

@@ -7,7 +7,6 @@ import tempfile
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from nowcast import dims, plotting
 from service.data import DataAccess, FrameRef, iso

@@ -68,6 +68,9 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.forecast_runs = Counter("nowcast_forecast_runs", "Forecast runs by outcome", ["outcome"], registry=self.registry)
+        self.reload_failures = Counter(
+            "nowcast_model_reload_failures", "Promoted/reloaded models that could not be loaded", registry=self.registry
+        )
         self.build_info = Gauge("nowcast_model_info", "Active model (value 1)", ["model", "version", "fallback"], registry=self.registry)
         self.registry.register(_ScrapeCollector(ages, cache_stats))
 
@@ -77,6 +80,9 @@ class ServiceMetrics:
     def observe_forecast(self, event: dict) -> None:
         """Listener of the inference loop: {'outcome', 'compute_seconds', 'frame_to_forecast_seconds', ...}."""
         outcome = event.get("outcome", "ok")
+        if outcome == "reload_failed":
+            self.reload_failures.inc()
+            return
         self.forecast_runs.labels(outcome=outcome).inc()
         if outcome == "ok":
             self.forecast_latency.observe(float(event.get("compute_seconds", 0.0)))

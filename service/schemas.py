@@ -38,6 +38,8 @@ class ModelInfo(BaseModel):
     message: str
     inference_running: bool
     last_error: str | None
+    registry_version: str | None = Field(None, description="model registry version id when serving the champion")
+    alert: str | None = Field(None, description="a promoted model that could not be loaded (the previous one keeps serving)")
 
 
 class StatusResponse(BaseModel):

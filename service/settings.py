@@ -28,6 +28,10 @@ class ServiceSettings(BaseSettings):
     model: str = Field("extrapolation", description="registered nowcaster name (e.g. convlstm, extrapolation)")
     checkpoint: Path | None = Field(None, description="checkpoint for a trained model; load failure -> fallback model")
     model_options: dict[str, Any] = Field(default_factory=dict, description="extra options of the nowcaster")
+    model_registry: str | None = Field(
+        None, description="model registry URL: serve its champion (when no checkpoint is given) and follow promotions"
+    )
+    model_registry_poll_seconds: float = Field(30.0, gt=0, description="how often the champion pointer is checked")
     fallback_model: str = Field("extrapolation", description="used when the configured model cannot be loaded")
     lead_minutes: list[int] = Field(default_factory=lambda: [5 * i for i in range(1, 16)], description="forecast leads, minutes")
     inference: bool = Field(True, description="run the inference loop in this process")

@@ -195,3 +195,30 @@ def test_large_grid_speed() -> None:
         t0 = time.perf_counter()
         regrid(da, t, method)
         assert time.perf_counter() - t0 < 2  # cached mapping
+
+
+@pytest.mark.slow
+def test_real_mrms_onto_laea(shared_data) -> None:
+    """Real MRMS (lon/lat, 0.01 deg) onto a 2 km LAEA grid: area mean keeps the mean rain rate."""
+    from nowcast.io import read_radar
+
+    files = sorted((shared_data / "radar" / "mrms").glob("*/*.grib2"))
+    if not files:
+        pytest.skip("no MRMS files")
+    da = read_radar(files[0])
+    laea = "+proj=laea +lat_0=38 +lon_0=-97 +ellps=WGS84 +units=m"
+    t = Grid.from_bounds(laea, -600_000, -400_000, 600_000, 400_000, 2000.0)
+    t0 = time.perf_counter()
+    out = regrid(da, t, "area_mean")
+    assert time.perf_counter() - t0 < 15
+    # the source cells whose centres fall into the target domain
+    sub = da.sel(x=slice(-106.0, -88.0), y=slice(45.0, 31.0))
+    fwd = Transformer.from_crs("EPSG:4326", laea, always_xy=True)
+    sx, sy = fwd.transform(*np.meshgrid(sub.x.values, sub.y.values))
+    xmin, ymin, xmax, ymax = t.bounds()
+    inside = (sx >= xmin) & (sx < xmax) & (sy >= ymin) & (sy < ymax)
+    assert np.isfinite(out.values).mean() > 0.9
+    # equal-count weighting differs from equal-area weighting by cos(lat) only (~12 % over the domain)
+    assert float(np.nanmean(out.values)) == pytest.approx(float(np.nanmean(sub.values[0][inside])), rel=0.15)
+    near = regrid(da, t, "nearest")
+    assert float(np.nanmean(near.values)) == pytest.approx(float(np.nanmean(out.values)), rel=0.1)

@@ -458,12 +458,14 @@ def resolve_trainer(spec: str | None) -> Trainer:
 def _write_ledger(cfg: RetrainConfig, reg: ModelRegistry | None, record: dict[str, Any]) -> None:
     record = {**record, "recorded_at": _iso(now_utc())}
     try:
-        if cfg.ledger:
-            from training.dap.ledger import Ledger
+        from training.dap.ledger import Ledger  # the DAP ledger writer (append, fsync)
 
+        if cfg.ledger:
             Ledger(cfg.ledger).append(record)
+        elif reg is not None and reg.local_path is not None:
+            Ledger(reg.local_path / "ledger.jsonl").append(record)
         elif reg is not None:
-            reg.append_ledger(record)
+            reg.append_ledger(record)  # object storage: read + rewrite under the retrain lock
         else:
             log.warning("no ledger to write to (registry unavailable): %s", json.dumps(record, default=str)[:500])
     except Exception as exc:  # the decision itself is already applied (or not); say so loudly
@@ -692,6 +694,7 @@ def _cycle(
         evaluation={
             "period": result.periods["eval"],
             "criterion": result.scores["criterion"],
+            "score": {"name": ev.score, "value": result.scores["challenger"][ev.score]},
             "scores": {k: result.scores[k] for k in counts},
             "comparisons": [asdict(c) for c in comps],
             "decision": "promoted" if promote else "kept",

@@ -47,9 +47,26 @@ def run(args: argparse.Namespace) -> int:
     from nowcast.store import StoreError
 
     try:
-        return main(cfg, once=args.once)
+        if not args.once:
+            return main(cfg)
+        from service.ingest_process import IngestService, setup_logging
+
+        setup_logging(cfg.log)
+        service = IngestService(cfg)
+        try:
+            reports = service.run_once()
+        finally:
+            service.close()
     except (LockHeld, StoreError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
+    for r in reports:
+        err = f"  last error: {r.errors[-1]}" if r.errors else ""
+        print(
+            f"{r.source}: {r.ingested} ingested ({r.backfilled} backfilled), {r.duplicates} duplicate, "
+            f"{r.quarantined} quarantined, {r.failed} failed, {r.missing} missing, "
+            f"{r.lightning_slots} lightning slots in {r.seconds:.1f} s{err}"
+        )
+    return 1 if reports and all(r.errors and not r.ingested for r in reports) else 0
 
 
 def _validate(model: type, data: dict, path: str | None):  # noqa: ANN202

@@ -74,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
             if not rows:
                 print(f"{reg.url}: no versions")
                 return 0
-            print(f"{'version':<28} {'status':<10} {'model':<14} {'created':<28} parent")
+            print(f"{'version':<28} {'status':<10} {'model':<14} {'created':<28} {'score':<12} parent")
             for r in rows:
-                print(f"{r['version']:<28} {r['status']:<10} {str(r['model']):<14} {str(r['created']):<28} {r['parent'] or '-'}")
+                sc = r["score"] or {}
+                score = f"{sc.get('name')} {sc['value']:.4f}" if isinstance(sc.get("value"), float) else "-"
+                print(f"{r['version']:<28} {r['status']:<10} {str(r['model']):<14} {str(r['created']):<28} {score:<12} {r['parent'] or '-'}")
             return 0
         if action == "show":
             vid = args.version or reg.status().champion

@@ -16,14 +16,18 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from nowcast import dims, transforms
-from nowcast.io.base import READERS, ReaderError, Source, edges_to_centres, finish_frame
+from nowcast.io.base import (
+    READERS,
+    ReaderError,
+    Source,
+    dbz_to_rate,
+    edges_to_centres,
+    finish_frame,
+)
 
 
 def _dbz_to_rate(dbz: np.ndarray, options: dict[str, Any]) -> np.ndarray:
-    return transforms.dbz_to_rainrate(
-        dbz.astype(np.float32), options.get("zr", dims.MARSHALL_PALMER), dry_dbz=options.get("dry_dbz", transforms.DEFAULT_DRY_DBZ)
-    )
+    return dbz_to_rate(dbz, options)
 
 
 def _parse_pgm(data: bytes, path: str) -> tuple[dict[str, list[str]], np.ndarray]:

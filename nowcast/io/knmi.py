@@ -20,6 +20,7 @@ from nowcast.io.base import (
     READERS,
     ReaderError,
     Source,
+    dbz_to_rate,
     decode_str,
     edges_to_centres,
     finish_frame,
@@ -85,8 +86,7 @@ class KnmiReader:
         if "ACCUMULATED" in quantity.upper():
             rate = transforms.accumulation_to_rainrate(val, end - start)
         elif "REFLECTIVITY" in quantity.upper() or "DBZ" in quantity.upper():
-            rate = transforms.dbz_to_rainrate(val, options.get("zr", transforms.MARSHALL_PALMER),
-                                              dry_dbz=options.get("dry_dbz", transforms.DEFAULT_DRY_DBZ))
+            rate = dbz_to_rate(val, options)
         else:
             raise ReaderError(path, f"unsupported KNMI quantity {quantity!r}")
         ny, nx = raw.shape

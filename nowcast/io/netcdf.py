@@ -12,6 +12,8 @@ grid mapping (``crs_wkt``/``spatial_ref`` or CF parameters); coordinates in km a
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from typing import Any
 
@@ -20,7 +22,15 @@ import pandas as pd
 import xarray as xr
 
 from nowcast import dims, transforms
-from nowcast.io.base import READERS, ReaderError, Source, decode_str, finish_frame, h5_info
+from nowcast.io.base import (
+    READERS,
+    ReaderError,
+    Source,
+    dbz_to_rate,
+    decode_str,
+    finish_frame,
+    h5_info,
+)
 
 RATE_NAMES = {"rainfall_rate", "lwe_precipitation_rate", "precipitation_rate"}
 ACC_NAMES = {"precipitation_amount", "lwe_thickness_of_precipitation_amount", "thickness_of_rainfall_amount"}
@@ -82,6 +92,22 @@ def _accumulation_interval(ds: xr.Dataset, var: xr.DataArray) -> pd.Timedelta | 
     return None
 
 
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+@functools.lru_cache(maxsize=32)
+def _crs_from_cf(attrs_json: str) -> Any:
+    """CRS from CF grid-mapping attributes; cached (bounded): pyproj's datum look-up is slow."""
+    from pyproj import CRS
+
+    return CRS.from_cf(json.loads(attrs_json))
+
+
 def _crs_of(ds: xr.Dataset, var: xr.DataArray) -> Any:
     from pyproj import CRS
 
@@ -91,7 +117,7 @@ def _crs_of(ds: xr.Dataset, var: xr.DataArray) -> Any:
         for key in ("crs_wkt", "spatial_ref", "proj4"):
             if attrs.get(key):
                 return CRS.from_user_input(attrs[key])
-        return CRS.from_cf(dict(attrs))
+        return _crs_from_cf(json.dumps({k: _jsonable(v) for k, v in attrs.items()}, sort_keys=True))
     if "crs_wkt" in var.attrs:
         return CRS.from_user_input(var.attrs["crs_wkt"])
     raise ValueError(f"variable {var.name!r} has no grid_mapping")
@@ -152,8 +178,7 @@ def read_cf(src: Source, source_format: str, options: dict[str, Any]) -> xr.Data
                 raise ReaderError(path, f"accumulation {name!r} without an interval (cell_methods / start_time)")
             rate = transforms.accumulation_to_rainrate(values * np.float32(_ACC_UNITS[units]), interval)
         else:
-            rate = transforms.dbz_to_rainrate(values, options.get("zr", dims.MARSHALL_PALMER),
-                                              dry_dbz=options.get("dry_dbz", transforms.DEFAULT_DRY_DBZ))
+            rate = dbz_to_rate(values, options)
         product = str(ds.attrs.get("title", ds.attrs.get("product", name)))
         institution = str(ds.attrs.get("institution", ""))
     return finish_frame(

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from nowcast import dims, transforms
+from nowcast import transforms
 from nowcast.io.base import (
     READERS,
     ReaderError,
     Source,
+    dbz_to_rate,
     decode_str,
     edges_to_centres,
     finish_frame,
@@ -86,22 +87,25 @@ def _select(f: Any, quantity: str | None, path: str) -> tuple[str, dict[str, Any
     raise ReaderError(path, f"no usable quantity (wanted {wanted}); file holds {sorted(by_q) or 'no data'}")
 
 
-def _decode(raw: np.ndarray, what: dict[str, Any]) -> np.ndarray:
-    """Physical values (float64): nodata -> NaN, undetect -> -inf marker (set to 0 later)."""
+def _decode(raw: np.ndarray, what: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(physical values float32 with nodata -> NaN, undetect mask); flags compared on ``raw``."""
     gain = scalar(what.get("gain", 1.0))
     offset = scalar(what.get("offset", 0.0))
-    val = raw.astype(np.float64) * gain + offset if (gain != 1.0 or offset != 0.0) else raw.astype(np.float64)
-    for key, fill in (("nodata", np.nan), ("undetect", -np.inf)):
-        if key in what:
-            flag = scalar(what[key])
-            if np.isnan(flag):
-                continue  # NaN flags are handled by the caller (format-specific semantics)
-            val[raw == flag] = fill
-    return val
+    masks = {}
+    for key in ("nodata", "undetect"):
+        flag = scalar(what[key]) if key in what else np.nan
+        # NaN flags cannot be compared; the caller handles them (format-specific semantics)
+        masks[key] = raw == flag if not np.isnan(flag) else np.zeros(raw.shape, dtype=bool)
+    val = raw.astype(np.float32)
+    if gain != 1.0 or offset != 0.0:
+        val *= np.float32(gain)
+        val += np.float32(offset)
+    val[masks["nodata"]] = np.nan
+    val[masks["undetect"]] = np.nan  # converted to 0 after the quantity conversion
+    return val, masks["undetect"]
 
 
-def _to_rate(val: np.ndarray, q: str, what: dict[str, Any], options: dict[str, Any], path: str) -> np.ndarray:
-    undetect = np.isneginf(val)
+def _to_rate(val: np.ndarray, undetect: np.ndarray, q: str, what: dict[str, Any], options: dict[str, Any], path: str) -> np.ndarray:
     if q == "RATE":
         rate = val
     elif q == "ACRR":
@@ -111,8 +115,7 @@ def _to_rate(val: np.ndarray, q: str, what: dict[str, Any], options: dict[str, A
             raise ReaderError(path, f"ACRR with non-positive interval {start}..{end}")
         rate = transforms.accumulation_to_rainrate(val, end - start)
     elif q in REFLECTIVITY:
-        zr = options.get("zr", dims.MARSHALL_PALMER)
-        rate = transforms.dbz_to_rainrate(val.astype(np.float32), zr, dry_dbz=options.get("dry_dbz", transforms.DEFAULT_DRY_DBZ))
+        rate = dbz_to_rate(val, options)
     else:  # pragma: no cover - _select only returns known quantities
         raise ReaderError(path, f"quantity {q} cannot be converted to rain rate")
     rate = np.asarray(rate, dtype=np.float32)
@@ -162,8 +165,8 @@ class OdimReader:
             ulx, uly = _snap(ulx, xscale), _snap(uly, yscale)
         x = edges_to_centres(ulx, xscale, nx)
         y = edges_to_centres(uly, -yscale, ny)
-        val = _decode(raw, what)
-        rate = _to_rate(val, q, {**what, **ds_what}, options, path)
+        val, undetect = _decode(raw, what)
+        rate = _to_rate(val, undetect, q, {**what, **ds_what}, options, path)
         time = _parse_time(root_what["date"], root_what["time"])
         product = decode_str(ds_what.get("prodname", ds_what.get("product", root_what.get("object", b""))))
         return finish_frame(
@@ -213,8 +216,8 @@ class PerserReader:
         x = edges_to_centres(-nx * cell / 2, cell, nx)
         y = edges_to_centres(ny * cell_y / 2, -cell_y, ny)
         nan_in = np.isnan(raw)
-        val = _decode(np.where(nan_in, 0.0, raw), {k: v for k, v in what.items() if k in ("gain", "offset")})
-        rate = _to_rate(val, q, {**what, **ds_what}, options, path)
+        val, undetect = _decode(raw, {k: v for k, v in what.items() if k in ("gain", "offset")})
+        rate = _to_rate(val, undetect, q, {**what, **ds_what}, options, path)
         radius = min(nx * cell, ny * cell_y) / 2
         inside = (x[None, :] ** 2 + y[:, None] ** 2) <= radius**2
         rate[nan_in & inside] = 0.0

@@ -31,7 +31,14 @@ import pandas as pd
 import xarray as xr
 
 from nowcast import dims, transforms
-from nowcast.io.base import READERS, ReaderError, Source, edges_to_centres, finish_frame
+from nowcast.io.base import (
+    READERS,
+    ReaderError,
+    Source,
+    dbz_to_rate,
+    edges_to_centres,
+    finish_frame,
+)
 
 SPHERE = "+proj=stere +lat_0=90 +lat_ts=60 +lon_0=10 +a=6370040 +b=6370040 +x_0=0 +y_0=0 +units=m +no_defs"
 DE1200 = (
@@ -160,8 +167,7 @@ def grid_for(shape: tuple[int, int], path: str = "") -> tuple[str, np.ndarray, n
 
 def to_rate(val: np.ndarray, unit: str, hdr: RadolanHeader, options: dict[str, Any], path: str = "") -> np.ndarray:
     if unit == "dBZ":
-        return transforms.dbz_to_rainrate(val, options.get("zr", dims.MARSHALL_PALMER),
-                                          dry_dbz=options.get("dry_dbz", transforms.DEFAULT_DRY_DBZ))
+        return dbz_to_rate(val, options)
     if hdr.interval <= pd.Timedelta(0):
         raise ReaderError(path, f"{hdr.product}: accumulation without INT interval")
     return transforms.accumulation_to_rainrate(val, hdr.interval)

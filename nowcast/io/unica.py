@@ -21,8 +21,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from nowcast import dims, transforms
-from nowcast.io.base import READERS, ReaderError, Source, edges_to_centres, finish_frame
+from nowcast.io.base import (
+    READERS,
+    ReaderError,
+    Source,
+    dbz_to_rate,
+    edges_to_centres,
+    finish_frame,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SIZE = 1024
@@ -65,8 +71,7 @@ class UnicaPngReader:
         dn, alpha = arr[..., 0], arr[..., 1]
         echo = alpha > 127
         dbz = dn.astype(np.float32) / 2.55 - 8.6
-        rate = transforms.dbz_to_rainrate(dbz, options.get("zr", dims.MARSHALL_PALMER),
-                                          dry_dbz=options.get("dry_dbz", transforms.DEFAULT_DRY_DBZ))
+        rate = dbz_to_rate(dbz, options)
         rate = np.where(echo, rate, np.float32(0.0)).astype(np.float32)
         cell_x = (XMAX - XMIN) / SIZE
         cell_y = (YMAX - YMIN) / SIZE

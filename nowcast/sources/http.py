@@ -8,7 +8,8 @@ the newest file (its time then comes from the reader). A ``preset`` (see
 Every request has a hard timeout: httpx's connect/read/write/pool timeouts are all
 ``timeout`` seconds and the body transfer is aborted once the whole request has taken longer
 than ``timeout``. Requests are conditional (``If-None-Match`` / ``If-Modified-Since``) when the
-state remembers the URL's validators, so an unchanged "latest" file or a file that was
+state remembers the URL's validators (``state["validators"]``, recorded by the pipeline
+once an item was ingested or quarantined), so an unchanged "latest" file or a file that was
 already quarantined is not downloaded again. The body is streamed to a temporary file (the
 readers take paths) and its SHA-1 recorded; a body shorter than ``Content-Length`` is a
 truncated transfer (retried), not a bad file.
@@ -46,8 +47,6 @@ from nowcast.sources.presets import get_preset
 
 log = logging.getLogger(__name__)
 
-#: remembered validators per source (oldest dropped first)
-MAX_VALIDATORS = 512
 _CHUNK = 1 << 16
 
 
@@ -125,9 +124,11 @@ class HttpSource(SourceBase):
     # -- fetching ----------------------------------------------------------------------
     def fetch(self, item: Item, state: dict[str, Any]) -> Fetched:
         url = item.key
-        validators: dict[str, dict[str, str]] = state.setdefault("validators", {})
+        # validators are recorded by the pipeline once an item is processed (ingested or
+        # quarantined), never at fetch time: a crash before the append must not turn the
+        # next request for a never-ingested file into a 304
         headers = {}
-        known = validators.get(url, {})
+        known = state.get("validators", {}).get(url, {})
         if known.get("etag"):
             headers["If-None-Match"] = known["etag"]
         if known.get("last_modified"):
@@ -171,7 +172,6 @@ class HttpSource(SourceBase):
         if resp.headers.get("Content-Encoding") not in (None, "identity"):
             # iter_raw keeps transfer-encoded bytes; decode those we understand
             path = self._decode_content(path, resp.headers["Content-Encoding"], url)
-        self._remember(validators, url, got)
         log.debug("fetched %s (%d bytes, %.2f s)", url, received, time.monotonic() - start)
         return Fetched(item=item, path=path, temporary=True, validators=got)
 
@@ -203,13 +203,6 @@ class HttpSource(SourceBase):
             raise TransientError(f"{url}: corrupt {encoding} transfer ({exc})", key=url) from exc
         path.write_bytes(data)
         return path
-
-    @staticmethod
-    def _remember(validators: dict[str, dict[str, str]], url: str, got: dict[str, str]) -> None:
-        validators.pop(url, None)
-        validators[url] = {k: v for k, v in got.items() if k in ("etag", "last_modified")}
-        while len(validators) > MAX_VALIDATORS:
-            validators.pop(next(iter(validators)))
 
     def close(self) -> None:
         self._client.close()

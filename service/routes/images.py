@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
@@ -16,12 +17,12 @@ from service.tiles import TileError, check_tile
 router = APIRouter(prefix="/v1", tags=["images"])
 
 
-class Layer(str, Enum):
+class Layer(StrEnum):
     rain = "rain"
     lightning = "lightning"
 
 
-class MapFormat(str, Enum):
+class MapFormat(StrEnum):
     png = "png"
     nc = "nc"
 
@@ -46,8 +47,8 @@ def get_map(
     access: Access,
     settings: Settings,
     layer: Layer,
-    time_key: str = Path(description=TIME_KEY_DOC, max_length=40),
-    format: MapFormat = Query(MapFormat.png, description="png (map image) or nc (netCDF data)"),  # noqa: A002
+    time_key: str = Path(description=TIME_KEY_DOC, max_length=40, examples=["latest", "latest+15"]),
+    format: Annotated[MapFormat, Query(description="png (map image) or nc (netCDF data)")] = MapFormat.png,  # noqa: A002
 ) -> Response:
     ref = access.resolve(time_key)
     obs_v, fc_v = access.versions()
@@ -73,7 +74,7 @@ def get_tile(
     access: Access,
     settings: Settings,
     layer: Layer,
-    time_key: str = Path(description=TIME_KEY_DOC, max_length=40),
+    time_key: str = Path(description=TIME_KEY_DOC, max_length=40, examples=["latest", "latest+15"]),
     z: int = Path(ge=0, le=30, description="zoom"),
     x: int = Path(ge=0, le=2**30, description="tile column (east)"),
     y: int = Path(ge=0, le=2**30, description="tile row (south)"),

@@ -25,6 +25,7 @@ from service.schemas import (
     ObservationStatus,
     StatusResponse,
 )
+from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ def model_info(request: Request) -> ModelInfo | None:
         message=ms.message,
         inference_running=loop.status.running,
         last_error=loop.status.last_error,
+        registry_version=ms.registry_version,
+        alert=ms.alert,
     )
 
 
@@ -130,12 +133,14 @@ def get_status(request: Request, response: Response, access: Access) -> StatusRe
     model = model_info(request)
     if model is not None and model.fallback:
         messages.append(model.message)
+    if model is not None and model.alert:
+        messages.append(model.alert)
     if model is not None and model.last_error:
         messages.append(f"last forecast failed: {model.last_error}")
     ingest = read_ingest(access) if obs_status is not None else None
     if obs_status is None or fc_status is None:
         state = "starting"
-    elif (model is not None and (model.fallback or model.last_error)) or (
+    elif (model is not None and (model.fallback or model.last_error or model.alert)) or (
         obs_status.age_seconds is not None and obs_status.age_seconds > 3 * 3600
     ):
         state = "degraded"
@@ -160,8 +165,19 @@ def get_status(request: Request, response: Response, access: Access) -> StatusRe
     summary="Index of observed and forecast frames with immutable tile/map URLs",
 )
 def get_frames(response: Response, access: Access, settings: Settings) -> FramesResponse:
-    obs = access.obs()
     obs_v, fc_v = access.versions()
+    response.headers["Cache-Control"] = short_cache(settings)
+    response.headers["ETag"] = f'"{obs_v}|{fc_v}"'
+    key = ("frames", obs_v, fc_v)
+    cached = access.objects.get(key)
+    if cached is None:
+        cached = _build_frames(access, settings)
+        access.objects.put(key, cached)
+    return cached.model_copy(update={"generated_at": iso(_now()) or ""})
+
+
+def _build_frames(access: DataAccess, settings: ServiceSettings) -> FramesResponse:
+    obs = access.obs()
     times = obs.times()[-settings.frames_in_index :]
     observed = [frame_entry(time_key(t), t, None) for t in times]
     fc = access.forecasts()
@@ -171,8 +187,6 @@ def get_frames(response: Response, access: Access, settings: Settings) -> Frames
         forecast = [
             frame_entry(time_key(run.init_time, m), run.init_time + pd.Timedelta(minutes=m), m) for m in run.lead_minutes()
         ]
-    response.headers["Cache-Control"] = short_cache(settings)
-    response.headers["ETag"] = f'"{obs_v}|{fc_v}"'
     return FramesResponse(
         generated_at=iso(_now()) or "",
         observed=observed,

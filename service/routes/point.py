@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Query, Response
 
-from nowcast import dims
 from service.data import iso
 from service.routes.deps import Access, Settings, error_responses, short_cache
 from service.schemas import ForecastPoint, ObservedPoint, PointResponse
@@ -44,26 +42,21 @@ def get_point(
         last = obs.last_complete()
         if last is not None:
             n = int(pd.Timedelta(minutes=settings.point_history_minutes) / obs.cadence) + 1
-            ds = obs.window(last, n, rows=slice(row, row + 1), cols=slice(col, col + 1))
-            rain = np.asarray(ds[dims.RAIN_RATE].values[:, 0, 0])
-            light = np.asarray(ds[dims.LIGHTNING].values[:, 0, 0])
-            for t, r, li in zip(pd.DatetimeIndex(ds[dims.TIME].values), rain, light, strict=True):
-                observed.append(ObservedPoint(time=iso(t) or "", rain_rate=_num(r), lightning=_num(li)))
+            times, rain, light = access.observed_stack(pd.Timestamp(last), n)
+            for i, t in enumerate(times):
+                observed.append(ObservedPoint(time=iso(t) or "", rain_rate=_num(rain[i, row, col]), lightning=_num(light[i, row, col])))
         forecast: list[ForecastPoint] = []
         fc = access.forecasts()
         run = fc.latest() if fc is not None else None
         if run is not None:
-            series = fc.read_point(run.init_time, row, col)  # type: ignore[union-attr]
-            for lead, r, p in zip(
-                pd.to_timedelta(series[dims.LEAD_TIME]), series[dims.RAIN_RATE], series[dims.LIGHTNING_PROBABILITY], strict=True
-            ):
-                minutes = int(lead / pd.Timedelta(minutes=1))
+            leads, frain, fprob = access.forecast_stack(run)
+            for i, lead in enumerate(leads):
                 forecast.append(
                     ForecastPoint(
-                        lead_minutes=minutes,
+                        lead_minutes=int(lead / pd.Timedelta(minutes=1)),
                         valid_time=iso(run.init_time + lead) or "",
-                        rain_rate=_num(r),
-                        lightning_probability=_num(p),
+                        rain_rate=_num(frain[i, row, col]),
+                        lightning_probability=_num(fprob[i, row, col]),
                     )
                 )
         cached = PointResponse(

@@ -4,41 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-#: three 100-min events separated by 1-hour gaps (blocks for block = "gap")
-EVENTS = (("2024-06-01T10:00", 20), ("2024-06-01T12:40", 20), ("2024-06-01T15:20", 20))
+from training.dap.synthetic import DEFAULT_EVENTS, build_synthetic_store
 
 
-def build_store(
-    path: Path, events=EVENTS, n: int = 40, seed: int = 3, holes: tuple[str, ...] = (), no_coverage_rows: int = 0
-) -> Path:
-    """A synthetic store on an ``n x n`` 2-km grid holding the frames of ``events``.
-
-    ``holes``: frame times left out; ``no_coverage_rows``: top rows set to NaN (no radar).
-    """
-    from nowcast.sources.synthetic import SyntheticRadar
-    from nowcast.store import ObservationStore
-
-    grid = SyntheticRadar.default_grid(nx=n, ny=n, resolution=2000.0)
-    radar = SyntheticRadar(grid, seed=seed, wet_fraction=0.3, cell_rate=20.0, lightning_threshold=5.0)
-    store = ObservationStore.create(str(path), grid, cadence=pd.Timedelta("5min"))
-    skip = {pd.Timestamp(h) for h in holes}
-    for start, count in events:
-        for t in pd.date_range(start, periods=count, freq="5min"):
-            if t in skip:
-                continue
-            ds = radar.frame(t)
-            frame = ds["rain_rate"].expand_dims(time=[np.datetime64(t, "ns")])
-            light = ds["lightning"].values.copy()
-            if no_coverage_rows:
-                frame = frame.copy()
-                frame.values[:, :no_coverage_rows] = np.nan
-                light[:no_coverage_rows] = np.nan
-            store.append(frame, lightning=light)
-    return path
+def build_store(path: Path, events=DEFAULT_EVENTS, n: int = 40, seed: int = 3, holes: tuple[str, ...] = (), no_coverage_rows: int = 0) -> Path:
+    """A synthetic store on an ``n x n`` 2-km grid holding the frames of ``events``."""
+    return build_synthetic_store(path, events, size=n, seed=seed, holes=holes, no_coverage_rows=no_coverage_rows)
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,7 @@ specs = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs=runs, spec=specs, n_in=st.integers(1, 4), n_out=st.integers(1, 6), seed=st.integers(0, 2**31), holes=st.integers(0, 3))
 def test_no_training_window_overlaps_a_test_window(runs, spec, n_in, n_out, seed, holes) -> None:
     times = _axis(runs)

@@ -153,9 +153,11 @@ class FaultServer:
             self._httpd = None
 
 
-def assert_store_consistent(store_url: str, expected: dict[pd.Timestamp, Path]) -> None:
+def assert_store_consistent(store_url: str, expected: dict[pd.Timestamp, Path], exact_counter: bool = True) -> None:
     """The reopened store holds exactly ``expected`` (time -> original file), each frame whole
-    (equal to the file read directly), none written twice."""
+    (equal to the file read directly), none written twice (``frames_written`` counts every
+    successful append; after a crash it may lag by the frame being finished, so then it is
+    only checked not to exceed the frames)."""
     import numpy as np
 
     from nowcast.io import read_radar
@@ -164,7 +166,11 @@ def assert_store_consistent(store_url: str, expected: dict[pd.Timestamp, Path]) 
     store = ObservationStore.open(store_url)
     times = list(store.times())
     assert times == sorted(expected), (times, sorted(expected))
-    assert store._root_attrs()["frames_written"] == len(expected), "a frame was stored twice"
+    written = store._root_attrs()["frames_written"]
+    if exact_counter:
+        assert written == len(expected), f"{written} appends for {len(expected)} frames: a frame was stored twice"
+    else:
+        assert len(expected) - 1 <= written <= len(expected), f"{written} appends for {len(expected)} frames"
     if not times:
         return
     ds = store.read_times(times)

@@ -177,3 +177,30 @@ def test_each_transient_fault_alone_is_retried(fault: str, server: FaultServer, 
     assert rep.ingested == 1
     assert not (tmp_path / "quarantine").exists()
     assert_store_consistent(url, {slot(0): knmi_file(knmi_dir, slot(0))})
+
+
+def test_a_failed_write_is_fetched_again_not_treated_as_unmodified(server: FaultServer, knmi_dir: Path, knmi_grid: Grid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame fetched (ETag seen) but not stored must not be skipped later as 304 Not Modified."""
+    from nowcast import dims
+
+    for i in range(2):
+        server.serve(path_of(slot(i)), knmi_file(knmi_dir, slot(i)).read_bytes())
+    url = str(tmp_path / "obs.zarr")
+    store = ObservationStore.create(url, knmi_grid)
+    runner = make_runner(server, store, tmp_path)
+    original = store.append
+    failures = []
+
+    def flaky(frame, **kw):  # noqa: ANN001, ANN003, ANN202
+        if dims.to_utc_timestamp(frame[dims.TIME].values) == slot(0) and not failures:
+            failures.append(1)
+            raise OSError("No space left on device")
+        return original(frame, **kw)
+
+    monkeypatch.setattr(store, "append", flaky)
+    rep = runner.run_once(slot(1) + pd.Timedelta("1min"))
+    assert rep.ingested == 1 and rep.failed == 1 and "No space left" in rep.errors[0]
+    rep = runner.run_once(slot(1) + pd.Timedelta("1min"))
+    assert rep.ingested == 1
+    assert server.requests(path_of(slot(0))) == [200, 200]
+    assert_store_consistent(url, {slot(i): knmi_file(knmi_dir, slot(i)) for i in range(2)})

@@ -182,9 +182,8 @@ def test_ingest_process_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("ingest-*.*")), ids=lambda p: p.name)
 def test_example_configurations_validate(path: Path) -> None:
-    from service.ingest_process import load_ingest_config
-
     from nowcast.sources import create_source
+    from service.ingest_process import load_ingest_config
 
     cfg = load_ingest_config(path)
     assert cfg.sources
@@ -203,3 +202,26 @@ def test_invalid_configuration_is_rejected_before_start(tmp_path: Path) -> None:
     bad.write_text("sources:\n  - {name: a, type: synthetic}\n  - {name: a, type: synthetic}\n")
     with pytest.raises(ConfigError, match="unique"):
         load_ingest_config(bad)
+
+
+def test_cli_once_check_and_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from nowcast.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        url = str(tmp_path / "obs.zarr")
+        base = ["ingest", "--set", f"store.url={url}", "--set", f"quarantine_dir={tmp_path / 'q'}", "--set", "store.grid.nx=32", "--set", "store.grid.ny=24"]
+        assert main([*base, "--set", "sources.0.backfill=15min", "--once"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("synthetic: 3 ingested")
+        assert ObservationStore.open(url).grid.shape == (24, 32)
+        assert main([*base, "--set", "sources.0.type=nope", "--check"]) == 2
+        assert "unknown source type 'nope'" in capsys.readouterr().err
+        assert main([*base, "--set", "sources.0.seeed=1", "--once"]) == 2
+        assert "unexpected keyword argument 'seeed'" in capsys.readouterr().err
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

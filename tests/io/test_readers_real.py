@@ -93,6 +93,21 @@ def test_every_file_is_sniffed_from_content(shared_data, name: str) -> None:
     assert {sniff(f) for f in files} == {case.reader}
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_exactly_one_reader_accepts(shared_data, name: str) -> None:
+    """Conformance over every registered reader: sniffers are mutually exclusive on real data."""
+    from nowcast.io import _load_builtins
+    from nowcast.io.base import Source, as_reader
+
+    _load_builtins()
+    files = CASES[name].files()
+    if not files:
+        pytest.skip(f"no files for {name}")
+    src = Source.open_path(files[0])
+    accepting = [n for n, r in READERS.items() if as_reader(r).accepts(src)]
+    assert accepting == [CASES[name].reader]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_read_every_file(shared_data, name: str) -> None:

@@ -79,3 +79,11 @@ def test_leads_beyond_the_network_are_refused(convlstm_checkpoint: Path) -> None
         m.forecast(h, [pd.Timedelta(minutes=7)])
     with pytest.raises(ForecastInputError, match="cadence"):
         m.forecast(make_history(blob_frames(3), cadence="10min"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_cuda_without_cuda_is_refused(convlstm_checkpoint: Path) -> None:
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        create_nowcaster("convlstm", checkpoint=convlstm_checkpoint, device="cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        create_nowcaster("convlstm", checkpoint=convlstm_checkpoint, device="tpu")

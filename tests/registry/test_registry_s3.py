@@ -77,3 +77,24 @@ def test_s3_registry_round_trip(bucket: str, s3_options: dict[str, Any], tmp_pat
     reg.append_ledger({"n": 2})
     assert [r["n"] for r in reg.read_ledger()] == [1, 2]
     assert [e["action"] for e in reg.events()][-3:] == ["promote", "promote", "rollback"]
+
+
+def test_retrain_with_registry_on_s3(bucket: str, s3_options: dict[str, Any], synthetic_store: str, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import registry_tiny
+    from registry_helpers import retrain_settings
+
+    from training.retrain import RetrainConfig, run_retrain
+
+    monkeypatch.setenv("NOWCAST_CACHE", str(tmp_path / "cache"))  # downloaded checkpoints (warm start, champion)
+    url = f"s3://{bucket}/models"
+    cfg = RetrainConfig.model_validate(
+        retrain_settings(synthetic_store, url, tmp_path, registry_options=s3_options)
+    )
+    first = run_retrain(cfg, trainer=registry_tiny.shuffled_fit)
+    second = run_retrain(cfg)
+    assert (first.decision, second.decision) == ("promoted", "promoted"), second.reason
+    reg = ModelRegistry(url, s3_options)
+    assert reg.status().champion == second.challenger and reg.get(second.challenger).manifest["parent"] == first.challenger
+    assert [r["decision"] for r in reg.read_ledger()] == ["promoted", "promoted"]
+    assert not reg._s.exists("retrain.lock")

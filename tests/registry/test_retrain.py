@@ -55,6 +55,7 @@ def test_full_cycle_promotes_better_refuses_worse_and_rolls_back(synthetic_store
     assert m2["data"]["periods"]["train"] == r2.periods["train"] and m2["training"] == {"n_windows": 24, "shuffled": False}
     assert m2["evaluation"]["decision"] == "promoted" and m2["evaluation"]["scores"]["challenger"]["csi"] == r2.scores["challenger"]["csi"]
     assert reg.get(r3.challenger).manifest["evaluation"]["decision"] == "kept"
+    assert reg.get(r2.challenger).summary()["score"] == {"name": "csi", "value": r2.scores["challenger"]["csi"]}
     ledger = reg.read_ledger()
     assert [(r["decision"], r["challenger"]) for r in ledger] == [
         ("promoted", r1.challenger), ("promoted", r2.challenger), ("kept", r3.challenger)
@@ -98,9 +99,12 @@ def test_gaps_in_the_evaluation_period(synthetic_frames: dict, synthetic_store: 
     # frames 08:30-08:55 missing: the start times that need them are skipped and counted
     gap = (TIMES >= "2026-06-01T08:30") & (TIMES <= "2026-06-01T08:55")
     missing = set(TIMES[gap])
-    gappy = build_store(str(tmp_path / "gappy.zarr"), synthetic_frames, keep=lambda t: t not in missing)
+    # (frames before the training period and between validation and evaluation are never read)
+    def keep(t: pd.Timestamp) -> bool:
+        return t not in missing and t.hour >= 1 and t.hour != 7
+
+    gappy = build_store(str(tmp_path / "gappy.zarr"), synthetic_frames, keep=keep)
     cfg = config(gappy, tmp_path / "a")
-    run_retrain(cfg, trainer=registry_tiny.shuffled_fit)
     r = run_retrain(cfg)
     sk = r.scores["skipped_cases"]
     assert sk == {"missing_inputs": 3, "missing_observations": 3}  # starts 08:30-08:50; 08:00-08:20
@@ -179,6 +183,9 @@ def test_retrain_command(synthetic_store: str, tmp_path: Path, capsys: pytest.Ca
     assert main(["retrain", "--config", str(path), "--no-progress", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["decision"] == "promoted" and out["comparisons"][0]["reference"] == "champion"
+    assert main(["models", "--registry", str(tmp_path / "registry"), "list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert len(listing) == 3 and "champion" in listing[2] and "csi 0." in listing[2] and listing[2].endswith(out["champion_before"])
     # invalid configuration: exit 2 before any work, the message names the bad key
     assert main(["retrain", "--config", str(path), "--set", "evaluation.score=rmse"]) == 2
     assert "evaluation.score" in capsys.readouterr().err

@@ -165,4 +165,4 @@ def helpers():  # noqa: ANN201
 @pytest.fixture
 def free_port():  # noqa: ANN201
     """A function returning a free TCP port on loopback."""
-    return globals()["free_port_number"]
+    return free_port_number

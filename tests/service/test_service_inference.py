@@ -122,13 +122,16 @@ def test_forecast_store_round_trip_and_errors(tmp_path, helpers) -> None:  # noq
 
 
 def test_model_fallback_is_reported(tmp_path, helpers) -> None:  # noqa: ANN001
-    e = helpers.env(tmp_path, model="convlstm", checkpoint=tmp_path / "missing.pt")
+    """A model that cannot be created (bad option / missing checkpoint) -> the fallback model, said in the status."""
+    e = helpers.env(tmp_path, model="extrapolation", model_options={"oflow": "no-such-flow"}, fallback_model="persistence")
     try:
         st = e.client.get("/v1/status").json()
         assert st["model"]["fallback"] is True
-        assert st["model"]["active"] == "extrapolation"
-        assert "convlstm" in st["model"]["message"] and "extrapolation" in st["model"]["message"]
-        assert st["forecast"]["model"] == "extrapolation"
+        assert st["model"]["configured"] == "extrapolation"
+        assert st["model"]["active"] == "persistence"
+        assert "no-such-flow" in st["model"]["message"] and "'persistence'" in st["model"]["message"]
+        assert st["forecast"]["model"] == "persistence"
+        assert st["status"] == "degraded"
         assert any("could not be loaded" in m for m in st["messages"])
     finally:
         e.client.__exit__(None, None, None)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 
 def _wait_status(url: str, proc: subprocess.Popen, timeout: float) -> dict:
@@ -28,6 +29,7 @@ def _wait_status(url: str, proc: subprocess.Popen, timeout: float) -> dict:
     raise AssertionError(f"no forecast within {timeout} s; last status {last}")
 
 
+@pytest.mark.slow
 def test_serve_with_no_configuration(tmp_path: Path, free_port) -> None:  # noqa: ANN001
     port = free_port()
     url = f"http://127.0.0.1:{port}"

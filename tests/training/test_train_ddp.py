@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_OPTIONS
+from train_helpers import TINY_OPTIONS
 
 from training.ddp import fit_local
 

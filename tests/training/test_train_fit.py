@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_OPTIONS, run_fit  # noqa: F401
+from train_helpers import TINY_OPTIONS, run_fit
 
 from nowcast import dims
 from nowcast.models import create_nowcaster
@@ -131,3 +131,10 @@ def test_unguided_model_trains(tiny_store, splits, options, tmp_path: Path) -> N
     opts["train"]["epochs"] = 1
     path = run_fit(tiny_store, splits, opts, tmp_path)
     assert read_checkpoint(path)["model_config"]["advection"] == "none"
+
+
+@pytest.mark.slow
+def test_spawn_workers_give_the_same_weights(run2: Path, tiny_store, splits, options, tmp_path: Path) -> None:  # noqa: ANN001
+    options["train"]["num_workers"] = 2
+    run_fit(tiny_store, splits, options, tmp_path)
+    assert _same(_weights(run2 / "last.pt"), _weights(tmp_path / "last.pt"))

@@ -23,6 +23,10 @@ from training.dap.plan import canonical_json
 
 log = logging.getLogger(__name__)
 
+#: valid range of a score, for clipping interval bands and axes
+RANGES = {"mae": (0.0, np.inf), "rmse": (0.0, np.inf), "csi": (0.0, 1.0), "pod": (0.0, 1.0), "far": (0.0, 1.0), "ets": (-1 / 3, 1.0), "hss": (-1.0, 1.0),
+          "mcc": (-1.0, 1.0), "fss": (0.0, 1.0), "lightning_csi": (0.0, 1.0), "brier": (0.0, 1.0)}
+
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 
 
@@ -37,6 +41,18 @@ def _save(fig: Any, path: Path, plan_hash: str) -> str:
     fig.text(0.995, 0.003, f"plan {plan_hash[:12]}", ha="right", va="bottom", fontsize=6, color="#888888")
     fig.savefig(path, format="png", dpi=100, metadata={"Comment": f"nowcast DAP plan {plan_hash}"})
     return path.name
+
+
+def _line_band(ax: Any, lm: np.ndarray, s: xr.DataArray, color: str, label: str, score: str) -> None:
+    """Mean line and interval band, both clipped to the score's valid range."""
+    lo_b, hi_b = RANGES.get(score, (-np.inf, np.inf))
+    mean = s.sel(stat="mean").values
+    ax.plot(lm, mean, "-o", ms=3, color=color, label=label)
+    lo = np.clip(s.sel(stat="lo").values, lo_b, hi_b)
+    hi = np.clip(s.sel(stat="hi").values, lo_b, hi_b)
+    ax.fill_between(lm, lo, hi, color=color, alpha=0.18, lw=0)
+    if np.isfinite(hi_b):
+        ax.set_ylim(lo_b - 0.02 * (hi_b - lo_b), hi_b + 0.02 * (hi_b - lo_b))
 
 
 def skill_figure(ds: xr.Dataset, score: str, out: Path) -> str:
@@ -54,8 +70,7 @@ def skill_figure(ds: xr.Dataset, score: str, out: Path) -> str:
         for j, m in enumerate(ds["method"].values):
             s = summ.sel({"method": m}).sel(threshold=t)
             c = COLORS[j % len(COLORS)]
-            ax.plot(lm, s.sel(stat="mean"), "-o", ms=3, color=c, label=str(m))
-            ax.fill_between(lm, s.sel(stat="lo"), s.sel(stat="hi"), color=c, alpha=0.18, lw=0)
+            _line_band(ax, lm, s, c, str(m), score)
         ax.set_title(f"{score.upper()} >= {t:g} mm/h", fontsize=10)
         ax.set_xlabel("lead time (min)", fontsize=8)
         ax.grid(alpha=0.3)
@@ -101,8 +116,7 @@ def error_figure(ds: xr.Dataset, out: Path) -> str:
         for j, m in enumerate(ds["method"].values):
             s = ds[f"{score}_summary"].sel({"method": m})
             c = COLORS[j % len(COLORS)]
-            ax.plot(lm, s.sel(stat="mean"), "-o", ms=3, color=c, label=str(m))
-            ax.fill_between(lm, s.sel(stat="lo"), s.sel(stat="hi"), color=c, alpha=0.18, lw=0)
+            _line_band(ax, lm, s, c, str(m), score)
         ax.set_title(f"{score.upper()} (mm/h)", fontsize=10)
         ax.set_xlabel("lead time (min)", fontsize=8)
         ax.grid(alpha=0.3)
@@ -140,8 +154,7 @@ def lightning_figure(ds: xr.Dataset, out: Path) -> str | None:
         for j, m in enumerate(ds["method"].values):
             s = ds[f"{score}_summary"].sel({"method": m})
             c = COLORS[j % len(COLORS)]
-            ax.plot(lm, s.sel(stat="mean"), "-o", ms=3, color=c, label=str(m))
-            ax.fill_between(lm, s.sel(stat="lo"), s.sel(stat="hi"), color=c, alpha=0.18, lw=0)
+            _line_band(ax, lm, s, c, str(m), score)
         ax.set_title(score.replace("_", " ").upper(), fontsize=10)
         ax.set_xlabel("lead time (min)", fontsize=8)
         ax.grid(alpha=0.3)

@@ -183,18 +183,9 @@ def make_splits(
             val_blocks = sorted(int(b) for b in rng.permutation(others)[:n_val]) if n_val else []
             train_blocks = [b for b in others if b not in val_blocks]
 
-            def embargoed(cands: list[int]) -> pd.DatetimeIndex:
-                idx = _union([starts[b] for b in cands], times.dtype)
-                keep = np.ones(len(idx), dtype=bool)
-                first = (idx - geo.before).asi8
-                last = (idx + geo.after).asi8
-                for b in test_blocks:
-                    lo, hi = spans[b]
-                    keep &= (last + embargo.value <= lo.value) | (first - embargo.value >= hi.value)
-                return idx[keep]
-
-            train_times = embargoed(train_blocks)
-            val_times = embargoed(val_blocks)
+            test_spans = [spans[b] for b in test_blocks]
+            train_times = _embargoed([starts[b] for b in train_blocks], test_spans, geo, embargo)
+            val_times = _embargoed([starts[b] for b in val_blocks], test_spans, geo, embargo)
             if need_training and len(train_times) == 0:
                 raise PlanError(
                     f"split {len(splits)} (repetition {r}, fold {f}): no training window is left after the "
@@ -214,6 +205,22 @@ def make_splits(
                 )
             )
     return blocks, splits
+
+
+def _embargoed(
+    parts: list[pd.DatetimeIndex],
+    test_spans: list[tuple[pd.Timestamp, pd.Timestamp]],
+    geo: Geometry,
+    embargo: pd.Timedelta,
+) -> pd.DatetimeIndex:
+    """Init times of ``parts`` whose window keeps ``embargo`` from every test block span."""
+    idx = _union(parts, None)
+    keep = np.ones(len(idx), dtype=bool)
+    first = (idx - geo.before).asi8
+    last = (idx + geo.after).asi8
+    for lo, hi in test_spans:
+        keep &= (last + embargo.value <= lo.value) | (first - embargo.value >= hi.value)
+    return idx[keep]
 
 
 def _union(parts: list[pd.DatetimeIndex], dtype: object) -> pd.DatetimeIndex:

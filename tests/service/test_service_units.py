@@ -1,0 +1,94 @@
+"""Units of the service: colour scales, tile maths, the bounded cache, settings and the serve CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from nowcast import plotting
+from service.cache import LRUCache
+from service.tiles import TileError, check_tile, lonlat_to_tile, tile_bounds
+
+
+def test_rain_colours_are_discrete_and_transparent_when_dry_or_missing() -> None:
+    values = np.array([np.nan, 0.0, 0.05, 0.1, 0.2, 0.25, 1.0, 99.0, 100.0, 500.0], dtype=np.float32)
+    rgba = plotting.colorize(values, "rain")
+    assert rgba.dtype == np.uint8 and rgba.shape == (10, 4)
+    assert (rgba[:3, 3] == 0).all()  # NaN, dry, below 0.1 mm/h
+    assert (rgba[3:, 3] == 255).all()
+    scale = plotting.RAIN_SCALE
+    hexes = ["#%02x%02x%02x" % tuple(c[:3]) for c in rgba[3:]]
+    assert hexes == [scale.colors[0], scale.colors[0], scale.colors[1], scale.colors[4], scale.colors[13], scale.colors[14], scale.colors[14]]
+
+
+def test_lightning_scale_and_legend() -> None:
+    rgba = plotting.colorize(np.array([np.nan, 0.05, 0.1, 0.95, 1.0]), "lightning", alpha=200)
+    assert list(rgba[:, 3]) == [0, 0, 200, 200, 200]
+    legend = plotting.get_scale("lightning").legend()
+    assert legend[0]["label"] == "10" and legend[-1]["upper"] is None
+    with pytest.raises(ValueError, match="unknown layer 'hail'; valid: lightning, rain"):
+        plotting.get_scale("hail")
+
+
+def test_map_figure_renders_png() -> None:
+    rng = np.random.default_rng(1)
+    field = rng.gamma(0.4, 3.0, (40, 50)).astype(np.float32)
+    field[:5] = np.nan
+    fig = plotting.map_figure(field, (0, 50, 0, 40), "rain", "Rain rate observed 2025-06-01T12:00:00Z")
+    png = plotting.figure_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_tile_maths() -> None:
+    assert tile_bounds(0, 0, 0) == pytest.approx((-20037508.34, -20037508.34, 20037508.34, 20037508.34), rel=1e-9)
+    xmin, ymin, xmax, ymax = tile_bounds(1, 1, 0)  # north-east quadrant
+    assert xmin == pytest.approx(0) and ymin == pytest.approx(0) and xmax > 0 and ymax > 0
+    assert lonlat_to_tile(0.001, 0.001, 1) == (1, 0)
+    assert lonlat_to_tile(8.5, 47.4, 8) == (134, 89)
+    check_tile(3, 7, 7, 0, 12)
+    with pytest.raises(TileError, match="zoom 13 outside the served range 0..12"):
+        check_tile(13, 0, 0, 0, 12)
+    with pytest.raises(TileError, match="outside the tile matrix of zoom 3"):
+        check_tile(3, 8, 0, 0, 12)
+    assert math.isfinite(tile_bounds(22, 0, 0)[0])
+
+
+def test_lru_cache_is_bounded() -> None:
+    cache: LRUCache[int] = LRUCache(3)
+    for i in range(10):
+        cache.put(("k", i), i)
+    assert len(cache) == 3 and ("k", 9) in cache and ("k", 0) not in cache
+    assert cache.get(("k", 7)) == 7
+    cache.put(("k", 10), 10)  # evicts the least recently used (8), not 7
+    assert ("k", 7) in cache and ("k", 8) not in cache
+    assert cache.get_or_compute(("k", 11), lambda: 11) == 11
+    assert cache.hits == 1 and cache.misses == 1
+    with pytest.raises(ValueError, match="max_items must be >= 1"):
+        LRUCache(0)
+
+
+def test_settings_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.settings import ServiceSettings
+
+    monkeypatch.setenv("NOWCAST_PORT", "9123")
+    monkeypatch.setenv("NOWCAST_MODEL", "persistence")
+    monkeypatch.setenv("NOWCAST_API_KEY", "zebra-42")
+    s = ServiceSettings()
+    assert s.port == 9123 and s.model == "persistence" and s.api_key_value() == "zebra-42"
+    assert "zebra-42" not in repr(s)  # the key is a secret
+    with pytest.raises(ValueError, match="lead_minutes"):
+        ServiceSettings(lead_minutes=[10, 5])
+
+
+def test_serve_rejects_bad_settings_before_starting(tmp_path, capsys) -> None:  # noqa: ANN001
+    from nowcast.cli import main
+
+    bad = tmp_path / "serve.toml"
+    bad.write_text('port = "eighty"\nno_such_key = 1\n')
+    assert main(["serve", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "port" in err and "no_such_key" in err and str(bad) in err
+    assert not (tmp_path / "var").exists()
