@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -72,7 +73,7 @@ ADAPTERS: dict[str, ScriptAdapter] = {
 def uses_common_interface(path: Path) -> bool:
     """True when the module follows common.py (``NAME``, ``run(quick, device)``, ``main(NAME, run)``)."""
     text = path.read_text()
-    return "def run(quick: bool, device: str)" in text and "main(NAME, run)" in text
+    return re.search(r"^def run\(\s*quick\b", text, re.M) is not None and "main(NAME, run)" in text
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -86,11 +86,12 @@ class DataAccess:
         self._obs = None
         self._fc: ForecastStore | None = None
         self._lock = threading.Lock()
-        self.fields: LRUCache[np.ndarray] = LRUCache(max(8, settings.cache_items // 8))
-        self.responses: LRUCache[bytes] = LRUCache(settings.cache_items)
+        budget = settings.field_cache_mb * 2**20
+        self.fields: LRUCache[np.ndarray] = LRUCache(max(8, settings.cache_items // 8), max_bytes=budget // 2)
+        self.responses: LRUCache[bytes] = LRUCache(settings.cache_items, max_bytes=budget // 4)
         self.points: LRUCache[object] = LRUCache(max(16, settings.cache_items // 2))
         #: whole-window stacks for point series (a few entries: they are large)
-        self.stacks: LRUCache[object] = LRUCache(4)
+        self.stacks: LRUCache[object] = LRUCache(4, max_bytes=budget // 2)
         #: small JSON-ready objects (frame index) keyed on the versions
         self.objects: LRUCache[object] = LRUCache(16)
         self._samplers: dict[str, object] = {}

@@ -148,3 +148,34 @@ def test_corrupt_glm_file_raises(tmp_path: Path, glm_files: list[Path]) -> None:
     f.write_bytes(glm_files[0].read_bytes()[:5000])
     with pytest.raises(LightningError, match=f.name):
         read_lightning(f)
+
+
+def test_packed_unsigned_and_fill_decoded_like_netcdf4(tmp_path: Path) -> None:
+    """A seeded GLM-like file whose time offsets use _Unsigned int16 beyond 32767 and a fill."""
+    from nowcast.lightning import _decode_packed
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "OR_GLM-L2-LCFA_G16_s20240010000000_e20240010001000_c20240010001100.nc"
+    offsets_ms = rng.integers(0, 60_000, 50).astype(float)  # up to 60 s: needs the unsigned range
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("number_of_flashes", 50)
+        lat = nc.createVariable("flash_lat", "f4", ("number_of_flashes",))
+        lon = nc.createVariable("flash_lon", "f4", ("number_of_flashes",))
+        off = nc.createVariable("flash_time_offset_of_first_event", "i2", ("number_of_flashes",), fill_value=np.int16(-1))
+        off.setncatts({"_Unsigned": "true", "scale_factor": np.float32(1.0), "add_offset": np.float32(0.0), "units": "milliseconds since 2024-01-01 00:00:00.000"})
+        lat[:] = rng.uniform(-30, 30, 50)
+        lon[:] = rng.uniform(-100, -50, 50)
+        off.set_auto_maskandscale(True)
+        values = np.ma.masked_array(offsets_ms, mask=np.arange(50) == 7)
+        off[:] = values
+        nc.createVariable("product_time", "f8").setncattr("units", "seconds since 2000-01-01 12:00:00")
+    with netCDF4.Dataset(path) as nc:
+        ref = np.ma.filled(nc["flash_time_offset_of_first_event"][:].astype(float), np.nan)
+        nc.set_auto_maskandscale(False)
+        mine = _decode_packed(nc["flash_time_offset_of_first_event"])
+        assert nc["flash_time_offset_of_first_event"][:].min() < 0  # stored wrapped as signed
+    np.testing.assert_array_equal(mine, ref)
+    assert np.isnan(mine[7]) and np.nanmax(mine) > 32767
+    fl = read_glm_lcfa(path)
+    assert len(fl) == 49  # the fill value is dropped
+    np.testing.assert_array_equal(fl.time, (pd.Timestamp("2024-01-01") + pd.to_timedelta(np.delete(offsets_ms, 7), unit="ms")).values)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -31,6 +32,7 @@ def load_runner(folder: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location("nowcast_benchmarks_run_all", folder / "run_all.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses in the module look themselves up there
     spec.loader.exec_module(mod)
     return mod
 

@@ -1,9 +1,9 @@
 """University of Cagliari X-band radar PNG (1024x1024, 60 m, 8-bit grey + alpha).
 
 ``dBZ = DN / 2.55 - 8.6`` where alpha > 127 (echo); alpha <= 127 means no echo. The image is
-the square around the radar; the radar's coverage is the inscribed circle (radius 512 cells,
-30.72 km; over all 471 sample images no echo lies outside it). So: no echo inside the circle
--> 0 mm/h (observed dry), outside the circle -> NaN (no coverage).
+the square around the radar; the radar's coverage is the inscribed circle (pixel centres within
+512.5 cells = 30.75 km of the image centre; over all 471 sample images no echo lies outside
+it). So: no echo inside the circle -> 0 mm/h (observed dry), outside -> NaN (no coverage).
 Grid: transverse Mercator lon_0 = 9 (Monte Mario / Italy zone 1 parameters, x 1478699-1540139 m,
 y 4311475-4372915 m), north-up.
 
@@ -78,7 +78,8 @@ class UnicaPngReader:
         x = edges_to_centres(XMIN, cell_x, SIZE)
         y = edges_to_centres(YMAX, -cell_y, SIZE)
         cx, cy = (XMIN + XMAX) / 2, (YMIN + YMAX) / 2
-        inside = ((x[None, :] - cx) / cell_x) ** 2 + ((y[:, None] - cy) / cell_y) ** 2 <= (SIZE / 2) ** 2
+        # pixel centres up to 512.36 px from the centre hold echoes: the circle is radius 512.5 px
+        inside = ((x[None, :] - cx) / cell_x) ** 2 + ((y[:, None] - cy) / cell_y) ** 2 <= (SIZE / 2 + 0.5) ** 2
         rate[~inside] = np.nan
         return finish_frame(
             rate, x=x, y=y, crs=CRS, time=time, src=src, source_format=self.name,

@@ -20,6 +20,7 @@
   const map = L.map("map", { minZoom: 3, maxZoom: 12, zoomSnap: 0.5, attributionControl: true });
   map.attributionControl.setPrefix("Leaflet");
   map.setView([47, 9], 6);
+  window.nowcastMap = map;
   const rainLayer = L.tileLayer("", { opacity: 0.9, minZoom: 0, maxZoom: 12, attribution: "nowcast" });
   const lightningLayer = L.tileLayer("", { opacity: 0.9, minZoom: 0, maxZoom: 12 });
   rainLayer.addTo(map);
@@ -173,7 +174,7 @@
     const ctx = canvas.getContext("2d");
     ctx.scale(dpr, dpr);
     ctx.clearRect(0, 0, W, H);
-    const pad = { l: 40, r: 40, t: 14, b: 30 };
+    const pad = { l: 40, r: 40, t: 18, b: 30 };
     const obs = data.observed.map((p) => ({ t: Date.parse(p.time), v: p.rain_rate }));
     const fc = data.forecast.map((p) => ({ t: Date.parse(p.valid_time), v: p.rain_rate, p: p.lightning_probability }));
     const all = obs.concat(fc);
@@ -192,7 +193,7 @@
       ctx.fillText(v.toFixed(v < 10 ? 1 : 0), 4, y(v) + 3);
       ctx.fillText((k * 25) + "%", W - pad.r + 4, yp(k / 4) + 3);
     }
-    ctx.save(); ctx.translate(10, H / 2 + 20); ctx.rotate(-Math.PI / 2); ctx.fillText("mm/h", 0, 0); ctx.restore();
+    ctx.fillText("mm/h", 4, 9);
     // time ticks every 15 min
     const q = 15 * 60 * 1000;
     for (let t = Math.ceil(t0 / q) * q; t <= t1; t += q) {

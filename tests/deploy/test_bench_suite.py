@@ -63,6 +63,7 @@ def bench_dir(tmp_path: Path) -> Path:
 def _runner(folder: Path):
     spec = importlib.util.spec_from_file_location("run_all_under_test", folder / "run_all.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
 
@@ -90,24 +91,25 @@ def test_suite_records_results_failures_and_missing(bench_dir: Path) -> None:
 
 def test_only_updates_one_benchmark_and_keeps_the_others(bench_dir: Path) -> None:
     runner = _runner(bench_dir)
-    runner.run_suite(None, quick=True, device="cpu", results_dir=bench_dir, bench_dir=bench_dir)
+    previous = {"status": "ok", "name": "store", "rows": [{"case": "old"}], "columns": ["case"]}
+    (bench_dir / "results.json").write_text(json.dumps({"schema": "nowcast-bench/1", "benchmarks": {"store": previous}}))
     (bench_dir / "bench_models.py").write_text(GOOD.replace('NAME = "store"', 'NAME = "models"'))
     res = runner.run_suite(["models"], quick=True, device="cpu", results_dir=bench_dir, bench_dir=bench_dir)
     assert res["benchmarks"]["models"]["status"] == "ok"
-    assert res["benchmarks"]["store"]["status"] == "ok"  # kept from the first run
+    assert res["benchmarks"]["store"] == previous  # kept from the earlier run
     with pytest.raises(ValueError, match="unknown benchmark.*valid: store"):
         runner.run_suite(["nope"], results_dir=bench_dir, bench_dir=bench_dir)
 
 
 def test_nowcast_bench_command(bench_dir: Path) -> None:
     env = {"NOWCAST_BENCHMARKS": str(bench_dir), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
-    ok = subprocess.run([sys.executable, "-c", "import sys; from nowcast.cli import main; sys.exit(main())", "bench", "--quick", "--only", "store"],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0, ok.stderr
-    assert "## store" in ok.stdout and (bench_dir / "results.md").is_file()
-    bad = subprocess.run([sys.executable, "-c", "import sys; from nowcast.cli import main; sys.exit(main())", "bench", "--only", "models"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "models: exit 1" in bad.stderr and "model exploded" in bad.stderr
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from nowcast.cli import main; sys.exit(main())", "bench", "--quick", "--only", "store", "--only", "models"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "## store" in proc.stdout and (bench_dir / "results.md").is_file()
+    assert "benchmarks failed: models: exit 1" in proc.stderr and "model exploded" in proc.stderr
 
 
 def test_standalone_module_writes_json(bench_dir: Path, tmp_path: Path) -> None:

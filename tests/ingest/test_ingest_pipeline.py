@@ -205,23 +205,32 @@ def test_invalid_configuration_is_rejected_before_start(tmp_path: Path) -> None:
 
 
 def test_cli_once_check_and_bad_values(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
     import logging
 
-    from nowcast.cli import main
+    from nowcast.cli import CommandError
+    from nowcast.commands import ingest as command
+
+    def run(*argv: str) -> int:
+        p = argparse.ArgumentParser()
+        command.add_arguments(p)
+        args = p.parse_args(argv)
+        args.verbose = 0
+        return command.run(args)
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
         url = str(tmp_path / "obs.zarr")
-        base = ["ingest", "--set", f"store.url={url}", "--set", f"quarantine_dir={tmp_path / 'q'}", "--set", "store.grid.nx=32", "--set", "store.grid.ny=24"]
-        assert main([*base, "--set", "sources.0.backfill=15min", "--once"]) == 0
-        out = capsys.readouterr().out
-        assert out.startswith("synthetic: 3 ingested")
+        base = ["--set", f"store.url={url}", "--set", f"quarantine_dir={tmp_path / 'q'}", "--set", "store.grid.nx=32", "--set", "store.grid.ny=24"]
+        assert run(*base, "--set", "sources.0.backfill=15min", "--once") == 0
+        assert capsys.readouterr().out.startswith("synthetic: 3 ingested")
         assert ObservationStore.open(url).grid.shape == (24, 32)
-        assert main([*base, "--set", "sources.0.type=nope", "--check"]) == 2
-        assert "unknown source type 'nope'" in capsys.readouterr().err
-        assert main([*base, "--set", "sources.0.seeed=1", "--once"]) == 2
-        assert "unexpected keyword argument 'seeed'" in capsys.readouterr().err
+        assert run(*base, "--check") == 0 and '"backfill": "1h"' in capsys.readouterr().out
+        with pytest.raises(CommandError, match="unknown source type 'nope'"):
+            run(*base, "--set", "sources.0.type=nope", "--check")
+        with pytest.raises(CommandError, match="unexpected keyword argument 'seeed'"):
+            run(*base, "--set", "sources.0.seeed=1", "--once")
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)

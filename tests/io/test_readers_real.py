@@ -256,3 +256,13 @@ def test_opera_2km_products_share_one_grid(shared_data) -> None:
     nimbus = Grid.of(read_radar(CASES["opera-nimbus"].files()[0]))
     assert odyssey == nimbus
     assert odyssey.x[0] == 1000.0 and odyssey.y[0] == -1000.0
+
+
+def test_unica_png_no_echo_is_lost_at_the_circle_edge(shared_data) -> None:
+    """Every echo pixel (alpha > 127) of a sample of images lies inside the coverage circle."""
+    from PIL import Image
+
+    for f in CASES["unica-xband"].files()[::40]:
+        echo = np.asarray(Image.open(f))[..., 1] > 127
+        da = read_radar(f)
+        assert np.isfinite(da.values[0][echo]).all()

@@ -166,3 +166,33 @@ def test_reader_sees_complete_frames_while_ingest_writes(moto_s3, s3_bucket, rad
     assert counts[-1] == len(times)
     assert counts == sorted(counts)  # frames never disappear
     assert len(seen) >= 3  # the reader really observed the store growing
+
+
+def test_ingest_service_writes_synthetic_frames_to_s3(moto_s3, s3_bucket, monkeypatch):
+    """The ingest service as deployed: store URL in its config, credentials and endpoint from AWS_*."""
+    ingest_process = pytest.importorskip("service.ingest_process")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_s3.endpoint)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    url = f"s3://{s3_bucket}/ingest/obs.zarr"
+    cfg = ingest_process.IngestConfig.model_validate(
+        {
+            "store": {"url": url, "grid": {"synthetic": True, "nx": 32, "ny": 24, "resolution": 4000.0}},
+            "sources": [{"name": "synthetic", "type": "synthetic", "backfill": "30min", "seed": 5}],
+        }
+    )
+    now = pd.Timestamp("2024-06-02T00:12")
+    service = ingest_process.IngestService(cfg)
+    try:
+        reports = service.run_once(now)
+    finally:
+        service.close()
+    assert sum(r.ingested + r.backfilled for r in reports) >= 6, reports
+    store = ObservationStore.open(url)
+    times = store.times()
+    assert len(times) >= 6 and times[-1] <= now
+    radar = SyntheticRadar(store.grid, seed=5)
+    win = store.window(times[-1], 3)
+    for i, t in enumerate(pd.DatetimeIndex(win[dims.TIME].values)):
+        np.testing.assert_allclose(win[dims.RAIN_RATE].values[i], radar.frame(t)[dims.RAIN_RATE].values, rtol=1e-6)

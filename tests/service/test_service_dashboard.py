@@ -28,6 +28,18 @@ ARGS = [
 ]
 
 
+def wettest_point(env) -> tuple[float, float]:  # noqa: ANN001
+    """lat/lon of the cell with the most rain in the latest frame."""
+    import numpy as np
+    from pyproj import Transformer
+
+    rain = env.writer.window("2025-06-01T12:00", 1)["rain_rate"].values[0]
+    row, col = np.unravel_index(np.nanargmax(rain), rain.shape)
+    g = env.writer.grid
+    lon, lat = Transformer.from_crs(g.crs, "EPSG:4326", always_xy=True).transform(g.x[col], g.y[row])
+    return float(lat), float(lon)
+
+
 def test_dashboard_end_to_end(env, live_server) -> None:  # noqa: ANN001
     from playwright.sync_api import sync_playwright
 
@@ -82,13 +94,18 @@ def test_dashboard_end_to_end(env, live_server) -> None:  # noqa: ANN001
             page.wait_for_timeout(500)
             assert any("/v1/tiles/lightning/" in u for u in tile_requests)
 
-            # click in the middle of the map: the point chart appears
+            # click on the wettest cell of the latest frame: the point chart appears with its values
+            lat, lon = wettest_point(env)
             box = page.locator("#map").bounding_box()
             assert box is not None
-            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            pt = page.evaluate(f"(() => {{ const p = window.nowcastMap.latLngToContainerPoint([{lat}, {lon}]); return [p.x, p.y]; }})()")
+            with page.expect_response(lambda r: "/v1/point" in r.url) as point_info:
+                page.mouse.click(box["x"] + pt[0], box["y"] + pt[1])
             page.wait_for_selector("#chart[data-drawn='1']", timeout=10000)
             assert page.locator("#chart").is_visible()
             assert "forecast by persistence" in (page.locator("#chart-caption").text_content() or "")
+            series = point_info.value.json()
+            assert series["observed"][-1]["rain_rate"] > 1.0  # the clicked cell is raining
             page.locator("#slider").fill("3")
             page.wait_for_timeout(800)
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"))

@@ -19,7 +19,7 @@ def test_rain_colours_are_discrete_and_transparent_when_dry_or_missing() -> None
     assert (rgba[:3, 3] == 0).all()  # NaN, dry, below 0.1 mm/h
     assert (rgba[3:, 3] == 255).all()
     scale = plotting.RAIN_SCALE
-    hexes = ["#%02x%02x%02x" % tuple(c[:3]) for c in rgba[3:]]
+    hexes = ["#{:02x}{:02x}{:02x}".format(*c[:3]) for c in rgba[3:]]
     assert hexes == [scale.colors[0], scale.colors[0], scale.colors[1], scale.colors[4], scale.colors[13], scale.colors[14], scale.colors[14]]
 
 
@@ -67,6 +67,17 @@ def test_lru_cache_is_bounded() -> None:
     assert cache.hits == 1 and cache.misses == 1
     with pytest.raises(ValueError, match="max_items must be >= 1"):
         LRUCache(0)
+
+
+def test_lru_cache_byte_budget() -> None:
+    cache: LRUCache[np.ndarray] = LRUCache(100, max_bytes=4000)
+    for i in range(5):
+        cache.put(i, np.zeros(250, dtype=np.float32))  # 1000 bytes each
+    assert len(cache) == 4 and cache.nbytes == 4000 and 0 not in cache
+    cache.put("big", np.zeros(5000, dtype=np.float32))  # larger than the budget: kept alone
+    assert len(cache) == 1 and "big" in cache and cache.nbytes == 20000
+    cache.put("big", np.zeros(10, dtype=np.float32))
+    assert cache.nbytes == 40
 
 
 def test_settings_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
