@@ -386,7 +386,7 @@ def make_tasks(prepared: Prepared, out_dir: Path, device: str) -> list[SplitTask
     ]
 
 
-def connect(scheduler: str, timeout_s: float = 8.0) -> Any:
+def connect(scheduler: str, timeout_s: float = 5.0) -> Any:
     """A dask Client of an existing scheduler; PlanError naming the address when unreachable."""
     from distributed import Client
 
@@ -461,8 +461,13 @@ def evaluate(
     from training.dap.results import build_results, write_results
 
     t0 = time.perf_counter()
-    prepared = prepare(plan)  # every data-dependent check, before any work
-    client = connect(scheduler) if scheduler else None  # an unreachable scheduler fails here, fast
+    client = connect(scheduler) if scheduler else None  # an unreachable scheduler fails first, fast
+    try:
+        prepared = prepare(plan)  # every data-dependent check, before any work
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n_workers = plan.run.workers if workers is None else int(workers)
