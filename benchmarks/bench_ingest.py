@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "bench_ingest.json")
     args = p.parse_args(argv)
     results = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
         results.append(bench_backfill("knmi-765x700", args.frames, work))
@@ -186,12 +187,19 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "benchmark": "ingest",
         "when": pd.Timestamp.now(tz="UTC").isoformat(),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            # other work on the machine skews the figures: the 1-min load average before/after
+            "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        },
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2))
-    print(f"\nwrote {args.out}")
+    print(f"\n1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)")
+    print(f"wrote {args.out}")
     return 0
 
 

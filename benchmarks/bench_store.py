@@ -93,7 +93,7 @@ def _bench_dataset(label: str, files: list[Path], work: Path, repeats: int) -> l
         reader = ObservationStore.open(curl)
         win = reader.window(end, WINDOW_FRAMES, rows=rows_sl, cols=cols_sl)
         assert bool(win["present"].all()), "window must read stored frames"
-        lat = repeat(lambda r=reader: r.window(end, WINDOW_FRAMES, rows=rows_sl, cols=cols_sl), repeats)
+        lat = repeat(lambda r=reader, e=end: r.window(e, WINDOW_FRAMES, rows=rows_sl, cols=cols_sl), repeats)
         default = "(default)" in codec
         out.append(
             {

@@ -3,7 +3,8 @@
 One :class:`SourceRunner` drives one source against the observation store. A run
 (:meth:`SourceRunner.run_once`) polls the source for the items of the backfill window,
 skips what the store already holds, fetches and decodes the rest (newest first, so the live
-frame is never stuck behind a backfill) and appends each frame. Everything a restart needs
+frame is never stuck behind a backfill; the next file is decoded in a worker thread while
+the previous frame is written) and appends each frame. Everything a restart needs
 lives in the store's per-source state (``store.get_state(name)``):
 
 - ``done``: items processed (key -> signature, slot time), so nothing is fetched twice;

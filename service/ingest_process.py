@@ -211,8 +211,9 @@ def load_ingest_config(path: str | Path | None = None, overrides: list[str] | No
 def coerce_config(config: IngestConfig | dict[str, Any] | str | Path | None, store: str | None = None) -> IngestConfig:
     """An :class:`IngestConfig` from a model, a dict, a file path or None (defaults).
 
-    A dict may use the short form ``{"source": "synthetic"}`` (one source of that type) as in
-    the service settings; ``store`` overrides the store URL.
+    A dict may use the short form ``{"source": "synthetic", "source_options": {...}}`` (one
+    source of that type, or of type http when ``source`` names an HTTP preset such as
+    ``"dwd-hx"``) as in the service settings; ``store`` overrides the store URL.
     """
     if isinstance(config, IngestConfig):
         cfg = config
@@ -224,8 +225,14 @@ def coerce_config(config: IngestConfig | dict[str, Any] | str | Path | None, sto
         data = dict(config)
         short = data.pop("source", None)
         if short is not None and "sources" not in data:
-            opts = data.pop("source_options", {})
-            data["sources"] = [{"name": str(short), "type": str(short), **opts}]
+            from nowcast.sources import SOURCES
+            from nowcast.sources.presets import PRESETS
+
+            opts = dict(data.pop("source_options", {}) or {})
+            name = str(short)
+            if name not in SOURCES and name in PRESETS:  # {"source": "dwd-hx"}: an http preset
+                opts = {"type": "http", "preset": name, **opts}
+            data["sources"] = [{"name": name, "type": name, **opts}]
         try:
             cfg = IngestConfig.model_validate(data)
         except Exception as exc:

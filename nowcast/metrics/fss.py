@@ -53,23 +53,23 @@ class FractionsSkillScore(StateMixin):
             f, o = f[None], o[None]
         if f.shape != o.shape or f.ndim != 3 or f.shape[0] != self.n_leads:
             raise ValueError(f"expected two arrays (lead_time={self.n_leads}, y, x), got {f.shape} and {o.shape}")
-        for k in range(self.n_leads):
-            valid = np.isfinite(f[k]) & np.isfinite(o[k])
-            if not valid.any():
-                continue
-            for i, thr in enumerate(self.thresholds):
-                i_f = ((f[k] >= thr) & valid).astype(np.float64)
-                i_o = ((o[k] >= thr) & valid).astype(np.float64)
-                for j, scale in enumerate(self.scales):
-                    if scale > 1:
-                        s_f = uniform_filter(i_f, size=scale, mode="constant", cval=0.0)
-                        s_o = uniform_filter(i_o, size=scale, mode="constant", cval=0.0)
-                    else:
-                        s_f, s_o = i_f, i_o
-                    s_f, s_o = s_f[valid], s_o[valid]
-                    self.sum_fct_obs[k, i, j] += np.sum(s_f * s_o)
-                    self.sum_fct_sq[k, i, j] += np.sum(s_f * s_f)
-                    self.sum_obs_sq[k, i, j] += np.sum(s_o * s_o)
+        valid = np.isfinite(f) & np.isfinite(o)  # (lead, y, x)
+        if not valid.any():
+            return
+        for i, thr in enumerate(self.thresholds):
+            i_f = ((f >= thr) & valid).astype(np.float64)
+            i_o = ((o >= thr) & valid).astype(np.float64)
+            for j, scale in enumerate(self.scales):
+                if scale > 1:  # moving average over (y, x) only, lead by lead
+                    s_f = uniform_filter(i_f, size=(1, scale, scale), mode="constant", cval=0.0)
+                    s_o = uniform_filter(i_o, size=(1, scale, scale), mode="constant", cval=0.0)
+                else:
+                    s_f, s_o = i_f, i_o
+                s_f = np.where(valid, s_f, 0.0)
+                s_o = np.where(valid, s_o, 0.0)
+                self.sum_fct_obs[:, i, j] += np.sum(s_f * s_o, axis=(1, 2))
+                self.sum_fct_sq[:, i, j] += np.sum(s_f * s_f, axis=(1, 2))
+                self.sum_obs_sq[:, i, j] += np.sum(s_o * s_o, axis=(1, 2))
 
     def merge(self, other: Self) -> None:
         self._merge_arrays(other)

@@ -35,6 +35,8 @@ def test_outputs_exist_and_carry_the_plan_hash(run) -> None:
     assert js["attrs"]["plan_hash"] == ph and js["coords"]["lead_time"]["data"] == [5.0, 15.0, 30.0]
     html = run.report.read_text()
     assert ph in html and "cdn" not in html.lower() and "<script" not in html
+    for section in ("Data used", "Paired difference against persistence", "Example forecasts", "Lightning", "Ledger summary", "<h2>Plan</h2>"):
+        assert section in html, section
     for img in ("skill_csi.png", "skill_mcc.png", "skill_fss.png", "lightning.png", "example_split000.png"):
         p = run.report.parent / img
         assert p.stat().st_size > 1000 and f"src='{img}'" in html

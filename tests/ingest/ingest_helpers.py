@@ -6,7 +6,7 @@ path then behaves normally). Faults: ``"404"``, ``"500"``, ``"503"`` (status cod
 ``"slow"`` (sleep ``slow_seconds`` before answering), ``"drip"`` (send headers, then the body
 slowly), ``"reset"`` (close the connection with a TCP RST, no answer), ``"cut"`` (announce the
 full Content-Length, send half the body, close). Paths not served answer 404. Responses carry
-an ETag and honour ``If-None-Match`` (304). ``log`` records (path, outcome) per request: the
+an ETag and honour ``If-None-Match`` (304). POSTs are recorded in ``posts`` (204). ``log`` records (path, outcome) per request: the
 status code (200, 304, 404) or the name of the injected fault.
 """
 
@@ -41,6 +41,7 @@ class FaultServer:
         self.routes: dict[str, bytes] = {}
         self.faults: dict[str, list[str]] = {}
         self.log: list[tuple[str, int | str]] = []
+        self.posts: list[tuple[str, bytes]] = []
         self.slow_seconds = slow_seconds
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -79,6 +80,14 @@ class FaultServer:
 
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with server._lock:
+                    server.posts.append((self.path, body))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def do_GET(self) -> None:  # noqa: N802
                 path = self.path.split("?", 1)[0]

@@ -204,3 +204,21 @@ def test_a_failed_write_is_fetched_again_not_treated_as_unmodified(server: Fault
     assert rep.ingested == 1
     assert server.requests(path_of(slot(0))) == [200, 200]
     assert_store_consistent(url, {slot(i): knmi_file(knmi_dir, slot(i)) for i in range(2)})
+
+
+def test_new_frames_are_announced_to_the_callback_url(server: FaultServer, knmi_dir: Path, knmi_grid: Grid, tmp_path: Path) -> None:
+    import json
+
+    for i in range(2):
+        server.serve(path_of(slot(i)), knmi_file(knmi_dir, slot(i)).read_bytes())
+    store = ObservationStore.create(str(tmp_path / "obs.zarr"), knmi_grid)
+    src = create_source("http", name="knmi", url=server.url(KNMI_TEMPLATE), timeout=TIMEOUT)
+    settings = IngestSettings(quarantine_dir=tmp_path / "q", notify_url=server.url("/hook"), backfill=pd.Timedelta("1h"))
+    assert SourceRunner(src, store, settings).run_once(slot(1) + pd.Timedelta("1min")).ingested == 2
+    posts = [json.loads(body) for path, body in server.posts if path == "/hook"]
+    assert [p["time"] for p in posts] == [slot(1).isoformat(), slot(0).isoformat()]  # newest first
+    assert posts[-1]["version"] == store.version and posts[0]["source"] == "knmi"
+    # a dead callback never stops the ingest
+    server.serve(path_of(slot(2)), knmi_file(knmi_dir, slot(2)).read_bytes())
+    settings.notify_url = "http://127.0.0.1:9/hook"
+    assert SourceRunner(src, store, settings).run_once(slot(2) + pd.Timedelta("1min")).ingested == 1

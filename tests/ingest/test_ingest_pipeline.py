@@ -234,3 +234,19 @@ def test_cli_once_check_and_bad_values(tmp_path: Path, capsys: pytest.CaptureFix
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def test_short_form_configuration_and_json_logs() -> None:
+    import json
+    import logging
+
+    from service.ingest_process import JsonFormatter, coerce_config
+
+    cfg = coerce_config({"source": "dwd-hx", "source_options": {"interval": 120}}, store="x.zarr")
+    assert cfg.store.url == "x.zarr"
+    (src,) = cfg.sources
+    assert (src.name, src.type, src.options(), src.interval) == ("dwd-hx", "http", {"preset": "dwd-hx"}, 120)
+    assert coerce_config({"source": "synthetic"}).sources[0].type == "synthetic"
+    rec = logging.LogRecord("nowcast.ingest", logging.WARNING, __file__, 1, "quarantined %s", ("x.h5",), None)
+    doc = json.loads(JsonFormatter().format(rec))
+    assert doc["level"] == "WARNING" and doc["message"] == "quarantined x.h5" and doc["logger"] == "nowcast.ingest"

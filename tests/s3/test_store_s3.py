@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from nowcast import dims
-from nowcast.grid import Grid
 from nowcast.sources.synthetic import SyntheticRadar
 from nowcast.store import ObservationStore, StoreError
 
