@@ -31,7 +31,8 @@ class CommandError(Exception):
     """Raised by a subcommand for an expected failure; printed as one line, exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, just that subcommand's module is imported (fast start)."""
     parser = argparse.ArgumentParser(
         prog="nowcast",
         description="Radar rain and lightning nowcasting (5-75 min). Subcommands follow the data: "
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
+        if only is not None and name != only:
+            continue
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -59,7 +62,9 @@ def setup_logging(verbosity: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=first if first in COMMANDS else "")
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()

@@ -75,6 +75,18 @@ def _is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
+def _remove_partial_files(path: str) -> None:
+    """Delete temporary ``*.partial`` files a killed writer left behind (local stores only)."""
+    from pathlib import Path
+
+    for p in Path(path).rglob("*.partial"):
+        try:
+            p.unlink()
+            log.info("removed leftover temporary file %s", p)
+        except OSError:  # pragma: no cover - raced with another cleanup
+            pass
+
+
 class ObservationStore:
     """Radar frames (rain rate, lightning) on one grid, at a fixed cadence, in Zarr v3.
 
@@ -165,6 +177,8 @@ class ObservationStore:
             raise StoreError(f"{url}: no observation store found") from exc
         except Exception as exc:
             raise StoreError(f"{url}: cannot open store: {type(exc).__name__}: {exc}") from exc
+        if mode == "a" and not _is_remote(url):
+            _remove_partial_files(url)
         return cls(root, url, storage_options, mode)
 
     @classmethod
