@@ -1,7 +1,7 @@
 """Benchmark of the DAP evaluation harness: a full plan on the shared real data, 1 vs 2 dask workers.
 
     python benchmarks/bench_dap.py                                  # plans/real-events.toml, workers 1 and 2
-    python benchmarks/bench_dap.py --skip-learned --repetitions 1   # classical methods only, quicker
+    python benchmarks/bench_dap.py --skip-learned --repetitions 1 --stride 3   # classical methods, quicker
     python benchmarks/bench_dap.py --make-synthetic var/synthetic.zarr   # the store of plans/synthetic-smoke.toml
 
 Imports ../shared/data/radar/unica-xband into var/real.zarr first when that store is missing.
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan", type=Path, default=ROOT / "plans" / "real-events.toml")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repetitions", type=int, help="override splits.repetitions")
+    ap.add_argument("--stride", type=int, help="override splits.stride (evaluate every n-th start time)")
     ap.add_argument("--skip-learned", action="store_true", help="drop methods with train = true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     ap.add_argument("--make-synthetic", type=Path, metavar="STORE", help="only build the synthetic demo store and exit")
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         data["methods"] = [m for m in data["methods"] if not m.get("train")]
     if args.repetitions:
         data["splits"]["repetitions"] = args.repetitions
+    if args.stride:
+        data["splits"]["stride"] = args.stride
     plan = load_plan(data=data)
     prep = prepare(plan)
     n_fc = sum(len(s.test_starts) for s in prep.splits)

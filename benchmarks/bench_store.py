@@ -62,9 +62,8 @@ def _bench_dataset(label: str, files: list[Path], work: Path, repeats: int) -> l
 
     from nowcast import dims
     from nowcast.commands.import_ import import_files
-    from nowcast.store import ObservationStore
-
     from nowcast.io import read_radar
+    from nowcast.store import ObservationStore
 
     raw_bytes = sum(f.stat().st_size for f in files)
     url = str(work / f"{label}-import.zarr")

@@ -94,8 +94,10 @@ def test_wrong_credentials_fail_fast_and_write_nothing(moto_s3, s3_bucket, field
         ObservationStore.open(url, storage_options=moto_s3.options(**{field: value}))
 
 
-def test_missing_bucket_is_named(moto_s3):
+def test_missing_bucket_is_named(moto_s3, s3_bucket):
     _assert_fast_failure("s3://no-such-bucket-here/obs.zarr", moto_s3.options(), "bucket not found")
+    with pytest.raises(StoreError, match="no observation store found"):  # a reachable bucket, no store
+        ObservationStore.open(f"s3://{s3_bucket}/nothing.zarr", storage_options=moto_s3.options())
 
 
 def test_refused_endpoint_fails_fast(moto_s3, s3_bucket):

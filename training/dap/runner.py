@@ -245,10 +245,14 @@ def _build_methods(plan: Plan, split: Split, out_dir: Path, device: str, seed: i
 
             if store is None:
                 store = _open_store(plan)
+            options = json.loads(json.dumps(m.fit))
+            if m.model == "convlstm":  # guides are keyed by content: one cache shared by all splits
+                train_opts = options.setdefault("train", {})
+                train_opts.setdefault("cache_dir", str(out_dir / "cache" / "guides"))
             t0 = time.perf_counter()
             ckpt = Path(
                 fit(
-                    dict(m.fit),
+                    options,
                     store,
                     split.train_times,
                     split.val_times,
@@ -372,10 +376,23 @@ def run_split(task: SplitTask) -> dict[str, Any]:
             "total_s": time.perf_counter() - t_start,
         },
         "states": {k: s.to_dict() for k, s in suites.items()},
+        "scores": {k: _headline_scores(s) for k, s in suites.items()},
         "example": example,
     }
     log.info("split %d: %d forecasts in %.1f s", split.index, len(split.test_starts), result["timings"]["total_s"])
     return result
+
+
+def _headline_scores(suite: ScoreSuite) -> dict[str, Any]:
+    """CSI and MCC (lead, threshold) and MAE/RMSE (lead) of one split, NaN as None (readable ledger)."""
+    sc = suite.compute()
+    return {k: _nan_to_none(np.asarray(sc[k], dtype=np.float64).tolist()) for k in ("csi", "mcc", "mae", "rmse")}
+
+
+def _nan_to_none(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_nan_to_none(x) for x in v]
+    return None if isinstance(v, float) and not np.isfinite(v) else v
 
 
 def make_tasks(prepared: Prepared, out_dir: Path, device: str) -> list[SplitTask]:
