@@ -56,6 +56,10 @@ def fit(
     Returns the path of the best checkpoint (by validation CSI).
     """
     model_cfg, opts = parse_options(options)
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
     ctx = ddp.init_from_env(resolve_device(device))
     try:
         out = resolve_out_dir(out_dir)

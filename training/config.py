@@ -51,6 +51,7 @@ class TrainOptions(BaseModel):
     min_delta: float = Field(1e-4, ge=0)
     # runtime
     amp: bool = Field(True, description="bf16 autocast on CUDA (CPU always fp32)")
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads of this process; None = torch's default (use 1 on a busy shared CPU)")
     progress: bool = Field(True, description="tqdm progress bar")
     init_checkpoint: str | None = Field(None, description="start from these weights (fine-tuning), same architecture")
 

@@ -122,7 +122,7 @@ def test_reader_sees_complete_frames_while_ingest_writes(moto_s3, s3_bucket, rad
     """A reader polling ``version`` while the writer appends: frames are complete or absent."""
     url = f"s3://{s3_bucket}/live.zarr"
     writer = ObservationStore.create(url, radar.grid, storage_options=moto_s3.options())
-    times = pd.date_range(T0, periods=12, freq="5min")
+    times = pd.date_range(T0, periods=8, freq="5min")  # crosses midnight: a day group appears mid-run
     expected = {t: radar.frame(t) for t in times}
     reader = ObservationStore.open(url, mode="r", storage_options=moto_s3.options())
     stop = threading.Event()

@@ -276,6 +276,19 @@ def _thumb(a: np.ndarray) -> np.ndarray:
 
 
 def run_split(task: SplitTask) -> dict[str, Any]:
+    """Train, forecast and score one split; see :func:`_run_split`.
+
+    Nested ``dask.compute`` calls (pysteps S-PROG uses dask) run on the synchronous scheduler:
+    inside a distributed worker they would otherwise be sent back to the cluster and queue
+    behind the long split tasks.
+    """
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        return _run_split(task)
+
+
+def _run_split(task: SplitTask) -> dict[str, Any]:
     """Train, forecast and score one split; returns a JSON-able result (+ ``example`` arrays).
 
     The result holds the exact streaming states of every method (``states``), the data
@@ -435,7 +448,7 @@ def _run_tasks(
         mode = f"dask scheduler {client.scheduler.address}"
     else:
         cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=None
+            n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=":0"
         )
         client = Client(cluster)
         mode = f"dask LocalCluster ({workers} workers x {threads_per_worker} threads)"
