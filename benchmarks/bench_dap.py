@@ -29,12 +29,27 @@ sys.path.insert(0, str(ROOT))
 def ensure_real_store(store: Path) -> bool:
     if store.exists():
         return True
-    data = Path(os.environ.get("NOWCAST_SHARED_DATA", ROOT.parent / "shared" / "data")) / "radar" / "unica-xband"
+    data = (
+        Path(os.environ.get("NOWCAST_SHARED_DATA", ROOT.parent / "shared" / "data"))
+        / "radar"
+        / "unica-xband"
+    )
     if not data.is_dir():
         print(f"real data absent ({data}); nothing to benchmark")
         return False
     print(f"importing {data} into {store} ...", flush=True)
-    cmd = [sys.executable, "-m", "nowcast.cli", "import", str(data), "--store", str(store), "--downsample", "4", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nowcast.cli",
+        "import",
+        str(data),
+        "--store",
+        str(store),
+        "--downsample",
+        "4",
+        "--no-progress",
+    ]
     subprocess.run(cmd, check=True, cwd=ROOT)
     return True
 
@@ -44,10 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan", type=Path, default=ROOT / "plans" / "real-events.toml")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repetitions", type=int, help="override splits.repetitions")
-    ap.add_argument("--stride", type=int, help="override splits.stride (evaluate every n-th start time)")
+    ap.add_argument(
+        "--stride", type=int, help="override splits.stride (evaluate every n-th start time)"
+    )
     ap.add_argument("--skip-learned", action="store_true", help="drop methods with train = true")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
-    ap.add_argument("--make-synthetic", type=Path, metavar="STORE", help="only build the synthetic demo store and exit")
+    ap.add_argument(
+        "--make-synthetic",
+        type=Path,
+        metavar="STORE",
+        help="only build the synthetic demo store and exit",
+    )
     args = ap.parse_args(argv)
 
     if args.make_synthetic:
@@ -97,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
                 for v in ref.data_vars
                 if np.issubdtype(ref[v].dtype, np.number)
             )
-        rows.append({"workers": w, "wall_s": round(wall, 2), "sum_split_s": round(task_s, 2), "identical_to_first": same})
+        rows.append(
+            {
+                "workers": w,
+                "wall_s": round(wall, 2),
+                "sum_split_s": round(task_s, 2),
+                "identical_to_first": same,
+            }
+        )
     base = rows[0]["wall_s"]
     for r in rows:
         r["speedup"] = round(base / r["wall_s"], 2)
@@ -114,11 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.platform(),
         "runs": rows,
     }
-    print(f"DAP plan {plan.name} ({prep.plan_hash[:12]}): {len(prep.splits)} splits, {n_fc} forecasts x "
-          f"{len(plan.methods)} methods, grid {out['grid']}, {os.cpu_count()} CPUs")
+    print(
+        f"DAP plan {plan.name} ({prep.plan_hash[:12]}): {len(prep.splits)} splits, {n_fc} forecasts x "
+        f"{len(plan.methods)} methods, grid {out['grid']}, {os.cpu_count()} CPUs"
+    )
     print(f"{'workers':>8} {'wall s':>9} {'sum split s':>12} {'speed-up':>9} {'identical':>10}")
     for r in rows:
-        print(f"{r['workers']:>8} {r['wall_s']:>9.1f} {r['sum_split_s']:>12.1f} {r['speedup']:>9.2f} {str(r['identical_to_first']):>10}")
+        print(
+            f"{r['workers']:>8} {r['wall_s']:>9.1f} {r['sum_split_s']:>12.1f} {r['speedup']:>9.2f} {str(r['identical_to_first']):>10}"
+        )
     path = args.out / "bench_dap.json"
     path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path}")

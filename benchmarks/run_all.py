@@ -63,7 +63,7 @@ ADAPTERS: dict[str, ScriptAdapter] = {
         "load",
     ),
     "dap": ScriptAdapter(
-        lambda quick, out: (["--workers", "1", "--skip-learned", "--repetitions", "1"] if quick else []) + ["--out", str(out / "dap")],
+        lambda quick, out: (["--workers", "1", "--skip-learned", "--repetitions", "1", "--stride", "6"] if quick else []) + ["--out", str(out / "dap")],
         lambda out: out / "dap" / "bench_dap.json",
         "runs",
     ),

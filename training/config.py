@@ -8,7 +8,7 @@ windows, loss) and ``[data]`` (which store, which periods) tables of a TOML/YAML
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -43,6 +43,7 @@ class TrainOptions(BaseModel):
     exceedance_weight: float = Field(0.5, ge=0, description="weight of the soft threshold-exceedance BCE; 0 disables")
     exceedance_thresholds: list[float] = Field(default_factory=lambda: [1.0, 5.0], description="mm/h")
     exceedance_temperature: float = Field(0.05, gt=0, description="scaled units; smaller = sharper")
+    exceedance_loss: Literal["bce", "soft_csi"] = Field("bce", description="bce: per-cell BCE; soft_csi: 1 - differentiable CSI over the batch (not swamped by dry cells)")
     lightning_weight: float = Field(0.5, ge=0)
     lightning_pos_weight: float = Field(5.0, gt=0, description="BCE weight of lightning occurrences (rare)")
     # validation / early stopping

@@ -4,7 +4,8 @@
   the observed intensity (Shi et al. 2017, HKO-7), plus a soft threshold-exceedance BCE:
   ``sigmoid((pred - scaled(thr)) / temperature)`` against ``obs >= thr`` at e.g. 1 and 5
   mm/h, so that the network is rewarded for getting heavy rain above thresholds (plain MSE
-  blurs it away).
+  blurs it away); or, with ``exceedance_loss = "soft_csi"``, 1 - a differentiable CSI of those
+  probabilities over the batch, which the many dry cells cannot swamp.
 - lightning: BCE with logits on occurrence (count > 0), ``pos_weight`` for the rare positives.
 
 Shapes: every tensor (B, K, H, W); masks bool. Each term is a masked mean, so DDP ranks with
@@ -42,10 +43,23 @@ def rain_loss(pred: torch.Tensor, target: torch.Tensor, rate: torch.Tensor, mask
         terms = []
         for thr in opts.exceedance_thresholds:
             logit = (pred - float(rainrate_to_scaled(thr))) / opts.exceedance_temperature
-            bce = F.binary_cross_entropy_with_logits(logit, (rate >= thr).to(pred.dtype), reduction="none")
-            terms.append(_masked_mean(bce, mask))
+            obs = (rate >= thr).to(pred.dtype)
+            if opts.exceedance_loss == "soft_csi":
+                terms.append(soft_csi_loss(torch.sigmoid(logit), obs, mask))
+            else:
+                bce = F.binary_cross_entropy_with_logits(logit, obs, reduction="none")
+                terms.append(_masked_mean(bce, mask))
         loss = loss + opts.exceedance_weight * torch.stack(terms).mean()
     return loss
+
+
+def soft_csi_loss(prob: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 - CSI with forecast "yes" replaced by a probability, over all masked cells of the batch."""
+    m = mask.to(prob.dtype)
+    p, o = prob * m, obs * m
+    inter = (p * o).sum()
+    union = p.sum() + o.sum() - inter
+    return 1.0 - (inter + 1.0) / (union + 1.0)
 
 
 def lightning_loss(logit: torch.Tensor, occurrence: torch.Tensor, mask: torch.Tensor, opts: TrainOptions) -> torch.Tensor:

@@ -18,13 +18,29 @@ help = "run a DAP evaluation plan (ledger + skill report); --verify"  # noqa: A0
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", type=Path, help="plan file (TOML/YAML), see docs/evaluation.md")
     p.add_argument("--out", type=Path, help="output folder (default var/evaluations/<plan name>)")
-    p.add_argument("--workers", type=int, help="dask LocalCluster workers (0 = in-process, no dask); overrides run.workers")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="use an existing dask scheduler (tcp://host:8786)")
-    p.add_argument("--device", help="torch device for learned methods (cpu, cuda, auto); overrides run.device")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one plan value, e.g. --set splits.folds=3 (repeatable)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="dask LocalCluster workers (0 = in-process, no dask); overrides run.workers",
+    )
+    p.add_argument(
+        "--scheduler", metavar="ADDRESS", help="use an existing dask scheduler (tcp://host:8786)"
+    )
+    p.add_argument(
+        "--device", help="torch device for learned methods (cpu, cuda, auto); overrides run.device"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one plan value, e.g. --set splits.folds=3 (repeatable)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip the HTML skill report")
-    p.add_argument("--verify", type=Path, metavar="LEDGER", help="recompute one split of LEDGER and compare")
+    p.add_argument(
+        "--verify", type=Path, metavar="LEDGER", help="recompute one split of LEDGER and compare"
+    )
     p.add_argument("--split", type=int, help="split index to verify (with --verify)")
 
 
@@ -54,8 +70,13 @@ def run(args: argparse.Namespace) -> int:
         plan = load_plan(args.plan, args.overrides)
         out = args.out or Path("var") / "evaluations" / plan.name
         res = evaluate(
-            plan, out, workers=args.workers, scheduler=args.scheduler, device=args.device,
-            plan_path=str(args.plan), report=not args.no_report,
+            plan,
+            out,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            device=args.device,
+            plan_path=str(args.plan),
+            report=not args.no_report,
         )
     except PlanError as exc:
         raise CommandError(str(exc)) from exc

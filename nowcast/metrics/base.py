@@ -44,7 +44,9 @@ class Metric(Protocol):
 METRICS: Registry[Any] = Registry("metrics")
 
 
-def as_cases(forecast: Any, observed: Any, n_leads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def as_cases(
+    forecast: Any, observed: Any, n_leads: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Forecast/observed as float64 arrays (lead, cells) plus the joint validity mask.
 
     ``forecast`` and ``observed`` are arrays or DataArrays (lead_time, y, x) with the same
@@ -81,7 +83,11 @@ class StateMixin:
         for f in fields(self):  # type: ignore[arg-type]
             v = getattr(self, f.name)
             if isinstance(v, np.ndarray):
-                out[f.name] = {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.ravel().tolist()}
+                out[f.name] = {
+                    "dtype": str(v.dtype),
+                    "shape": list(v.shape),
+                    "data": v.ravel().tolist(),
+                }
             else:
                 out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
@@ -106,7 +112,9 @@ class StateMixin:
             a, b = getattr(self, f.name), getattr(other, f.name)
             if isinstance(a, np.ndarray):
                 if a.shape != b.shape:
-                    raise ValueError(f"cannot merge {type(self).__name__}: {f.name} shape {a.shape} != {b.shape}")
+                    raise ValueError(
+                        f"cannot merge {type(self).__name__}: {f.name} shape {a.shape} != {b.shape}"
+                    )
             elif a != b:
                 raise ValueError(f"cannot merge {type(self).__name__}: {f.name} {a!r} != {b!r}")
 

@@ -31,7 +31,9 @@ CATEGORICAL_SCORES: dict[str, bool] = {
 }
 
 
-def scores_from_counts(hits: Any, misses: Any, false_alarms: Any, correct_negatives: Any) -> dict[str, np.ndarray]:
+def scores_from_counts(
+    hits: Any, misses: Any, false_alarms: Any, correct_negatives: Any
+) -> dict[str, np.ndarray]:
     """CSI, POD, FAR, BIAS, HSS, ETS, MCC from contingency counts (any matching shapes).
 
     Undefined scores (zero denominators, e.g. no observed and no forecast events) are NaN.
@@ -68,7 +70,10 @@ class ContingencyTable(StateMixin):
 
     @classmethod
     def init(
-        cls, thresholds: Sequence[float], n_leads: int, forecast_thresholds: Sequence[float] | None = None
+        cls,
+        thresholds: Sequence[float],
+        n_leads: int,
+        forecast_thresholds: Sequence[float] | None = None,
     ) -> Self:
         """Empty table for ``thresholds`` (observed) and ``n_leads`` lead times."""
         thr = tuple(float(t) for t in thresholds)

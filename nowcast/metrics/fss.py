@@ -38,7 +38,11 @@ class FractionsSkillScore(StateMixin):
             raise ValueError(f"FSS scales must be >= 1 grid cell, got {sc}")
         shape = (int(n_leads), len(thresholds), len(sc))
         return cls(
-            tuple(float(t) for t in thresholds), sc, np.zeros(shape), np.zeros(shape), np.zeros(shape)
+            tuple(float(t) for t in thresholds),
+            sc,
+            np.zeros(shape),
+            np.zeros(shape),
+            np.zeros(shape),
         )
 
     @property
@@ -52,7 +56,9 @@ class FractionsSkillScore(StateMixin):
         if f.ndim == 2:
             f, o = f[None], o[None]
         if f.shape != o.shape or f.ndim != 3 or f.shape[0] != self.n_leads:
-            raise ValueError(f"expected two arrays (lead_time={self.n_leads}, y, x), got {f.shape} and {o.shape}")
+            raise ValueError(
+                f"expected two arrays (lead_time={self.n_leads}, y, x), got {f.shape} and {o.shape}"
+            )
         valid = np.isfinite(f) & np.isfinite(o)  # (lead, y, x)
         if not valid.any():
             return

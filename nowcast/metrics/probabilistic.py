@@ -56,7 +56,9 @@ class BrierReliability(StateMixin):
             bk = b[k][v]
             self.count[k] += np.bincount(bk, minlength=self.n_bins)
             self.sum_prob[k] += np.bincount(bk, weights=p[k][v], minlength=self.n_bins)
-            self.sum_obs[k] += np.bincount(bk, weights=event[k][v], minlength=self.n_bins).astype(np.int64)
+            self.sum_obs[k] += np.bincount(bk, weights=event[k][v], minlength=self.n_bins).astype(
+                np.int64
+            )
             d = p[k][v] - event[k][v]
             self.sum_sq[k] += np.sum(d * d)
 

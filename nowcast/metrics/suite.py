@@ -60,7 +60,9 @@ class ScoreSuite:
             rain=ContingencyTable.init(thresholds, n_leads),
             fss=FractionsSkillScore.init(fss_thresholds, fss_scales, n_leads),
             errors=ErrorSums.init(n_leads),
-            lightning=ContingencyTable.init([occurrence], n_leads, [probability_threshold]) if lightning else None,
+            lightning=ContingencyTable.init([occurrence], n_leads, [probability_threshold])
+            if lightning
+            else None,
             reliability=BrierReliability.init(n_leads, occurrence, n_bins) if lightning else None,
         )
 
@@ -120,7 +122,9 @@ class ScoreSuite:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ScoreSuite):
             return NotImplemented
-        return all(a == b for a, b in zip(self._states().values(), other._states().values(), strict=True))
+        return all(
+            a == b for a, b in zip(self._states().values(), other._states().values(), strict=True)
+        )
 
     def diff(self, other: ScoreSuite) -> list[str]:
         """Names of the states/fields that differ from ``other`` (empty when identical)."""

@@ -12,7 +12,8 @@ Shapes (B batch, N input frames, C input channels, K leads, G guide channels):
   rain, plus advected lightning occurrence when ``config.lightning``. Required unless
   ``config.advection == "none"``.
 - outputs: ``(rain, lightning_logit)``, each (B, K, H, W): rain on the scaled (log) axis; in
-  ``"residual"`` mode the network's rain output is a correction added to the guide's rain.
+  ``"residual"`` mode the network's rain output is a correction added to the guide's rain
+  (zero at initialisation, so an untrained network forecasts the extrapolation nowcast).
 
 H and W must be multiples of :meth:`EncoderForecaster.size_multiple`.
 
@@ -166,6 +167,11 @@ class EncoderForecaster(nn.Module):
             self.fc_up.append(_up(ch[lvl], out, st[lvl]))
         head_in = config.stem_channels + config.guide_input_channels
         self.head = nn.Sequential(nn.Conv2d(head_in, config.stem_channels, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(config.stem_channels, 2, 1))
+        if config.advection == "residual":
+            # zero correction at initialisation: training starts from the extrapolation nowcast
+            with torch.no_grad():
+                self.head[-1].weight[0].zero_()
+                self.head[-1].bias[0].zero_()
 
     @staticmethod
     def size_multiple(config: ModelConfig) -> int:

@@ -9,9 +9,18 @@ import pytest
 from training.dap.synthetic import DEFAULT_EVENTS, build_synthetic_store
 
 
-def build_store(path: Path, events=DEFAULT_EVENTS, n: int = 40, seed: int = 3, holes: tuple[str, ...] = (), no_coverage_rows: int = 0) -> Path:
+def build_store(
+    path: Path,
+    events=DEFAULT_EVENTS,
+    n: int = 40,
+    seed: int = 3,
+    holes: tuple[str, ...] = (),
+    no_coverage_rows: int = 0,
+) -> Path:
     """A synthetic store on an ``n x n`` 2-km grid holding the frames of ``events``."""
-    return build_synthetic_store(path, events, size=n, seed=seed, holes=holes, no_coverage_rows=no_coverage_rows)
+    return build_synthetic_store(
+        path, events, size=n, seed=seed, holes=holes, no_coverage_rows=no_coverage_rows
+    )
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +37,12 @@ def smoke_plan(store: Path, **over) -> dict:
             {"label": "persistence", "model": "persistence"},
             {"label": "extrapolation", "model": "extrapolation", "options": {"n_inputs": 3}},
         ],
-        "scores": {"leads": [5, 15, 30], "thresholds": [0.5, 1, 5], "fss_thresholds": [1.0], "fss_scales": [1, 5]},
+        "scores": {
+            "leads": [5, 15, 30],
+            "thresholds": [0.5, 1, 5],
+            "fss_thresholds": [1.0],
+            "fss_scales": [1, 5],
+        },
         "splits": {"block": "gap", "gap": "30min", "folds": 2, "repetitions": 1},
         "seed": 7,
         "run": {"workers": 0},

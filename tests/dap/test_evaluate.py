@@ -35,9 +35,22 @@ def test_outputs_exist_and_carry_the_plan_hash(run) -> None:
     assert js["attrs"]["plan_hash"] == ph and js["coords"]["lead_time"]["data"] == [5.0, 15.0, 30.0]
     html = run.report.read_text()
     assert ph in html and "cdn" not in html.lower() and "<script" not in html
-    for section in ("Data used", "Paired difference against persistence", "Example forecasts", "Lightning", "Ledger summary", "<h2>Plan</h2>"):
+    for section in (
+        "Data used",
+        "Paired difference against persistence",
+        "Example forecasts",
+        "Lightning",
+        "Ledger summary",
+        "<h2>Plan</h2>",
+    ):
         assert section in html, section
-    for img in ("skill_csi.png", "skill_mcc.png", "skill_fss.png", "lightning.png", "example_split000.png"):
+    for img in (
+        "skill_csi.png",
+        "skill_mcc.png",
+        "skill_fss.png",
+        "lightning.png",
+        "example_split000.png",
+    ):
         p = run.report.parent / img
         assert p.stat().st_size > 1000 and f"src='{img}'" in html
         assert ph.encode() in p.read_bytes()  # PNG text chunk carries the hash
@@ -66,14 +79,20 @@ def test_ledger_records_every_step(run) -> None:
     recs = list(Ledger(run.ledger).records())
     assert [r["event"] for r in recs] == ["plan", "split", "split", "summary"]
     plan = recs[0]
-    assert plan["code_version"]["package"] and "numpy" in plan["packages"] and plan["device"]["requested"] == "cpu"
+    assert (
+        plan["code_version"]["package"]
+        and "numpy" in plan["packages"]
+        and plan["device"]["requested"] == "cpu"
+    )
     for r in recs[1:3]:
         assert len(r["data_fingerprint"]) == 64 and r["seed"] > 0 and r["timings"]["total_s"] > 0
         assert set(r["states"]) == {"persistence", "extrapolation"}
     assert recs[1]["data_fingerprint"] != recs[2]["data_fingerprint"]
 
 
-def test_verify_identical_then_tampered(run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_identical_then_tampered(
+    run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["evaluate", "--verify", str(run.ledger), "--split", "1"]) == 0
     assert "identical" in capsys.readouterr().out
     lines = run.ledger.read_text().splitlines()
@@ -100,19 +119,39 @@ def test_no_coverage_is_masked_not_dry(tmp_path: Path, make_store, plan_dict) ->
     out = evaluate(load_plan(data=d), tmp_path / "out", report=False)
     ds = out.results
     total = sum(ds[k] for k in ("hits", "misses", "false_alarms", "correct_negatives"))
-    n_fc = sum(r["n_forecasts"] for r in (json.loads(x) for x in out.ledger.read_text().splitlines()) if r["event"] == "split")
+    n_fc = sum(
+        r["n_forecasts"]
+        for r in (json.loads(x) for x in out.ledger.read_text().splitlines())
+        if r["event"] == "split"
+    )
     # every split/lead/threshold counted exactly the covered cells of every forecast
     assert int(total.sum("split").isel(threshold=0, lead_time=0).item()) == (n - bad) * n * n_fc
 
 
-def test_cli_runs_a_plan_file(tiny_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_runs_a_plan_file(
+    tiny_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plan = tmp_path / "p.toml"
     plan.write_text(
         f'name = "cli"\n[data]\nstore = "{tiny_store}"\n[[methods]]\nlabel = "p"\nmodel = "persistence"\n'
-        '[scores]\nleads = [5, 10]\nthresholds = [1]\nfss_scales = [1]\nlightning = false\n[splits]\nfolds = 3\n'
+        "[scores]\nleads = [5, 10]\nthresholds = [1]\nfss_scales = [1]\nlightning = false\n[splits]\nfolds = 3\n"
     )
     out = tmp_path / "o"
-    assert main(["evaluate", "--plan", str(plan), "--out", str(out), "--no-report", "--set", "splits.folds=2"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--plan",
+                str(plan),
+                "--out",
+                str(out),
+                "--no-report",
+                "--set",
+                "splits.folds=2",
+            ]
+        )
+        == 0
+    )
     assert "2 splits" in capsys.readouterr().out
     assert (out / "results.nc").is_file() and not (out / "report").exists()
 
@@ -130,15 +169,25 @@ def test_too_few_blocks_fails_before_any_work(plan_dict, tiny_store: Path, tmp_p
     _fails_before_work(plan, tmp_path, "at least 4 blocks for 4 folds but the data has 3")
 
 
-def test_store_without_the_period_fails_before_any_work(plan_dict, tiny_store: Path, tmp_path: Path) -> None:
+def test_store_without_the_period_fails_before_any_work(
+    plan_dict, tiny_store: Path, tmp_path: Path
+) -> None:
     plan = plan_dict(tiny_store)
-    plan["data"] = {"store": str(tiny_store), "start": "2024-05-01T00:00", "end": "2024-06-01T12:00"}
-    _fails_before_work(plan, tmp_path, r"covers 2024-06-01T10:00:00 .. 2024-06-01T16:55:00 but the plan asks")
+    plan["data"] = {
+        "store": str(tiny_store),
+        "start": "2024-05-01T00:00",
+        "end": "2024-06-01T12:00",
+    }
+    _fails_before_work(
+        plan, tmp_path, r"covers 2024-06-01T10:00:00 .. 2024-06-01T16:55:00 but the plan asks"
+    )
     plan["data"] = {"store": str(tmp_path / "missing.zarr")}
     _fails_before_work(plan, tmp_path, "cannot be opened")
 
 
-def test_leads_off_the_cadence_and_bad_crop_fail(plan_dict, tiny_store: Path, tmp_path: Path) -> None:
+def test_leads_off_the_cadence_and_bad_crop_fail(
+    plan_dict, tiny_store: Path, tmp_path: Path
+) -> None:
     plan = plan_dict(tiny_store)
     plan["scores"] = {**plan["scores"], "leads": [7]}
     _fails_before_work(plan, tmp_path, "not a multiple of the store cadence")
@@ -147,9 +196,13 @@ def test_leads_off_the_cadence_and_bad_crop_fail(plan_dict, tiny_store: Path, tm
     _fails_before_work(plan, tmp_path, r"data.rows \[0, 999\] exceeds the grid")
 
 
-def test_cli_bad_plan_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_bad_plan_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plan = tmp_path / "bad.toml"
-    plan.write_text('name = "bad"\n[data]\nstore = "x"\n[[methods]]\nlabel = "a"\nmodel = "magic"\n')
+    plan.write_text(
+        'name = "bad"\n[data]\nstore = "x"\n[[methods]]\nlabel = "a"\nmodel = "magic"\n'
+    )
     assert main(["evaluate", "--plan", str(plan)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown method model 'magic'" in err

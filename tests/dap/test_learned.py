@@ -49,13 +49,22 @@ def fake_model():
     MODELS._items.pop(NAME, None)
 
 
-def test_learned_method_trained_per_split_without_leakage(fake_model, plan_dict, tiny_store, tmp_path, monkeypatch) -> None:
+def test_learned_method_trained_per_split_without_leakage(
+    fake_model, plan_dict, tiny_store, tmp_path, monkeypatch
+) -> None:
     import training.api
 
     calls: list[dict] = []
 
     def fake_fit(options, store, train_times, val_times, *, seed, device="auto", out_dir):
-        calls.append({"train": pd.DatetimeIndex(train_times), "val": pd.DatetimeIndex(val_times), "seed": seed, "options": options})
+        calls.append(
+            {
+                "train": pd.DatetimeIndex(train_times),
+                "val": pd.DatetimeIndex(val_times),
+                "seed": seed,
+                "options": options,
+            }
+        )
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         ckpt = out / "best.json"
@@ -66,7 +75,12 @@ def test_learned_method_trained_per_split_without_leakage(fake_model, plan_dict,
     d = plan_dict(tiny_store)
     d["methods"] = [
         {"label": "persistence", "model": "persistence"},
-        {"label": "learned", "model": fake_model, "train": True, "fit": {"model": {"n_inputs": 2}, "train": {"epochs": 1}}},
+        {
+            "label": "learned",
+            "model": fake_model,
+            "train": True,
+            "fit": {"model": {"n_inputs": 2}, "train": {"epochs": 1}},
+        },
     ]
     d["splits"] = {**d["splits"], "folds": 3, "validation_fraction": 0.4}
     plan = load_plan(data=d)

@@ -21,6 +21,10 @@ def test_local_cluster_two_workers_equals_in_process(plan_dict, tiny_store, tmp_
         assert np.array_equal(var.values, dist.results[name].values, equal_nan=True), name
     recs = [json.loads(x) for x in dist.ledger.read_text().splitlines()]
     assert "LocalCluster (2 workers" in recs[-1]["mode"]
-    fp_local = [json.loads(x)["data_fingerprint"] for x in local.ledger.read_text().splitlines() if '"split"' in x and '"event": "split"' in x]
+    fp_local = [
+        json.loads(x)["data_fingerprint"]
+        for x in local.ledger.read_text().splitlines()
+        if '"split"' in x and '"event": "split"' in x
+    ]
     fp_dist = sorted((r["split"], r["data_fingerprint"]) for r in recs if r["event"] == "split")
     assert [f for _, f in fp_dist] == fp_local

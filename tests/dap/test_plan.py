@@ -25,7 +25,7 @@ def test_defaults_and_hash_is_canonical(tmp_path: Path, plan_dict) -> None:
         f'name = "test-smoke"\nseed = 7\n[data]\nstore = "{tmp_path / "s.zarr"}"\n'
         '[[methods]]\nlabel = "persistence"\nmodel = "persistence"\n'
         '[[methods]]\nlabel = "extrapolation"\nmodel = "extrapolation"\noptions = { n_inputs = 3 }\n'
-        '[scores]\nleads = [30, 5, 15]\nthresholds = [5, 1, 0.5]\nfss_thresholds = [1.0]\nfss_scales = [5, 1]\n'
+        "[scores]\nleads = [30, 5, 15]\nthresholds = [5, 1, 0.5]\nfss_thresholds = [1.0]\nfss_scales = [5, 1]\n"
         '[splits]\ngap = "30min"\n[run]\nworkers = 0\n'
     )
     assert plan_hash(load_plan(toml)) == plan_hash(a)  # order-insensitive lists are sorted
@@ -34,19 +34,32 @@ def test_defaults_and_hash_is_canonical(tmp_path: Path, plan_dict) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"methods": [{"label": "x", "model": "no-such-model"}]}, r"unknown method model 'no-such-model'; registered: .*persistence"),
+        (
+            {"methods": [{"label": "x", "model": "no-such-model"}]},
+            r"unknown method model 'no-such-model'; registered: .*persistence",
+        ),
         ({"scores": {"thresholds": [0.5, 1000]}}, r"thresholds \[1000.0\] out of range"),
         ({"scores": {"thresholds": [-1]}}, "out of range"),
         ({"scores": {"leads": [0, 5]}}, r"lead times \[0\] min out of range"),
         ({"splits": {"folds": 1}}, "folds"),
         ({"splits": {"gap": "soon"}}, "cannot read 'soon' as a duration"),
         ({"baseline": "nope"}, "baseline 'nope' is not a method label"),
-        ({"methods": [{"label": "a", "model": "persistence"}, {"label": "a", "model": "persistence"}]}, "unique"),
+        (
+            {
+                "methods": [
+                    {"label": "a", "model": "persistence"},
+                    {"label": "a", "model": "persistence"},
+                ]
+            },
+            "unique",
+        ),
         ({"data": {"store": "x", "start": "2024-01-02", "end": "2024-01-01"}}, "must be after"),
         ({"colour": "red"}, "colour"),
     ],
 )
-def test_bad_plans_say_what_to_change(tmp_path: Path, change: dict, message: str, plan_dict) -> None:
+def test_bad_plans_say_what_to_change(
+    tmp_path: Path, change: dict, message: str, plan_dict
+) -> None:
     with pytest.raises(PlanError, match=message):
         load_plan(data={**plan_dict(tmp_path / "s.zarr"), **change})
 

@@ -29,15 +29,21 @@ def test_gap_blocks_and_day_blocks() -> None:
     spec = SplitSpec(block="gap", gap="30min")
     blocks = make_blocks(times, spec)
     assert [len(b) for b in blocks] == [22, 5]  # a 2-slot hole (15 min) does not split
-    days = make_blocks(pd.date_range("2024-01-01T22:00", periods=48, freq="5min"), SplitSpec(block="day"))
+    days = make_blocks(
+        pd.date_range("2024-01-01T22:00", periods=48, freq="5min"), SplitSpec(block="day")
+    )
     assert [len(b) for b in days] == [24, 24]
-    fixed = make_blocks(pd.date_range("2024-01-01", periods=30, freq="5min"), SplitSpec(block="fixed", length="1h"))
+    fixed = make_blocks(
+        pd.date_range("2024-01-01", periods=30, freq="5min"), SplitSpec(block="fixed", length="1h")
+    )
     assert [len(b) for b in fixed] == [12, 12, 6]
 
 
 def test_too_few_blocks_for_k_says_what_to_change() -> None:
     times = _axis([(30, 10), (30, 0)])
-    with pytest.raises(PlanError, match=r"at least 3 blocks for 3 folds but the data has 2.*lower splits.folds"):
+    with pytest.raises(
+        PlanError, match=r"at least 3 blocks for 3 folds but the data has 2.*lower splits.folds"
+    ):
         make_splits(times, SplitSpec(folds=3), Geometry(2, 3, C), seed=0)
 
 
@@ -73,11 +79,20 @@ specs = st.builds(
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(runs=runs, spec=specs, n_in=st.integers(1, 4), n_out=st.integers(1, 6), seed=st.integers(0, 2**31), holes=st.integers(0, 3))
+@given(
+    runs=runs,
+    spec=specs,
+    n_in=st.integers(1, 4),
+    n_out=st.integers(1, 6),
+    seed=st.integers(0, 2**31),
+    holes=st.integers(0, 3),
+)
 def test_no_training_window_overlaps_a_test_window(runs, spec, n_in, n_out, seed, holes) -> None:
     times = _axis(runs)
     if holes and len(times) > 3:  # random single missing frames inside runs
-        drop = np.random.default_rng(seed).choice(len(times), size=min(holes, len(times) - 1), replace=False)
+        drop = np.random.default_rng(seed).choice(
+            len(times), size=min(holes, len(times) - 1), replace=False
+        )
         times = times.delete(sorted(drop))
     geo = Geometry(n_in, n_out, C)
     try:
@@ -89,9 +104,14 @@ def test_no_training_window_overlaps_a_test_window(runs, spec, n_in, n_out, seed
     present = set(times)
     spans = [(b[0], b[-1]) for b in blocks]
     for s in splits:
-        assert set(s.test_blocks).isdisjoint(s.train_blocks) and set(s.test_blocks).isdisjoint(s.val_blocks)
+        assert set(s.test_blocks).isdisjoint(s.train_blocks) and set(s.test_blocks).isdisjoint(
+            s.val_blocks
+        )
         for t in s.test_starts:  # each test window inside one test block, inputs present
-            assert any(spans[b][0] <= t - geo.before and t + geo.after <= spans[b][1] for b in s.test_blocks)
+            assert any(
+                spans[b][0] <= t - geo.before and t + geo.after <= spans[b][1]
+                for b in s.test_blocks
+            )
             assert all(t - k * C in present for k in range(n_in))
         test_windows = [(t - geo.before, t + geo.after) for t in s.test_starts]
         for t in s.train_times.append(s.val_times):

@@ -41,7 +41,7 @@ if __name__ == "__main__":
 SCRIPT = '''
 import argparse, json, pathlib
 p = argparse.ArgumentParser(); p.add_argument("--out", type=pathlib.Path); p.add_argument("--workers", nargs="+")
-p.add_argument("--skip-learned", action="store_true"); p.add_argument("--repetitions")
+p.add_argument("--skip-learned", action="store_true"); p.add_argument("--repetitions"); p.add_argument("--stride")
 a = p.parse_args(); a.out.mkdir(parents=True, exist_ok=True)
 (a.out / "bench_dap.json").write_text(json.dumps({"benchmark": "dap", "n_splits": 4, "grid": [40, 40],
     "runs": [{"workers": int(w), "wall_s": 1.5 / int(w)} for w in a.workers or ["1", "2"]]}))

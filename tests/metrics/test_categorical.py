@@ -22,7 +22,12 @@ def test_hand_computed_2x2_table() -> None:
     fc, ob = _fields(50, 20, 30, 900)
     t = ContingencyTable.init([1.0], n_leads=1)
     t.accumulate(fc, ob)
-    assert (t.hits[0, 0], t.misses[0, 0], t.false_alarms[0, 0], t.correct_negatives[0, 0]) == (50, 20, 30, 900)
+    assert (t.hits[0, 0], t.misses[0, 0], t.false_alarms[0, 0], t.correct_negatives[0, 0]) == (
+        50,
+        20,
+        30,
+        900,
+    )
     s = {k: float(v[0, 0]) for k, v in t.compute().items()}
     assert s["csi"] == pytest.approx(0.5)
     assert s["pod"] == pytest.approx(50 / 70)
@@ -62,7 +67,12 @@ def test_nan_observations_are_masked_not_dry() -> None:
     ob = np.array([[[np.nan, np.nan], [3.0, 0.0]]])
     t = ContingencyTable.init([1.0], n_leads=1)
     t.accumulate(fc, ob)
-    assert (t.hits[0, 0], t.false_alarms[0, 0], t.misses[0, 0], t.correct_negatives[0, 0]) == (1, 1, 0, 0)
+    assert (t.hits[0, 0], t.false_alarms[0, 0], t.misses[0, 0], t.correct_negatives[0, 0]) == (
+        1,
+        1,
+        0,
+        0,
+    )
     fc2 = np.array([[[np.nan, 0.0], [0.0, 0.0]]])
     t2 = ContingencyTable.init([1.0], n_leads=1)
     t2.accumulate(fc2, np.full((1, 2, 2), 2.0))

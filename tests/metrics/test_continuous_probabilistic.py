@@ -50,9 +50,13 @@ def test_score_suite_roundtrip_merge_and_diff() -> None:
 
     def ds(rain: np.ndarray, light: np.ndarray, prob: bool) -> xr.Dataset:
         name = "lightning_probability" if prob else "lightning"
-        return xr.Dataset({"rain_rate": (("lead_time", "y", "x"), rain), name: (("lead_time", "y", "x"), light)})
+        return xr.Dataset(
+            {"rain_rate": (("lead_time", "y", "x"), rain), name: (("lead_time", "y", "x"), light)}
+        )
 
-    kw = dict(n_leads=2, thresholds=[0.5, 2.0], fss_thresholds=[1.0], fss_scales=[1, 3], lightning=True)
+    kw = dict(
+        n_leads=2, thresholds=[0.5, 2.0], fss_thresholds=[1.0], fss_scales=[1, 3], lightning=True
+    )
     a, b, pooled = ScoreSuite.init(**kw), ScoreSuite.init(**kw), ScoreSuite.init(**kw)
     for i in range(4):
         f = ds(rng.gamma(0.5, 3, (2, 6, 6)), rng.uniform(0, 1, (2, 6, 6)), True)
@@ -61,12 +65,45 @@ def test_score_suite_roundtrip_merge_and_diff() -> None:
         (a if i % 2 else b).accumulate(f, o)
     a.merge(b)
     # integer states merge exactly; float64 sums to rounding (order of additions differs)
-    assert a.rain == pooled.rain and a.lightning == pooled.lightning and a.errors.n.tolist() == pooled.errors.n.tolist()
+    assert (
+        a.rain == pooled.rain
+        and a.lightning == pooled.lightning
+        and a.errors.n.tolist() == pooled.errors.n.tolist()
+    )
     assert a.reliability.count.tolist() == pooled.reliability.count.tolist()
     assert np.allclose(a.fss.sum_fct_sq, pooled.fss.sum_fct_sq, rtol=1e-14, atol=0)
     back = ScoreSuite.from_dict(pooled.to_dict())
     assert back == pooled and back.diff(pooled) == []
     s = pooled.compute()
-    assert s["csi"].shape == (2, 2) and s["fss"].shape == (2, 1, 2) and s["lightning_mcc"].shape == (2,)
+    assert (
+        s["csi"].shape == (2, 2)
+        and s["fss"].shape == (2, 1, 2)
+        and s["lightning_mcc"].shape == (2,)
+    )
     back.errors.n[0] += 1
     assert back.diff(pooled) == ["errors.n"]
+
+
+def test_all_missing_observations_give_nan_everywhere_not_a_crash() -> None:
+    import xarray as xr
+
+    suite = ScoreSuite.init(
+        n_leads=2, thresholds=[1.0], fss_thresholds=[1.0], fss_scales=[3], lightning=True
+    )
+    f = xr.Dataset(
+        {
+            "rain_rate": (("lead_time", "y", "x"), np.ones((2, 5, 5))),
+            "lightning_probability": (("lead_time", "y", "x"), np.full((2, 5, 5), 0.5)),
+        }
+    )
+    o = xr.Dataset(
+        {
+            "rain_rate": (("lead_time", "y", "x"), np.full((2, 5, 5), np.nan)),
+            "lightning": (("lead_time", "y", "x"), np.full((2, 5, 5), np.nan)),
+        }
+    )
+    suite.accumulate(f, o)
+    for name, value in suite.compute().items():
+        if name != "reliability_count":
+            assert np.isnan(value).all(), name
+    assert int(suite.rain.correct_negatives.sum()) == 0

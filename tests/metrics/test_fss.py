@@ -27,7 +27,9 @@ def test_agrees_with_pysteps_fss() -> None:
     for k in range(2):
         for i, thr in enumerate(thresholds):
             for j, sc in enumerate(scales):
-                assert got[k, i, j] == pytest.approx(fss(f[k], o[k], thr, sc), rel=1e-12, nan_ok=True)
+                assert got[k, i, j] == pytest.approx(
+                    fss(f[k], o[k], thr, sc), rel=1e-12, nan_ok=True
+                )
 
 
 def test_identical_fields_score_one_and_no_events_nan() -> None:
@@ -54,7 +56,9 @@ def test_nan_cells_masked_in_both_fields() -> None:
 
 def test_merge_is_exact_sum() -> None:
     rng = np.random.default_rng(9)
-    fields = [(_smooth_field(rng, (20, 20))[None], _smooth_field(rng, (20, 20))[None]) for _ in range(4)]
+    fields = [
+        (_smooth_field(rng, (20, 20))[None], _smooth_field(rng, (20, 20))[None]) for _ in range(4)
+    ]
     pooled = FractionsSkillScore.init([1.0], [3], 1)
     a, b = FractionsSkillScore.init([1.0], [3], 1), FractionsSkillScore.init([1.0], [3], 1)
     for i, (f, o) in enumerate(fields):

@@ -94,3 +94,12 @@ def test_config_validation() -> None:
         ModelConfig(channels=[4], kernels=[4], strides=[2])
     with pytest.raises(ValueError):
         ModelConfig(advection="sideways")
+
+
+def test_untrained_residual_network_is_the_extrapolation() -> None:
+    cfg = _cfg(advection="residual")
+    x, g = _inputs(cfg)
+    rain, _ = EncoderForecaster(cfg)(x, g)
+    torch.testing.assert_close(rain, g[:, :, 0])
+    plain = _cfg(advection="input")
+    assert not torch.allclose(EncoderForecaster(plain)(x, g)[0], g[:, :, 0])

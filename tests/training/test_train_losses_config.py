@@ -84,3 +84,18 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     p.write_text("[train]\nepochs = 0\n")
     with pytest.raises(ConfigError, match=r"bad.toml: invalid configuration: train.epochs"):
         load_config(TrainConfig, p)
+
+
+def test_soft_csi_loss_rewards_hits_and_ignores_dry_cells() -> None:
+    opts = TrainOptions(mse_weight=0.0, mae_weight=0.0, exceedance_weight=1.0, exceedance_thresholds=[1.0], exceedance_loss="soft_csi")
+    rate = _t(3.0, 0.0, 0.0, 0.0)
+    mask = torch.ones_like(rate, dtype=torch.bool)
+    hit = _s(_t(3.0, 0.0, 0.0, 0.0))
+    miss = _s(_t(0.0, 0.0, 0.0, 0.0))
+    false_alarm = _s(_t(3.0, 3.0, 0.0, 0.0))
+    l_hit, l_miss, l_fa = (rain_loss(p, _s(rate), rate, mask, opts).item() for p in (hit, miss, false_alarm))
+    assert l_hit < 0.05 and l_miss > 0.4 and l_hit < l_fa < l_miss
+    # adding correctly forecast dry cells changes nothing (unlike a per-cell mean)
+    rate2 = torch.cat([rate, torch.zeros(1, 1, 1, 100)], dim=-1)
+    miss2 = torch.cat([miss, torch.zeros(1, 1, 1, 100)], dim=-1)
+    assert rain_loss(miss2, _s(rate2), rate2, torch.ones_like(rate2, dtype=torch.bool), opts).item() == pytest.approx(l_miss, abs=1e-3)

@@ -24,8 +24,19 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = (
-    "nowcast", "numpy", "scipy", "pandas", "xarray", "zarr", "pysteps", "torch", "dask",
-    "distributed", "opencv-python-headless", "pydantic", "netCDF4",
+    "nowcast",
+    "numpy",
+    "scipy",
+    "pandas",
+    "xarray",
+    "zarr",
+    "pysteps",
+    "torch",
+    "dask",
+    "distributed",
+    "opencv-python-headless",
+    "pydantic",
+    "netCDF4",
 )
 
 
@@ -62,11 +73,18 @@ def code_version() -> dict[str, Any]:
         info["package"] = None
     try:
         commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         status = subprocess.run(
             ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
         info.update(commit=commit or None, dirty=bool(status.strip()))
     except (OSError, subprocess.SubprocessError):

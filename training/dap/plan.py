@@ -44,7 +44,9 @@ def _duration(v: Any, what: str) -> str:
     try:
         td = pd.Timedelta(v, unit="s") if isinstance(v, int | float) else pd.Timedelta(str(v))
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{what}: cannot read {v!r} as a duration (e.g. '30min', '2h', '1D')") from exc
+        raise ValueError(
+            f"{what}: cannot read {v!r} as a duration (e.g. '30min', '2h', '1D')"
+        ) from exc
     if td <= pd.Timedelta(0):
         raise ValueError(f"{what} must be positive, got {v!r}")
     return td.isoformat()
@@ -54,7 +56,9 @@ class DataSpec(_Strict):
     """Where the observations come from: one store and an optional period and crop."""
 
     store: str = Field(description="observation store URL or path (e.g. var/real.zarr)")
-    start: str | None = Field(None, description="first time used (UTC, ISO 8601); default: store start")
+    start: str | None = Field(
+        None, description="first time used (UTC, ISO 8601); default: store start"
+    )
     end: str | None = Field(None, description="last time used (UTC, ISO 8601); default: store end")
     rows: tuple[int, int] | None = Field(None, description="crop: [first, stop) grid rows")
     cols: tuple[int, int] | None = Field(None, description="crop: [first, stop) grid columns")
@@ -68,7 +72,9 @@ class DataSpec(_Strict):
         try:
             ts = pd.Timestamp(v)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"cannot read {v!r} as a UTC time (use e.g. 2010-08-26T00:00)") from exc
+            raise ValueError(
+                f"cannot read {v!r} as a UTC time (use e.g. 2010-08-26T00:00)"
+            ) from exc
         if ts.tzinfo is not None:
             ts = ts.tz_convert("UTC").tz_localize(None)
         return ts.isoformat()
@@ -92,8 +98,12 @@ class MethodSpec(_Strict):
 
     label: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$")
     model: str = Field(description="registry name of the nowcaster (nowcast models list)")
-    options: dict[str, Any] = Field(default_factory=dict, description="create_nowcaster(model, **options)")
-    train: bool = Field(False, description="train on each split's training blocks (training.api.fit)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="create_nowcaster(model, **options)"
+    )
+    train: bool = Field(
+        False, description="train on each split's training blocks (training.api.fit)"
+    )
     fit: dict[str, Any] = Field(
         default_factory=dict, description="options for training.api.fit ([model]/[train] tables)"
     )
@@ -120,12 +130,20 @@ class ScoreSpec(_Strict):
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     leads: tuple[int, ...] = Field(DEFAULT_LEADS_MIN, description="lead times in minutes")
     fss_thresholds: tuple[float, ...] = (1.0, 5.0)
-    fss_scales: tuple[int, ...] = Field((1, 5, 11, 21), description="FSS window sizes in grid cells")
+    fss_scales: tuple[int, ...] = Field(
+        (1, 5, 11, 21), description="FSS window sizes in grid cells"
+    )
     lightning: bool = True
-    lightning_occurrence: float = Field(1.0, gt=0, description="observed flashes per cell per interval")
-    lightning_probability: float = Field(0.5, gt=0, lt=1, description="probability for yes/no scores")
+    lightning_occurrence: float = Field(
+        1.0, gt=0, description="observed flashes per cell per interval"
+    )
+    lightning_probability: float = Field(
+        0.5, gt=0, lt=1, description="probability for yes/no scores"
+    )
     reliability_bins: int = Field(10, ge=2, le=100)
-    interval: float = Field(0.95, gt=0.5, lt=1.0, description="confidence of the intervals across splits")
+    interval: float = Field(
+        0.95, gt=0.5, lt=1.0, description="confidence of the intervals across splits"
+    )
 
     @field_validator("thresholds", "fss_thresholds")
     @classmethod
@@ -135,7 +153,9 @@ class ScoreSpec(_Strict):
             raise ValueError("at least one threshold is needed")
         bad = [t for t in v if not lo <= t <= hi]
         if bad:
-            raise ValueError(f"thresholds {bad} out of range: rain-rate thresholds must lie in [{lo}, {hi}] mm/h")
+            raise ValueError(
+                f"thresholds {bad} out of range: rain-rate thresholds must lie in [{lo}, {hi}] mm/h"
+            )
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate thresholds in {list(v)}")
         return tuple(sorted(float(t) for t in v))
@@ -165,15 +185,24 @@ class SplitSpec(_Strict):
     """Repeated blocked temporal splits: blocks, K folds x R repetitions, embargo."""
 
     block: Literal["gap", "day", "fixed"] = Field(
-        "gap", description="gap: runs separated by gaps > 'gap'; day: calendar days (UTC); fixed: 'length'"
+        "gap",
+        description="gap: runs separated by gaps > 'gap'; day: calendar days (UTC); fixed: 'length'",
     )
-    gap: str = Field("30min", description="for block = gap: a gap longer than this starts a new block")
+    gap: str = Field(
+        "30min", description="for block = gap: a gap longer than this starts a new block"
+    )
     length: str = Field("6h", description="for block = fixed: block length")
     folds: int = Field(2, ge=2, le=100)
     repetitions: int = Field(1, ge=1, le=100)
-    embargo: str | None = Field(None, description="at least the input + output window (the default)")
-    validation_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of training blocks for early stopping")
-    stride: int = Field(1, ge=1, description="evaluate every stride-th valid start time (1 = every one)")
+    embargo: str | None = Field(
+        None, description="at least the input + output window (the default)"
+    )
+    validation_fraction: float = Field(
+        0.2, ge=0.0, lt=1.0, description="share of training blocks for early stopping"
+    )
+    stride: int = Field(
+        1, ge=1, description="evaluate every stride-th valid start time (1 = every one)"
+    )
 
     @field_validator("gap", "length")
     @classmethod
@@ -202,7 +231,9 @@ class Plan(_Strict):
     description: str = ""
     data: DataSpec
     methods: tuple[MethodSpec, ...] = Field(min_length=1)
-    baseline: str | None = Field(None, description="label of the reference method (default: the first)")
+    baseline: str | None = Field(
+        None, description="label of the reference method (default: the first)"
+    )
     scores: ScoreSpec = ScoreSpec()
     splits: SplitSpec = SplitSpec()
     seed: int = Field(0, ge=0, description="master seed: block assignment, training, per split")
@@ -241,7 +272,11 @@ def plan_hash(plan: Plan) -> str:
     return hashlib.sha256(canonical_json(plan).encode()).hexdigest()
 
 
-def load_plan(path: str | Path | None = None, overrides: list[str] | None = None, data: dict[str, Any] | None = None) -> Plan:
+def load_plan(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    data: dict[str, Any] | None = None,
+) -> Plan:
     """Read and validate a plan (TOML/YAML/JSON file or a dict); raises PlanError naming the problem."""
     from nowcast.config import ConfigError
 

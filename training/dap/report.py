@@ -24,10 +24,31 @@ from training.dap.plan import canonical_json
 log = logging.getLogger(__name__)
 
 #: valid range of a score, for clipping interval bands and axes
-RANGES = {"mae": (0.0, np.inf), "rmse": (0.0, np.inf), "csi": (0.0, 1.0), "pod": (0.0, 1.0), "far": (0.0, 1.0), "ets": (-1 / 3, 1.0), "hss": (-1.0, 1.0),
-          "mcc": (-1.0, 1.0), "fss": (0.0, 1.0), "lightning_csi": (0.0, 1.0), "brier": (0.0, 1.0)}
+RANGES = {
+    "mae": (0.0, np.inf),
+    "rmse": (0.0, np.inf),
+    "csi": (0.0, 1.0),
+    "pod": (0.0, 1.0),
+    "far": (0.0, 1.0),
+    "ets": (-1 / 3, 1.0),
+    "hss": (-1.0, 1.0),
+    "mcc": (-1.0, 1.0),
+    "fss": (0.0, 1.0),
+    "lightning_csi": (0.0, 1.0),
+    "brier": (0.0, 1.0),
+}
 
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
+COLORS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#7f7f7f",
+)
 
 
 def _lead_minutes(ds: xr.Dataset) -> np.ndarray:
@@ -38,12 +59,16 @@ def _save(fig: Any, path: Path, plan_hash: str) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    fig.text(0.995, 0.003, f"plan {plan_hash[:12]}", ha="right", va="bottom", fontsize=6, color="#888888")
+    fig.text(
+        0.995, 0.003, f"plan {plan_hash[:12]}", ha="right", va="bottom", fontsize=6, color="#888888"
+    )
     fig.savefig(path, format="png", dpi=100, metadata={"Comment": f"nowcast DAP plan {plan_hash}"})
     return path.name
 
 
-def _line_band(ax: Any, lm: np.ndarray, s: xr.DataArray, color: str, label: str, score: str) -> None:
+def _line_band(
+    ax: Any, lm: np.ndarray, s: xr.DataArray, color: str, label: str, score: str
+) -> None:
     """Mean line and interval band, both clipped to the score's valid range."""
     lo_b, hi_b = RANGES.get(score, (-np.inf, np.inf))
     mean = s.sel(stat="mean").values
@@ -77,7 +102,10 @@ def skill_figure(ds: xr.Dataset, score: str, out: Path) -> str:
         ax.tick_params(labelsize=7)
         if i == 0:
             ax.legend(fontsize=7)
-    fig.suptitle(f"{score.upper()}: mean over {ds.sizes['split']} splits, {ds.attrs['interval']:.0%} interval", fontsize=10)
+    fig.suptitle(
+        f"{score.upper()}: mean over {ds.sizes['split']} splits, {ds.attrs['interval']:.0%} interval",
+        fontsize=10,
+    )
     fig.tight_layout()
     return _save(fig, out / f"skill_{score}.png", ds.attrs["plan_hash"])
 
@@ -94,8 +122,12 @@ def fss_figure(ds: xr.Dataset, out: Path) -> str:
         ax = fig.add_subplot(1, len(thr), i + 1)
         for j, m in enumerate(ds["method"].values):
             for k, sc in enumerate(ds["scale"].values):
-                v = ds["fss_summary"].sel({"stat": "mean", "method": m, "fss_threshold": t, "scale": sc})
-                ax.plot(lm, v, styles[k % 4], color=COLORS[j % len(COLORS)], label=f"{m}, {sc} cells")
+                v = ds["fss_summary"].sel(
+                    {"stat": "mean", "method": m, "fss_threshold": t, "scale": sc}
+                )
+                ax.plot(
+                    lm, v, styles[k % 4], color=COLORS[j % len(COLORS)], label=f"{m}, {sc} cells"
+                )
         ax.set_title(f"FSS >= {t:g} mm/h", fontsize=10)
         ax.set_xlabel("lead time (min)", fontsize=8)
         ax.grid(alpha=0.3)
@@ -142,10 +174,19 @@ def lightning_figure(ds: xr.Dataset, out: Path) -> str | None:
         osum = np.nansum(ds["reliability_observed"].sel({"method": m}).values * cnt, axis=0)
         n = cnt.sum(axis=0)
         ok = n > 0
-        ax.plot(fsum[ok] / n[ok], osum[ok] / n[ok], "-o", ms=3, color=COLORS[j % len(COLORS)], label=str(m))
+        ax.plot(
+            fsum[ok] / n[ok],
+            osum[ok] / n[ok],
+            "-o",
+            ms=3,
+            color=COLORS[j % len(COLORS)],
+            label=str(m),
+        )
     ax.set_xlabel("forecast probability", fontsize=8)
     ax.set_ylabel("observed frequency", fontsize=8)
-    ax.set_title(f"lightning reliability (>= {ds.attrs['lightning_occurrence']:g} flash)", fontsize=10)
+    ax.set_title(
+        f"lightning reliability (>= {ds.attrs['lightning_occurrence']:g} flash)", fontsize=10
+    )
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     lm = _lead_minutes(ds)
@@ -183,7 +224,13 @@ def example_figure(example: dict[str, Any], split: int, out: Path, plan_hash: st
                 field = arr[c - 1]
                 title = f"+{example['leads_min'][c - 1]} min" if r == 0 else ""
             if field is not None:
-                ax.imshow(np.where(np.isnan(field), 1.0, np.nan), cmap="Greys", vmin=0, vmax=4, interpolation="nearest")
+                ax.imshow(
+                    np.where(np.isnan(field), 1.0, np.nan),
+                    cmap="Greys",
+                    vmin=0,
+                    vmax=4,
+                    interpolation="nearest",
+                )
                 im = ax.imshow(field, cmap=cmap, norm=norm, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -193,7 +240,9 @@ def example_figure(example: dict[str, Any], split: int, out: Path, plan_hash: st
                 ax.set_ylabel(name, fontsize=9)
             if field is None:
                 ax.axis("off")
-                ax.text(0.5, 0.5, name, ha="center", va="center", fontsize=9, transform=ax.transAxes)
+                ax.text(
+                    0.5, 0.5, name, ha="center", va="center", fontsize=9, transform=ax.transAxes
+                )
     if im is not None:
         cb = fig.colorbar(im, ax=fig.axes, fraction=0.02, pad=0.01)
         cb.set_label("rain rate (mm/h)", fontsize=8)
@@ -225,8 +274,12 @@ def paired_table(ds: xr.Dataset, scores: tuple[str, ...] = ("csi", "mcc")) -> st
                     d, lo, hi = (float(q.sel(paired=k)) for k in ("diff", "lo", "hi"))
                     wins, n = int(q.sel(paired="wins")), int(q.sel(paired="n"))
                     cls = "pos" if lo > 0 else "neg" if hi < 0 else ""
-                    cells.append(f"<td class='{cls}'>{_fmt(d)} [{_fmt(lo)}, {_fmt(hi)}]<br><small>won {wins}/{n}</small></td>")
-                rows.append(f"<tr><td>{html.escape(str(m))}</td><td>{score.upper()}</td><td>{t:g}</td>{''.join(cells)}</tr>")
+                    cells.append(
+                        f"<td class='{cls}'>{_fmt(d)} [{_fmt(lo)}, {_fmt(hi)}]<br><small>won {wins}/{n}</small></td>"
+                    )
+                rows.append(
+                    f"<tr><td>{html.escape(str(m))}</td><td>{score.upper()}</td><td>{t:g}</td>{''.join(cells)}</tr>"
+                )
     if not rows:
         return "<p>Only the baseline was evaluated.</p>"
     return (
@@ -263,7 +316,10 @@ def write_report(
             examples.append(example_figure(res["example"], res["split"], out, ph))
 
     info = prepared.store_info
-    blocks = "".join(f"<tr><td>{i}</td><td>{b[0]}</td><td>{b[1]}</td><td>{b[2]}</td></tr>" for i, b in enumerate(info["blocks"]))
+    blocks = "".join(
+        f"<tr><td>{i}</td><td>{b[0]}</td><td>{b[1]}</td><td>{b[2]}</td></tr>"
+        for i, b in enumerate(info["blocks"])
+    )
     split_rows = "".join(
         "<tr>"
         f"<td>{r['split']}</td><td>{r['repetition']}</td><td>{r['fold']}</td>"
@@ -279,8 +335,12 @@ def write_report(
         f"<td>{'yes' if m.train else 'no'}</td></tr>"
         for m in plan.methods
     )
-    fig_html = "".join(f"<h3>{html.escape(t)}</h3><img src='{f}' alt='{html.escape(t)}'>" for t, f in figs)
-    ex_html = "".join(f"<img src='{f}' alt='example forecast'>" for f in examples) or "<p>No example.</p>"
+    fig_html = "".join(
+        f"<h3>{html.escape(t)}</h3><img src='{f}' alt='{html.escape(t)}'>" for t, f in figs
+    )
+    ex_html = (
+        "".join(f"<img src='{f}' alt='example forecast'>" for f in examples) or "<p>No example.</p>"
+    )
     light_html = f"<img src='{light}' alt='lightning'>" if light else "<p>Lightning not scored.</p>"
     plan_json = json.dumps(json.loads(canonical_json(plan)), indent=2)
     page = f"""<!DOCTYPE html>
@@ -296,27 +356,27 @@ pre {{ background: #f7f7f7; padding: 0.8em; font-size: 0.8em; overflow-x: auto; 
 </style></head><body>
 <h1>DAP evaluation: {html.escape(plan.name)}</h1>
 <p>{html.escape(plan.description)}</p>
-<p>Plan hash <code>{ph}</code> &middot; {ds.sizes['split']} splits ({plan.splits.folds} folds &times; {plan.splits.repetitions}
-repetitions, blocks: {plan.splits.block}) &middot; baseline <b>{html.escape(ds.attrs['baseline'])}</b> &middot; {html.escape(mode)},
+<p>Plan hash <code>{ph}</code> &middot; {ds.sizes["split"]} splits ({plan.splits.folds} folds &times; {plan.splits.repetitions}
+repetitions, blocks: {plan.splits.block}) &middot; baseline <b>{html.escape(ds.attrs["baseline"])}</b> &middot; {html.escape(mode)},
 {wall_s:.1f} s before the report.</p>
 
 <h2>Methods</h2>
 <table><tr><th>label</th><th>model</th><th>options</th><th>trained per split</th></tr>{method_rows}</table>
 
 <h2>Data used</h2>
-<p>Store <code>{html.escape(str(info['store']))}</code> (covers {info['store_range'][0]} .. {info['store_range'][1]}); period
-{info['period'][0]} .. {info['period'][1]}, {info['n_frames']} frames at {info['cadence']}, grid {info['grid_shape']}
-(scored area {info['crop_shape']}). Window: {info['window']['n_inputs']} input frames + {info['window']['n_lead_steps']} lead
-steps; embargo {info['embargo']}. NaN observations (no coverage) are masked, never scored as dry.</p>
+<p>Store <code>{html.escape(str(info["store"]))}</code> (covers {info["store_range"][0]} .. {info["store_range"][1]}); period
+{info["period"][0]} .. {info["period"][1]}, {info["n_frames"]} frames at {info["cadence"]}, grid {info["grid_shape"]}
+(scored area {info["crop_shape"]}). Window: {info["window"]["n_inputs"]} input frames + {info["window"]["n_lead_steps"]} lead
+steps; embargo {info["embargo"]}. NaN observations (no coverage) are masked, never scored as dry.</p>
 <table><tr><th>block</th><th>first frame</th><th>last frame</th><th>frames</th></tr>{blocks}</table>
 
 <h2>Skill</h2>
 <p>Scores of each split come from that split's pooled contingency tables / sums; lines are the mean across splits,
-bands the {ds.attrs['interval']:.0%} Student-t interval of that mean.</p>
+bands the {ds.attrs["interval"]:.0%} Student-t interval of that mean.</p>
 {fig_html}
 
-<h2>Paired difference against {html.escape(ds.attrs['baseline'])}</h2>
-<p>Mean over splits of (method &minus; baseline), its {ds.attrs['interval']:.0%} interval, and in how many splits the method
+<h2>Paired difference against {html.escape(ds.attrs["baseline"])}</h2>
+<p>Mean over splits of (method &minus; baseline), its {ds.attrs["interval"]:.0%} interval, and in how many splits the method
 did better. Green: interval above 0; red: below 0.</p>
 {paired_table(ds)}
 

@@ -30,18 +30,35 @@ from nowcast.metrics import ScoreSuite
 
 #: score -> orientation: "max" higher is better, "min" lower is better, or the target value
 ORIENTATION: dict[str, str | float] = {
-    "csi": "max", "pod": "max", "far": "min", "bias": 1.0, "hss": "max", "ets": "max", "mcc": "max",
-    "fss": "max", "mae": "min", "rmse": "min", "me": 0.0,
-    "lightning_csi": "max", "lightning_pod": "max", "lightning_far": "min", "lightning_mcc": "max",
-    "lightning_hss": "max", "lightning_ets": "max", "lightning_bias": 1.0,
-    "brier": "min", "bss": "max",
+    "csi": "max",
+    "pod": "max",
+    "far": "min",
+    "bias": 1.0,
+    "hss": "max",
+    "ets": "max",
+    "mcc": "max",
+    "fss": "max",
+    "mae": "min",
+    "rmse": "min",
+    "me": 0.0,
+    "lightning_csi": "max",
+    "lightning_pod": "max",
+    "lightning_far": "min",
+    "lightning_mcc": "max",
+    "lightning_hss": "max",
+    "lightning_ets": "max",
+    "lightning_bias": 1.0,
+    "brier": "min",
+    "bss": "max",
 }
 CATEGORICAL = ("csi", "pod", "far", "bias", "hss", "ets", "mcc")
 CONTINUOUS = ("mae", "rmse", "me")
 LIGHTNING = ("lightning_csi", "lightning_pod", "lightning_far", "lightning_mcc", "brier", "bss")
 
 
-def _interval(values: np.ndarray, level: float, axis: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _interval(
+    values: np.ndarray, level: float, axis: int = -1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean, lower, upper (Student-t interval of the mean) and n over ``axis``, NaN-aware."""
     from scipy import stats
 
@@ -57,7 +74,9 @@ def _interval(values: np.ndarray, level: float, axis: int = -1) -> tuple[np.ndar
     return mean, mean - half, mean + half, n.astype(np.float64)
 
 
-def _wins(diff_sign: np.ndarray, method: np.ndarray, base: np.ndarray, orient: str | float) -> np.ndarray:
+def _wins(
+    diff_sign: np.ndarray, method: np.ndarray, base: np.ndarray, orient: str | float
+) -> np.ndarray:
     if orient == "max":
         won = method > base
     elif orient == "min":
@@ -84,7 +103,9 @@ def build_results(prepared: Any, split_results: list[dict[str, Any]]) -> xr.Data
                 continue
             per.setdefault(name, []).append(np.stack([scores[lab][name] for lab in labels]))
         for name in ("hits", "misses", "false_alarms", "correct_negatives"):
-            counts.setdefault(name, []).append(np.stack([getattr(suites[lab].rain, name) for lab in labels]))
+            counts.setdefault(name, []).append(
+                np.stack([getattr(suites[lab].rain, name) for lab in labels])
+            )
         if res["repetition"] == 0:
             for lab, s in suites.items():
                 if lab in pooled:
@@ -100,7 +121,10 @@ def build_results(prepared: Any, split_results: list[dict[str, Any]]) -> xr.Data
         "fss_threshold": np.asarray(sc.fss_thresholds, dtype=np.float64),
         "scale": np.asarray(sc.fss_scales, dtype=np.int64),
         "split": np.asarray(splits, dtype=np.int64),
-        "repetition": ("split", np.asarray([r["repetition"] for r in split_results], dtype=np.int64)),
+        "repetition": (
+            "split",
+            np.asarray([r["repetition"] for r in split_results], dtype=np.int64),
+        ),
         "fold": ("split", np.asarray([r["fold"] for r in split_results], dtype=np.int64)),
         "stat": ["mean", "lo", "hi", "n"],
         "paired": ["diff", "lo", "hi", "wins", "n"],
@@ -118,22 +142,43 @@ def build_results(prepared: Any, split_results: list[dict[str, Any]]) -> xr.Data
     for name, parts in per.items():
         arr = np.stack(parts, axis=-1)  # (..., split)
         d = dims_of(name, arr) + ("split",)
-        data_vars[name] = (d, arr, {"long_name": name.upper().replace("_", " "), "orientation": str(ORIENTATION.get(name, ""))})
+        data_vars[name] = (
+            d,
+            arr,
+            {
+                "long_name": name.upper().replace("_", " "),
+                "orientation": str(ORIENTATION.get(name, "")),
+            },
+        )
         mean, lo, hi, n = _interval(arr, sc.interval)
         data_vars[f"{name}_summary"] = (("stat",) + d[:-1], np.stack([mean, lo, hi, n]))
         diff = arr - arr[base_i : base_i + 1]
         dm, dlo, dhi, dn = _interval(diff, sc.interval)
-        wins = _wins(diff, arr, np.broadcast_to(arr[base_i : base_i + 1], arr.shape), ORIENTATION.get(name, "max"))
+        wins = _wins(
+            diff,
+            arr,
+            np.broadcast_to(arr[base_i : base_i + 1], arr.shape),
+            ORIENTATION.get(name, "max"),
+        )
         data_vars[f"{name}_paired"] = (("paired",) + d[:-1], np.stack([dm, dlo, dhi, wins, dn]))
     for name, parts in counts.items():
-        data_vars[name] = (("method", dims.LEAD_TIME, "threshold", "split"), np.stack(parts, axis=-1))
+        data_vars[name] = (
+            ("method", dims.LEAD_TIME, "threshold", "split"),
+            np.stack(parts, axis=-1),
+        )
     if sc.lightning and pooled:
         rel = {lab: s.compute() for lab, s in pooled.items()}
         nb = sc.reliability_bins
         coords["prob_bin"] = (np.arange(nb) + 0.5) / nb
         for name in ("reliability_forecast", "reliability_observed", "reliability_count"):
-            data_vars[name] = (("method", dims.LEAD_TIME, "prob_bin"), np.stack([rel[lab][name] for lab in labels]))
-        data_vars["lightning_base_rate"] = (("method", dims.LEAD_TIME), np.stack([rel[lab]["base_rate"] for lab in labels]))
+            data_vars[name] = (
+                ("method", dims.LEAD_TIME, "prob_bin"),
+                np.stack([rel[lab][name] for lab in labels]),
+            )
+        data_vars["lightning_base_rate"] = (
+            ("method", dims.LEAD_TIME),
+            np.stack([rel[lab]["base_rate"] for lab in labels]),
+        )
 
     ds = xr.Dataset(data_vars, coords=coords)
     ds["threshold"].attrs["units"] = dims.RAIN_RATE_UNITS
@@ -150,7 +195,9 @@ def build_results(prepared: Any, split_results: list[dict[str, Any]]) -> xr.Data
         store=str(plan.data.store),
         lightning_occurrence=float(sc.lightning_occurrence),
         lightning_probability_threshold=float(sc.lightning_probability),
-        data_fingerprints=json.dumps({str(r["split"]): r["data_fingerprint"] for r in split_results}),
+        data_fingerprints=json.dumps(
+            {str(r["split"]): r["data_fingerprint"] for r in split_results}
+        ),
         conventions="event: value >= threshold; NaN observations masked; scores from pooled tables per split",
     )
     return ds
@@ -170,7 +217,9 @@ def _jsonable(v: Any) -> Any:
 
 def results_to_json(ds: xr.Dataset) -> dict[str, Any]:
     """The Dataset as JSON: lead_time in minutes, NaN as null."""
-    d = ds.assign_coords({dims.LEAD_TIME: (ds[dims.LEAD_TIME].values / np.timedelta64(1, "m")).astype(float)})
+    d = ds.assign_coords(
+        {dims.LEAD_TIME: (ds[dims.LEAD_TIME].values / np.timedelta64(1, "m")).astype(float)}
+    )
     d[dims.LEAD_TIME].attrs["units"] = "minutes"
     out = d.to_dict(data="list")
     return _jsonable(out)

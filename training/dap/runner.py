@@ -70,7 +70,9 @@ def _open_store(plan: Plan):  # -> ObservationStore
     from nowcast.store import ObservationStore, StoreError
 
     try:
-        return ObservationStore.open(plan.data.store, mode="r", storage_options=plan.data.storage_options)
+        return ObservationStore.open(
+            plan.data.store, mode="r", storage_options=plan.data.storage_options
+        )
     except (StoreError, FileNotFoundError, OSError, ValueError) as exc:
         raise PlanError(
             f"data.store {plan.data.store!r} cannot be opened ({exc}); build it first "
@@ -87,14 +89,18 @@ def method_inputs(method: MethodSpec) -> int:
     if method.train:
         n = method.fit.get("model", {}).get("n_inputs", method.options.get("n_inputs"))
         if n is None:
-            raise PlanError(f"method {method.label!r}: cannot tell its input frames; set fit.model.n_inputs")
+            raise PlanError(
+                f"method {method.label!r}: cannot tell its input frames; set fit.model.n_inputs"
+            )
         return int(n)
     from nowcast.models import create_nowcaster
 
     try:
         return int(create_nowcaster(method.model, **method.options).n_inputs)
     except (TypeError, ValueError) as exc:
-        raise PlanError(f"method {method.label!r}: model {method.model!r} rejects its options: {exc}") from exc
+        raise PlanError(
+            f"method {method.label!r}: model {method.model!r} rejects its options: {exc}"
+        ) from exc
 
 
 def prepare(plan: Plan) -> Prepared:
@@ -103,7 +109,9 @@ def prepare(plan: Plan) -> Prepared:
     cadence = pd.Timedelta(store.cadence)
     all_times = store.times()
     if len(all_times) == 0:
-        raise PlanError(f"data.store {plan.data.store!r} holds no complete frame; import data first")
+        raise PlanError(
+            f"data.store {plan.data.store!r} holds no complete frame; import data first"
+        )
     first, last = all_times[0], all_times[-1]
     start = pd.Timestamp(plan.data.start) if plan.data.start else first
     end = pd.Timestamp(plan.data.end) if plan.data.end else last
@@ -114,17 +122,23 @@ def prepare(plan: Plan) -> Prepared:
         )
     times = all_times[(all_times >= start) & (all_times <= end)]
     if len(times) == 0:
-        raise PlanError(f"data.store {plan.data.store!r} has no frame in {start} .. {end}; change data.start/data.end")
+        raise PlanError(
+            f"data.store {plan.data.store!r} has no frame in {start} .. {end}; change data.start/data.end"
+        )
     steps = []
     for lead in plan.lead_timedeltas:
         q, r = divmod(lead.value, cadence.value)
         if r or q < 1:
-            raise PlanError(f"lead time {lead} is not a multiple of the store cadence {cadence}; change scores.leads")
+            raise PlanError(
+                f"lead time {lead} is not a multiple of the store cadence {cadence}; change scores.leads"
+            )
         steps.append(int(q))
     ny, nx = store.grid.shape
     for name, crop, n in (("rows", plan.data.rows, ny), ("cols", plan.data.cols, nx)):
         if crop is not None and crop[1] > n:
-            raise PlanError(f"data.{name} {list(crop)} exceeds the grid ({n} {name}); change data.{name}")
+            raise PlanError(
+                f"data.{name} {list(crop)} exceeds the grid ({n} {name}); change data.{name}"
+            )
     n_in = max(method_inputs(m) for m in plan.methods)
     geo = Geometry(n_in=n_in, n_out=max(steps), cadence=cadence)
     need_training = any(m.train for m in plan.methods)
@@ -132,9 +146,13 @@ def prepare(plan: Plan) -> Prepared:
         try:
             import training.api  # noqa: F401
         except ImportError as exc:
-            raise PlanError(f"methods with train = true need training.api.fit, which is not available: {exc}") from exc
+            raise PlanError(
+                f"methods with train = true need training.api.fit, which is not available: {exc}"
+            ) from exc
         if plan.splits.validation_fraction <= 0:
-            raise PlanError("learned methods early-stop on validation blocks: set splits.validation_fraction > 0 (e.g. 0.2)")
+            raise PlanError(
+                "learned methods early-stop on validation blocks: set splits.validation_fraction > 0 (e.g. 0.2)"
+            )
         for m in plan.methods:
             if m.train and m.model == "convlstm":
                 from training.config import parse_options
@@ -159,7 +177,9 @@ def prepare(plan: Plan) -> Prepared:
         "embargo": embargo_of(plan.splits, geo).isoformat(),
         "window": {"n_inputs": geo.n_in, "n_lead_steps": geo.n_out},
     }
-    return Prepared(plan, plan_hash(plan), cadence, geo, tuple(steps), times, blocks, splits, (ny, nx), info)
+    return Prepared(
+        plan, plan_hash(plan), cadence, geo, tuple(steps), times, blocks, splits, (ny, nx), info
+    )
 
 
 def split_seed(plan_seed: int, split_index: int) -> int:
@@ -231,7 +251,9 @@ class _FrameCache:
         return ds
 
 
-def _build_methods(plan: Plan, split: Split, out_dir: Path, device: str, seed: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
+def _build_methods(
+    plan: Plan, split: Split, out_dir: Path, device: str, seed: int
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float]]:
     """Nowcasters by label (training the learned ones); checkpoint info; training seconds."""
     from nowcast.models import create_nowcaster
 
@@ -345,7 +367,10 @@ def _run_split(task: SplitTask) -> dict[str, Any]:
         history = cache.dataset(hist_times)
         obs_rain, obs_light = cache.stack(obs_times)
         observed = xr.Dataset(
-            {dims.RAIN_RATE: (dims.FORECAST_DIMS, obs_rain), dims.LIGHTNING: (dims.FORECAST_DIMS, obs_light)}
+            {
+                dims.RAIN_RATE: (dims.FORECAST_DIMS, obs_rain),
+                dims.LIGHTNING: (dims.FORECAST_DIMS, obs_light),
+            }
         )
         wet = float(np.nanmean(obs_rain >= ex_thr)) if np.isfinite(obs_rain).any() else 0.0
         keep = task.keep_example and wet > best_wet
@@ -392,14 +417,22 @@ def _run_split(task: SplitTask) -> dict[str, Any]:
         "scores": {k: _headline_scores(s) for k, s in suites.items()},
         "example": example,
     }
-    log.info("split %d: %d forecasts in %.1f s", split.index, len(split.test_starts), result["timings"]["total_s"])
+    log.info(
+        "split %d: %d forecasts in %.1f s",
+        split.index,
+        len(split.test_starts),
+        result["timings"]["total_s"],
+    )
     return result
 
 
 def _headline_scores(suite: ScoreSuite) -> dict[str, Any]:
     """CSI and MCC (lead, threshold) and MAE/RMSE (lead) of one split, NaN as None (readable ledger)."""
     sc = suite.compute()
-    return {k: _nan_to_none(np.asarray(sc[k], dtype=np.float64).tolist()) for k in ("csi", "mcc", "mae", "rmse")}
+    return {
+        k: _nan_to_none(np.asarray(sc[k], dtype=np.float64).tolist())
+        for k in ("csi", "mcc", "mae", "rmse")
+    }
 
 
 def _nan_to_none(v: Any) -> Any:
@@ -411,7 +444,9 @@ def _nan_to_none(v: Any) -> Any:
 def make_tasks(prepared: Prepared, out_dir: Path, device: str) -> list[SplitTask]:
     pj = prepared.plan.model_dump_json()
     return [
-        SplitTask(pj, s, prepared.geometry, prepared.lead_steps, str(out_dir), device, keep_example=True)
+        SplitTask(
+            pj, s, prepared.geometry, prepared.lead_steps, str(out_dir), device, keep_example=True
+        )
         for s in prepared.splits
     ]
 
@@ -448,12 +483,20 @@ def _run_tasks(
         mode = f"dask scheduler {client.scheduler.address}"
     else:
         cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=threads_per_worker, processes=True, dashboard_address=":0"
+            n_workers=workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=":0",
         )
         client = Client(cluster)
         mode = f"dask LocalCluster ({workers} workers x {threads_per_worker} threads)"
     try:
-        futures = [client.submit(run_split, t, pure=False, key=f"dap-split-{t.split.index}-{uuid.uuid4().hex[:8]}") for t in tasks]
+        futures = [
+            client.submit(
+                run_split, t, pure=False, key=f"dap-split-{t.split.index}-{uuid.uuid4().hex[:8]}"
+            )
+            for t in tasks
+        ]
         for fut in as_completed(futures):
             on_result(fut.result())
     finally:
@@ -511,7 +554,8 @@ def evaluate(
             "run_id": run_id,
             "plan_hash": ph,
             "plan": json.loads(canonical_json(plan)),
-            "run": plan.run.model_dump(mode="json") | {"workers": n_workers, "device": dev, "scheduler": scheduler},
+            "run": plan.run.model_dump(mode="json")
+            | {"workers": n_workers, "device": dev, "scheduler": scheduler},
             "plan_path": plan_path,
             "code_version": code_version(),
             "packages": package_versions(),
@@ -527,7 +571,9 @@ def evaluate(
         rec = {k: v for k, v in res.items() if k != "example"}
         ledger.append({"event": "split", "run_id": run_id, "plan_hash": ph, **rec})
 
-    mode = _run_tasks(make_tasks(prepared, out, dev), n_workers, plan.run.threads_per_worker, client, on_result)
+    mode = _run_tasks(
+        make_tasks(prepared, out, dev), n_workers, plan.run.threads_per_worker, client, on_result
+    )
     results.sort(key=lambda r: r["split"])
     ds = build_results(prepared, results)
     nc, js = write_results(ds, out)
@@ -536,7 +582,9 @@ def evaluate(
     if report:
         from training.dap.report import write_report
 
-        report_path = write_report(out, prepared, ds, results, ledger_path=ledger.path, wall_s=wall, mode=mode)
+        report_path = write_report(
+            out, prepared, ds, results, ledger_path=ledger.path, wall_s=wall, mode=mode
+        )
     wall = time.perf_counter() - t0
     ledger.append(
         {

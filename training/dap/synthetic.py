@@ -39,7 +39,9 @@ def build_synthetic_store(
     from nowcast.store import ObservationStore
 
     grid = SyntheticRadar.default_grid(nx=size, ny=size, resolution=resolution)
-    radar = SyntheticRadar(grid, seed=seed, wet_fraction=0.3, cell_rate=20.0, lightning_threshold=5.0)
+    radar = SyntheticRadar(
+        grid, seed=seed, wet_fraction=0.3, cell_rate=20.0, lightning_threshold=5.0
+    )
     store = ObservationStore.create(str(path), grid, cadence=pd.Timedelta("5min"))
     skip = {pd.Timestamp(h) for h in holes}
     n = 0

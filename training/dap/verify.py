@@ -35,25 +35,44 @@ def verify(ledger_path: str | Path, split_index: int, *, device: str | None = No
     plan_rec, split_recs, _ = ledger.last_run()
     if split_index not in split_recs:
         have = sorted(split_recs)
-        raise LedgerError(f"{ledger.path}: no record of split {split_index}; recorded splits: {have or 'none'}")
+        raise LedgerError(
+            f"{ledger.path}: no record of split {split_index}; recorded splits: {have or 'none'}"
+        )
     rec = split_recs[split_index]
     plan = Plan.model_validate(plan_rec["plan"])
     ph = plan_hash(plan)
     if ph != plan_rec["plan_hash"]:
-        raise LedgerError(f"{ledger.path}: the recorded plan hashes to {ph[:12]}, not {plan_rec['plan_hash'][:12]}")
+        raise LedgerError(
+            f"{ledger.path}: the recorded plan hashes to {ph[:12]}, not {plan_rec['plan_hash'][:12]}"
+        )
     prepared = prepare(plan)
     diffs: list[str] = []
     split = next((s for s in prepared.splits if s.index == split_index), None)
     if split is None:
-        return VerifyResult(split_index, False, f"split {split_index}: DIFFERS: the data now yields {len(prepared.splits)} splits", ["splits"])
+        return VerifyResult(
+            split_index,
+            False,
+            f"split {split_index}: DIFFERS: the data now yields {len(prepared.splits)} splits",
+            ["splits"],
+        )
     if split.describe()["test_starts_hash"] != rec["definition"]["test_starts_hash"]:
         diffs.append("test start times")
     dev = device or plan_rec.get("run", {}).get("device", "cpu")
     with tempfile.TemporaryDirectory(prefix="nowcast-verify-") as tmp:
-        task = SplitTask(plan.model_dump_json(), split, prepared.geometry, prepared.lead_steps, tmp, dev, keep_example=False)
+        task = SplitTask(
+            plan.model_dump_json(),
+            split,
+            prepared.geometry,
+            prepared.lead_steps,
+            tmp,
+            dev,
+            keep_example=False,
+        )
         new = run_split(task)
     if new["data_fingerprint"] != rec["data_fingerprint"]:
-        diffs.append(f"data fingerprint {rec['data_fingerprint'][:12]} -> {new['data_fingerprint'][:12]}")
+        diffs.append(
+            f"data fingerprint {rec['data_fingerprint'][:12]} -> {new['data_fingerprint'][:12]}"
+        )
     for label, old_state in rec["states"].items():
         if label not in new["states"]:
             diffs.append(f"{label}: missing")
@@ -65,10 +84,14 @@ def verify(ledger_path: str | Path, split_index: int, *, device: str | None = No
         new_ck = new["checkpoints"].get(label, {})
         if new_ck.get("sha256") != ck.get("sha256"):
             # checkpoint files may carry timestamps/paths; the scores decide, this is a note
-            notes.append(f"{label}: checkpoint file {str(ck.get('sha256'))[:12]} -> {str(new_ck.get('sha256'))[:12]}")
+            notes.append(
+                f"{label}: checkpoint file {str(ck.get('sha256'))[:12]} -> {str(new_ck.get('sha256'))[:12]}"
+            )
     n_methods = len(rec["states"])
     if diffs:
-        shown = "; ".join(diffs[:6]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 6 else "")
+        shown = "; ".join(diffs[:6]) + (
+            f"; ... ({len(diffs)} differences)" if len(diffs) > 6 else ""
+        )
         summary = f"split {split_index}: DIFFERS ({shown})"
     else:
         summary = (
