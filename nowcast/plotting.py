@@ -86,7 +86,7 @@ RAIN_SCALE = ColorScale(
         "#b5122f",
         "#c22fb4",  # magenta
         "#8a2be2",
-        "#f0f0f0",  # extreme: near white
+        "#4b0a6e",  # extreme: deep purple (stays visible on light base maps)
     ),
     label="rain rate (mm/h)",
 )
