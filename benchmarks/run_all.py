@@ -83,8 +83,10 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         if isinstance(v, dict):
             out.update(_flatten(v, f"{key}."))
         elif isinstance(v, list | tuple):
-            if all(isinstance(x, int | float | str | bool) or x is None for x in v):
-                out[key] = "x".join(str(x) for x in v) if len(v) <= 4 else f"{len(v)} values"
+            if all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+                out[key] = "x".join(str(x) for x in v) if len(v) <= 4 else f"{len(v)} values"  # shapes
+            elif all(isinstance(x, int | float | str | bool) or x is None for x in v):
+                out[key] = ", ".join(str(x) for x in v) if len(v) <= 8 else f"{len(v)} values"
         else:
             out[key] = v
     return out

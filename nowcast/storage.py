@@ -54,7 +54,7 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 20.0
 DEFAULT_MAX_ATTEMPTS = 3
 #: overall deadline of :func:`check_access`, seconds
-DEFAULT_CHECK_TIMEOUT = 12.0
+DEFAULT_CHECK_TIMEOUT = 10.0
 
 _S3_PROTOCOLS = ("s3", "s3a")
 
@@ -203,7 +203,7 @@ def _explain(url: str, options: Mapping[str, Any], exc: BaseException) -> str:
 
 
 def check_access(url: str, options: Mapping[str, Any] | None = None, timeout: float = DEFAULT_CHECK_TIMEOUT) -> None:
-    """Probe the bucket of ``url`` once (a listing); raises StorageError naming the cause.
+    """Probe ``url`` once (a one-key listing under its prefix); raises StorageError naming the cause.
 
     ``options`` are resolved storage options (see :func:`storage_options`). Local paths and
     non-S3 URLs are not probed. The probe uses its own client without s3fs-level retries and
@@ -216,7 +216,7 @@ def check_access(url: str, options: Mapping[str, Any] | None = None, timeout: fl
     opts = dict(options or {})
     opts.pop("skip_instance_cache", None)
     rest = str(url).split("://", 1)[1]
-    bucket = rest.split("/", 1)[0]
+    bucket, _, prefix = rest.partition("/")
     if not bucket:
         raise StorageError(f"{url}: no bucket in the URL (expected s3://bucket/prefix)")
     result: dict[str, BaseException | None] = {}
@@ -225,7 +225,8 @@ def check_access(url: str, options: Mapping[str, Any] | None = None, timeout: fl
         try:
             fs = s3fs.S3FileSystem(skip_instance_cache=True, **opts)
             fs.retries = 1  # one s3fs attempt; botocore's bounded attempts still apply
-            fs.ls(bucket, refresh=True)
+            # one listing under the store's own prefix: works with prefix-scoped policies too
+            fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
             result["error"] = None
         except BaseException as exc:  # noqa: BLE001 - reported to the caller below
             result["error"] = exc

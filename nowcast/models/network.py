@@ -13,7 +13,8 @@ Shapes (B batch, N input frames, C input channels, K leads, G guide channels):
   ``config.advection == "none"``.
 - outputs: ``(rain, lightning_logit)``, each (B, K, H, W): rain on the scaled (log) axis; in
   ``"residual"`` mode the network's rain output is a correction added to the guide's rain
-  (zero at initialisation, so an untrained network forecasts the extrapolation nowcast).
+  (with ``residual_zero_init`` zero at initialisation, so an untrained network forecasts the
+  extrapolation nowcast).
 
 H and W must be multiples of :meth:`EncoderForecaster.size_multiple`.
 
@@ -54,6 +55,7 @@ class ModelConfig(BaseModel):
     oflow: str = Field("LK", description="pysteps optical-flow method for the guide")
     oflow_inputs: int = Field(3, ge=2, description="frames used for the guide's optical flow")
     lightning: bool = Field(True, description="lightning input channel and guide channel")
+    residual_zero_init: bool = Field(False, description="residual mode: start with a zero correction (untrained network = extrapolation)")
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -167,7 +169,7 @@ class EncoderForecaster(nn.Module):
             self.fc_up.append(_up(ch[lvl], out, st[lvl]))
         head_in = config.stem_channels + config.guide_input_channels
         self.head = nn.Sequential(nn.Conv2d(head_in, config.stem_channels, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(config.stem_channels, 2, 1))
-        if config.advection == "residual":
+        if config.advection == "residual" and config.residual_zero_init:
             # zero correction at initialisation: training starts from the extrapolation nowcast
             with torch.no_grad():
                 self.head[-1].weight[0].zero_()

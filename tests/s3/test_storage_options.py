@@ -71,3 +71,20 @@ def test_storage_env_vars_do_not_disturb_service_settings(monkeypatch):
     monkeypatch.setenv("NOWCAST_S3_KEY", "k")
     s = settings_mod.ServiceSettings()
     assert not any(name.startswith("s3") for name in type(s).model_fields)
+
+
+def test_probe_deadline_bounds_a_silent_endpoint():
+    """Whatever the client timeouts, check_access returns within its own deadline."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)  # accepts connections, never answers
+        url = "s3://bucket/obs.zarr"
+        opts = storage.storage_options(url, {"key": "k", "secret": "s", "endpoint_url": f"http://127.0.0.1:{s.getsockname()[1]}"}, environ={})
+        assert opts["config_kwargs"]["read_timeout"] == storage.DEFAULT_READ_TIMEOUT  # longer than the deadline
+        start = time.monotonic()
+        with pytest.raises(storage.StorageError, match=r"no answer within 1.5 s; check NOWCAST_S3_ENDPOINT_URL"):
+            storage.check_access(url, opts, timeout=1.5)
+        assert time.monotonic() - start < 4
