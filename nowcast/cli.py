@@ -89,4 +89,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # run as ``python -m nowcast.cli``: use the canonical module so that CommandError from
+    # command modules is the same class as the one caught in main()
+    from nowcast.cli import main as _main
+
+    sys.exit(_main())
