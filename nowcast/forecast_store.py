@@ -1,6 +1,6 @@
 """The forecasts store: one Zarr group per forecast run, published atomically, with retention.
 
-Layout on disk (a local directory)::
+Layout (a local directory, or an ``s3://bucket/prefix`` URL on S3-compatible storage)::
 
     <root>/zarr.json                    root group; attrs: format, grid (Grid JSON), cadence
     <root>/runs/<KEY>/                  one run: Zarr group written by xarray, variables
@@ -8,9 +8,16 @@ Layout on disk (a local directory)::
     <root>/complete/<KEY>.json          the run's "complete" marker (model, version, leads, ...)
 
 ``KEY`` is the init time as ``YYYYmmddTHHMMSS`` (UTC). A run is written first and its marker
-after it (marker files are written to a temporary name and renamed, which is atomic on a
-local file system), so readers list complete runs from the markers only and never see a
-half-written run. Retention deletes the marker first and the data after it.
+after it, so readers list complete runs from the markers only and never see a half-written
+run. A marker is published atomically: on a local file system it is written to a temporary
+name and renamed; on object storage it is one small object written in a single PUT (an
+object is visible whole or not at all). Retention deletes the marker first and the data
+after it (recursively, through fsspec); the newest run is never deleted.
+
+Object storage goes through :mod:`nowcast.storage`: credentials, endpoint and timeouts come
+from the ``storage_options`` argument, then ``NOWCAST_S3_*`` / ``AWS_*`` variables; the
+bucket is probed (bounded time) when a store is created or opened, and listings are not
+cached, so readers in other processes see new runs.
 
 Logically the store is ``(init_time, lead_time, y, x)``; :meth:`ForecastStore.dataset`
 assembles that view from the retained runs. The inference loop is the single writer.
@@ -21,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 import uuid
@@ -35,7 +41,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from nowcast import dims
+from nowcast import dims, storage
 from nowcast.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -96,82 +102,153 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _resolve(url: str, storage_options: dict[str, Any] | None, check: bool = True) -> dict[str, Any] | None:
+    """Resolved storage options of ``url`` (None for local paths); ForecastStoreError naming the cause."""
+    try:
+        return storage.prepare(url, storage_options, check=check)
+    except storage.StorageError as exc:
+        raise ForecastStoreError(f"forecasts store {exc}") from exc
+
+
+def _url(path: str | Path) -> str:
+    """The store location as a string: a local path or an object-storage URL."""
+    text = str(path)
+    return text[len("file://") :] if text.startswith("file://") else text
+
+
 class ForecastStore:
-    """A directory of forecast runs on one grid; see the module docstring for the layout.
+    """A directory (or object-storage prefix) of forecast runs on one grid; see the module docstring.
 
     Thread-safe for one writer and many readers in the same or other processes.
     Opened runs are kept in a small bounded cache (runs are immutable once complete).
+    ``root`` is a :class:`~pathlib.Path` for local stores and the URL string for remote ones;
+    ``url`` is always the string form.
     """
 
-    def __init__(self, root: Path, grid: Grid, attrs: dict[str, Any]) -> None:
-        self.root = root
+    def __init__(
+        self, root: str | Path, grid: Grid, attrs: dict[str, Any], storage_options: dict[str, Any] | None = None
+    ) -> None:
+        self.url = _url(root).rstrip("/") or "/"
+        self.remote = storage.is_remote(self.url)
+        self.root: str | Path = self.url if self.remote else Path(self.url)
+        #: resolved fsspec options (None for local stores)
+        self.storage_options = storage_options if self.remote else None
         self.grid = grid
         self.attrs = attrs
+        self._fs, self._base = storage.filesystem(self.url, self.storage_options)
+        self._base = str(self._base).rstrip("/")
         self._open_runs: OrderedDict[str, xr.Dataset] = OrderedDict()
         self._lock = threading.Lock()
         self._max_open = 8
 
     # -- construction ------------------------------------------------------------------
+    @staticmethod
+    def _fs_of(url: str, opts: dict[str, Any] | None) -> tuple[Any, str]:
+        fs, base = storage.filesystem(url, opts)
+        return fs, str(base).rstrip("/")
+
     @classmethod
-    def create(cls, path: str | Path, grid: Grid) -> ForecastStore:
-        """Create an empty store at ``path`` for forecasts on ``grid``; fails if it exists."""
+    def create(cls, path: str | Path, grid: Grid, storage_options: dict[str, Any] | None = None) -> ForecastStore:
+        """Create an empty store at ``path`` (directory or ``s3://`` URL) for forecasts on ``grid``; fails if it exists."""
+        url = _url(path).rstrip("/")
+        opts = _resolve(url, storage_options)
+        return cls._create(url, grid, opts)
+
+    @classmethod
+    def _create(cls, url: str, grid: Grid, opts: dict[str, Any] | None) -> ForecastStore:
         import zarr
 
-        root = Path(path)
-        if (root / "zarr.json").exists():
-            raise ForecastStoreError(f"{root}: a forecasts store already exists")
-        root.mkdir(parents=True, exist_ok=True)
-        g = zarr.open_group(str(root), mode="w")
-        g.attrs.update({"format": FORMAT, "grid": grid.to_json()})
-        (root / "runs").mkdir(exist_ok=True)
-        (root / "complete").mkdir(exist_ok=True)
-        return cls.open(root)
-
-    @classmethod
-    def open(cls, path: str | Path) -> ForecastStore:
-        """Open an existing store; raises ForecastStoreError naming the path if it is not one."""
-        root = Path(path)
-        meta = root / "zarr.json"
-        if not meta.is_file():
-            raise ForecastStoreError(f"{root}: not a forecasts store (no zarr.json)")
+        fs, base = cls._fs_of(url, opts)
         try:
-            attrs = json.loads(meta.read_text()).get("attributes", {})
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ForecastStoreError(f"{root}: unreadable store metadata: {exc}") from exc
-        if attrs.get("format") != FORMAT:
-            raise ForecastStoreError(f"{root}: not a forecasts store (format {attrs.get('format')!r}, expected {FORMAT!r})")
-        (root / "runs").mkdir(exist_ok=True)
-        (root / "complete").mkdir(exist_ok=True)
-        return cls(root, Grid.from_json(attrs["grid"]), attrs)
+            if fs.exists(f"{base}/zarr.json"):
+                raise ForecastStoreError(f"{url}: a forecasts store already exists")
+            if not storage.is_remote(url):
+                root = Path(url)
+                root.mkdir(parents=True, exist_ok=True)
+                (root / "runs").mkdir(exist_ok=True)
+                (root / "complete").mkdir(exist_ok=True)
+            g = zarr.open_group(url, mode="w", storage_options=opts, zarr_format=3)
+            g.attrs.update({"format": FORMAT, "grid": grid.to_json()})
+        except ForecastStoreError:
+            raise
+        except Exception as exc:
+            raise ForecastStoreError(f"{url}: cannot create forecasts store: {type(exc).__name__}: {exc}") from exc
+        log.info("created forecasts store %s (%s)", storage.describe(url, opts), grid.shape)
+        return cls._open(url, opts)
 
     @classmethod
-    def open_or_create(cls, path: str | Path, grid: Grid) -> ForecastStore:
+    def open(cls, path: str | Path, storage_options: dict[str, Any] | None = None) -> ForecastStore:
+        """Open an existing store; raises ForecastStoreError naming the location if it is not one or unreachable."""
+        url = _url(path).rstrip("/")
+        return cls._open(url, _resolve(url, storage_options))
+
+    @classmethod
+    def _open(cls, url: str, opts: dict[str, Any] | None) -> ForecastStore:
+        fs, base = cls._fs_of(url, opts)
+        try:
+            raw = fs.cat_file(f"{base}/zarr.json")
+        except FileNotFoundError:
+            raise ForecastStoreError(f"{url}: not a forecasts store (no zarr.json)") from None
+        except (OSError, ValueError) as exc:
+            raise ForecastStoreError(f"{url}: unreadable store metadata: {exc}") from exc
+        try:
+            attrs = json.loads(raw).get("attributes", {})
+        except (ValueError, AttributeError) as exc:
+            raise ForecastStoreError(f"{url}: unreadable store metadata: {exc}") from exc
+        if attrs.get("format") != FORMAT:
+            raise ForecastStoreError(f"{url}: not a forecasts store (format {attrs.get('format')!r}, expected {FORMAT!r})")
+        if not storage.is_remote(url):  # object storage has no directories
+            (Path(url) / "runs").mkdir(exist_ok=True)
+            (Path(url) / "complete").mkdir(exist_ok=True)
+        return cls(url, Grid.from_json(attrs["grid"]), attrs, opts)
+
+    @classmethod
+    def open_or_create(
+        cls, path: str | Path, grid: Grid, storage_options: dict[str, Any] | None = None
+    ) -> ForecastStore:
         """Open the store at ``path``, creating it for ``grid`` if absent; the grid must match."""
-        root = Path(path)
-        if (root / "zarr.json").is_file():
-            store = cls.open(root)
+        url = _url(path).rstrip("/")
+        opts = _resolve(url, storage_options)
+        fs, base = cls._fs_of(url, opts)
+        if fs.exists(f"{base}/zarr.json"):
+            store = cls._open(url, opts)
             if not store.grid.same_as(grid):
                 raise ForecastStoreError(
-                    f"{root}: existing forecasts store has grid {store.grid.shape} that differs from the "
+                    f"{url}: existing forecasts store has grid {store.grid.shape} that differs from the "
                     f"observation grid {grid.shape}; remove it or point the service at another path"
                 )
             return store
-        return cls.create(root, grid)
+        return cls._create(url, grid, opts)
+
+    # -- locations -----------------------------------------------------------------------
+    def _marker(self, key: str) -> str:
+        """fsspec path of a run's marker."""
+        return f"{self._base}/complete/{key}.json"
+
+    def _run_path(self, key: str) -> str:
+        """fsspec path of a run's Zarr group."""
+        return f"{self._base}/runs/{key}"
+
+    def _run_url(self, key: str) -> str:
+        """Location of a run's Zarr group as given to xarray/zarr (path or URL)."""
+        return storage.join(self.url, "runs", key) if self.remote else str(Path(self.url) / "runs" / key)
+
+    def _names(self, folder: str) -> list[str]:
+        """Base names of the entries of ``<root>/<folder>`` (empty when it does not exist)."""
+        try:
+            entries = self._fs.ls(f"{self._base}/{folder}", detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
 
     # -- reading -----------------------------------------------------------------------
-    def _marker(self, key: str) -> Path:
-        return self.root / "complete" / f"{key}.json"
-
-    def _run_path(self, key: str) -> Path:
-        return self.root / "runs" / key
-
     def run_keys(self) -> list[str]:
         """Keys of the complete runs, oldest first."""
         out = []
-        for p in (self.root / "complete").glob("*.json"):
-            if p.name.startswith("."):
+        for name in self._names("complete"):
+            if name.startswith(".") or not name.endswith(".json"):
                 continue
-            out.append(p.stem)
+            out.append(name[: -len(".json")])
         return sorted(out)
 
     def init_times(self) -> pd.DatetimeIndex:
@@ -188,17 +265,20 @@ class ForecastStore:
                 continue
         return None
 
+    def _has_marker(self, key: str) -> bool:
+        return bool(self._fs.exists(self._marker(key)))
+
     def has(self, init_time: object) -> bool:
-        return self._marker(run_key(init_time)).is_file()
+        return self._has_marker(run_key(init_time))
 
     def run_info(self, init_time: object) -> RunInfo:
         """Marker metadata of one run; ForecastStoreError when the run is not (or no longer) complete."""
         key = _as_key(init_time)
         try:
-            d = json.loads(self._marker(key).read_text())
+            d = json.loads(self._fs.cat_file(self._marker(key)))
         except FileNotFoundError:
             raise ForecastStoreError(f"no complete forecast run with init time {key}") from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ForecastStoreError(f"unreadable marker of run {key}: {exc}") from exc
         return RunInfo(
             init_time=parse_key(key),
@@ -216,6 +296,9 @@ class ForecastStore:
         keys = self.run_keys()
         return f"{keys[-1] if keys else 'none'}:{len(keys)}"
 
+    def _open_zarr(self, key: str, **kwargs: Any) -> xr.Dataset:
+        return xr.open_zarr(self._run_url(key), consolidated=False, storage_options=self.storage_options, **kwargs)
+
     def open_run(self, init_time: object) -> xr.Dataset:
         """The run as a lazy Dataset (lead_time, y, x) with rain_rate and lightning_probability."""
         key = _as_key(init_time)
@@ -224,12 +307,16 @@ class ForecastStore:
             if ds is not None:
                 self._open_runs.move_to_end(key)
                 return ds
-        if not self._marker(key).is_file():
+        if not self._has_marker(key):
             raise ForecastStoreError(f"no complete forecast run with init time {key}")
         try:
-            ds = xr.open_zarr(str(self._run_path(key)), consolidated=False, chunks=None)
+            ds = self._open_zarr(key, chunks=None)
         except (FileNotFoundError, OSError, KeyError, ValueError) as exc:
             raise ForecastStoreError(f"forecast run {key} cannot be read: {exc}") from exc
+        except Exception as exc:  # zarr's own "not found" errors
+            if type(exc).__name__ in ("GroupNotFoundError", "NodeNotFoundError", "ArrayNotFoundError"):
+                raise ForecastStoreError(f"forecast run {key} cannot be read: {exc}") from exc
+            raise
         ds = ds.isel({dims.INIT_TIME: 0})
         with self._lock:
             self._open_runs[key] = ds
@@ -250,9 +337,38 @@ class ForecastStore:
             valid = ", ".join(str(int(x / pd.Timedelta(minutes=1))) for x in leads)
             raise ForecastStoreError(f"lead {pd.Timedelta(lead)} not in run {run_key(init_time)}; valid lead minutes: {valid}")
         try:
-            return np.asarray(ds[variable].isel({dims.LEAD_TIME: int(matches[0])}).values, dtype=dims.FLOAT)
+            out = np.asarray(ds[variable].isel({dims.LEAD_TIME: int(matches[0])}).values, dtype=dims.FLOAT)
         except (FileNotFoundError, OSError, KeyError) as exc:  # removed by retention meanwhile
             raise ForecastStoreError(f"forecast run {run_key(init_time)} is no longer available: {exc}") from exc
+        self._check_still_complete(_as_key(init_time))
+        return out
+
+    def _check_still_complete(self, key: str) -> None:
+        """Raise ForecastStoreError when the run's marker is gone (after a read from a cached handle).
+
+        Zarr reads a deleted chunk as its fill value (NaN), so data read from a run that
+        retention removed meanwhile would look like "no rain data". Retention deletes the
+        marker before the data, so a marker that still exists after the read proves it whole.
+        """
+        if not self._has_marker(key):
+            with self._lock:
+                self._open_runs.pop(key, None)
+            raise ForecastStoreError(f"forecast run {key} is no longer available (removed by retention)")
+
+    def read_run(self, init_time: object) -> tuple[pd.TimedeltaIndex, np.ndarray, np.ndarray]:
+        """All leads of a run: (leads, rain_rate (lead_time, y, x), lightning_probability (lead_time, y, x)) float32.
+
+        ForecastStoreError when the run is not complete or was removed while being read.
+        """
+        ds = self.open_run(init_time)
+        try:
+            leads = pd.to_timedelta(ds[dims.LEAD_TIME].values)
+            rain = np.asarray(ds[dims.RAIN_RATE].values, dtype=dims.FLOAT)
+            light = np.asarray(ds[dims.LIGHTNING_PROBABILITY].values, dtype=dims.FLOAT)
+        except (FileNotFoundError, OSError, KeyError) as exc:
+            raise ForecastStoreError(f"forecast run {_as_key(init_time)} is no longer available: {exc}") from exc
+        self._check_still_complete(_as_key(init_time))
+        return leads, rain, light
 
     def read_point(self, init_time: object, row: int, col: int) -> dict[str, np.ndarray]:
         """Forecast series at one cell: {variable: (lead_time,) float32}, plus 'lead_time'."""
@@ -260,17 +376,32 @@ class ForecastStore:
         out: dict[str, np.ndarray] = {dims.LEAD_TIME: pd.to_timedelta(ds[dims.LEAD_TIME].values).values}
         for v in VARIABLES:
             out[v] = np.asarray(ds[v].isel({dims.Y: row, dims.X: col}).values, dtype=dims.FLOAT)
+        self._check_still_complete(_as_key(init_time))
         return out
 
     def dataset(self) -> xr.Dataset:
         """All retained complete runs as one lazy Dataset (init_time, lead_time, y, x)."""
         keys = self.run_keys()
         if not keys:
-            raise ForecastStoreError(f"{self.root}: no complete forecast runs")
-        parts = [xr.open_zarr(str(self._run_path(k)), consolidated=False) for k in keys]
+            raise ForecastStoreError(f"{self.url}: no complete forecast runs")
+        parts = [self._open_zarr(k) for k in keys]
         return xr.concat(parts, dim=dims.INIT_TIME, join="outer")
 
     # -- writing (single writer) -------------------------------------------------------
+    def _remove(self, path: str) -> None:
+        """Delete a file or folder (recursively); missing is fine."""
+        try:
+            self._fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def _write_marker(self, key: str, text: str) -> None:
+        """Publish a run's marker atomically (rename locally, one PUT on object storage)."""
+        if self.remote:
+            self._fs.pipe_file(self._marker(key), text.encode())
+        else:
+            _atomic_write_text(Path(self._marker(key)), text)
+
     def write(self, forecast: xr.Dataset, *, compute_seconds: float = float("nan"), extra: dict[str, Any] | None = None) -> RunInfo:
         """Publish a forecast Dataset (lead_time, y, x) from a nowcaster; returns the run's info.
 
@@ -290,14 +421,11 @@ class ForecastStore:
             )
         init = dims.to_utc_timestamp(forecast[dims.INIT_TIME].values)
         key = run_key(init)
-        marker = self._marker(key)
-        if marker.exists():
-            marker.unlink()
+        if self._has_marker(key):
+            self._remove(self._marker(key))
             with self._lock:
                 self._open_runs.pop(key, None)
-        run_path = self._run_path(key)
-        if run_path.exists():
-            shutil.rmtree(run_path, ignore_errors=True)
+        self._remove(self._run_path(key))
 
         ds = xr.Dataset(
             {v: forecast[v].astype(dims.FLOAT) for v in VARIABLES},
@@ -309,7 +437,9 @@ class ForecastStore:
         ny, nx = self.grid.shape
         encoding = {v: {"chunks": (1, 1, ny, nx)} for v in VARIABLES}
         encoding[dims.LEAD_TIME] = {"units": "minutes", "dtype": "int32"}
-        ds.to_zarr(str(run_path), mode="w", encoding=encoding, consolidated=False, zarr_format=3)
+        ds.to_zarr(
+            self._run_url(key), mode="w", encoding=encoding, consolidated=False, zarr_format=3, storage_options=self.storage_options
+        )
 
         info = {
             "init_time": init.isoformat(),
@@ -320,14 +450,29 @@ class ForecastStore:
             "compute_seconds": compute_seconds,
             "extra": extra or {},
         }
-        _atomic_write_text(marker, json.dumps(info))
+        self._write_marker(key, json.dumps(info))
         log.info("published forecast run %s (%d leads, model %s)", key, len(info["lead_minutes"]), info["model"])
         return self.run_info(key)
+
+    def _age_seconds(self, path: str) -> float | None:
+        """Seconds since the newest file under ``path`` was written (None when it is gone)."""
+        try:
+            if not self.remote:
+                return time.time() - Path(path).stat().st_mtime
+            newest = None
+            for meta in self._fs.find(path, detail=True).values():
+                t = meta.get("LastModified") or meta.get("mtime")
+                if t is not None:
+                    ts = pd.Timestamp(t).timestamp() if not isinstance(t, int | float) else float(t)
+                    newest = ts if newest is None else max(newest, ts)
+            return None if newest is None else time.time() - newest
+        except FileNotFoundError:
+            return None
 
     def apply_retention(self, keep: int | None = None, max_age: pd.Timedelta | None = None, now: object | None = None) -> list[str]:
         """Delete runs beyond the newest ``keep`` or older than ``max_age`` (by init time); returns deleted keys.
 
-        The newest run is never deleted. Marker first, then data.
+        The newest run is never deleted. Marker first, then data (recursive delete).
         """
         keys = self.run_keys()
         if len(keys) <= 1:
@@ -340,21 +485,16 @@ class ForecastStore:
             doomed.update(k for k in keys[:-1] if ref - parse_key(k) > max_age)
         doomed.discard(keys[-1])
         for key in sorted(doomed):
-            try:
-                self._marker(key).unlink()
-            except FileNotFoundError:
-                pass
+            self._remove(self._marker(key))
             with self._lock:
                 self._open_runs.pop(key, None)
-            shutil.rmtree(self._run_path(key), ignore_errors=True)
+            self._remove(self._run_path(key))
         # runs without a marker older than a minute are leftovers of an interrupted write
-        for p in (self.root / "runs").iterdir():
-            if p.name not in keys and not self._marker(p.name).exists():
-                try:
-                    if time.time() - p.stat().st_mtime > 60:
-                        shutil.rmtree(p, ignore_errors=True)
-                except FileNotFoundError:
-                    pass
+        for name in self._names("runs"):
+            if name not in keys and not self._has_marker(name):
+                age = self._age_seconds(self._run_path(name))
+                if age is not None and age > 60:
+                    self._remove(self._run_path(name))
         if doomed:
             log.info("retention removed %d forecast runs", len(doomed))
         return sorted(doomed)

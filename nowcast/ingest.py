@@ -241,18 +241,20 @@ class WriterLock:
     heartbeat is older than ``ttl`` seconds, or when its process is gone on this host; a
     stale lock is taken over. The holder calls :meth:`refresh` (heartbeat) every ``ttl/3``;
     :meth:`refresh` raises :class:`LockHeld` if another process took the lock meanwhile.
-    Local stores only; for object storage the lease is written through fsspec (best effort:
-    object stores have no atomic create, so keep one ingest deployment per store).
+    On object storage the lease is one object written through :func:`nowcast.storage.filesystem`
+    (credentials, endpoint and timeouts from ``storage_options`` and the ``NOWCAST_S3_*`` /
+    ``AWS_*`` variables, so a wrong endpoint fails within the configured timeouts); best
+    effort: object stores have no atomic create, so keep one ingest deployment per store.
     """
 
     def __init__(self, store_url: str, ttl: float = 60.0, storage_options: dict[str, Any] | None = None) -> None:
-        import fsspec
+        from nowcast import storage
 
         self.store_url = str(store_url).rstrip("/")
         self.url = self.store_url + ".ingest.lock"
         self.ttl = float(ttl)
         self.token = uuid.uuid4().hex
-        self._fs, self._path = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self._fs, self._path = storage.filesystem(self.url, storage_options)
         from fsspec.implementations.local import LocalFileSystem
 
         self._local = isinstance(self._fs, LocalFileSystem)
@@ -285,13 +287,13 @@ class WriterLock:
         return False
 
     def _write(self) -> None:
+        if not self._local:  # one PUT: an object is replaced whole
+            self._fs.pipe_file(self._path, self._doc())
+            return
         tmp = f"{self._path}.{self.token}.tmp"
         with self._fs.open(tmp, "wb") as fh:
             fh.write(self._doc())
-        if self._local:
-            os.replace(tmp, self._path)
-        else:
-            self._fs.mv(tmp, self._path)
+        os.replace(tmp, self._path)
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`LockHeld` naming the holder."""

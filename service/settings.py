@@ -22,7 +22,8 @@ class ServiceSettings(BaseSettings):
     # -- stores --------------------------------------------------------------------------
     store: str = Field("var/observations.zarr", description="observation store (path or s3:// URL); written by ingest")
     store_options: dict[str, Any] | None = Field(None, description="fsspec storage options of the observation store")
-    forecast_store: Path = Field(Path("var/forecasts.zarr"), description="forecasts store directory; written by inference")
+    forecast_store: str = Field("var/forecasts.zarr", description="forecasts store (path or s3:// URL); written by inference")
+    forecast_store_options: dict[str, Any] | None = Field(None, description="fsspec storage options of the forecasts store")
 
     # -- model and inference ---------------------------------------------------------------
     model: str = Field("extrapolation", description="registered nowcaster name (e.g. convlstm, extrapolation)")
@@ -58,6 +59,11 @@ class ServiceSettings(BaseSettings):
         description="configuration handed to service.ingest_process.run_ingest_process (source: synthetic | replay | preset)",
     )
     run_ingest: bool = Field(True, description="`nowcast serve` starts the ingest process")
+
+    @field_validator("forecast_store", mode="before")
+    @classmethod
+    def _path_to_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, Path) else v
 
     @field_validator("lead_minutes")
     @classmethod
