@@ -229,3 +229,58 @@ def _augment(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
     if flip:
         a = a[..., ::-1]
     return np.rot90(a, k, axes=(-2, -1))
+
+
+class MultiStoreDataset(Dataset):
+    """Windows of several stores (events on different grids) as one dataset.
+
+    ``parts``: one :class:`WindowDataset` per store. Item ``i`` is item ``i - offset[p]`` of
+    part ``p`` (parts in order). Every item is zero-padded (padding masked out, like
+    :class:`WindowDataset`'s own padding) to one common ``(h, w)``: the largest item shape over
+    the parts, so crops of grids of any size batch together. With ``crop_size`` set on every
+    part, that is the crop (or the whole frame of a grid smaller than the crop).
+    """
+
+    def __init__(self, parts: list[WindowDataset]) -> None:
+        if not parts:
+            raise ValueError("MultiStoreDataset needs at least one part")
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        self.multiple = parts[0].multiple
+        shapes = [self._item_shape(p) for p in parts]
+        self.shape = (max(s[0] for s in shapes), max(s[1] for s in shapes))
+        if any(p.augment for p in parts) and self.shape[0] != self.shape[1]:
+            raise ValueError(f"augmented multi-store items must be square; common shape {self.shape} (set crop_size)")
+
+    @staticmethod
+    def _item_shape(part: WindowDataset) -> tuple[int, int]:
+        ny, nx = part.grid_shape or part.store.grid.shape
+        c = part.crop_size
+        if c is not None and not (c >= ny and c >= nx):
+            ny, nx = min(c, ny), min(c, nx)
+        m = part.multiple
+        return (-(-ny // m) * m, -(-nx // m) * m)
+
+    @property
+    def windows(self) -> list[Window]:
+        return [w for p in self.parts for w in p.windows]
+
+    def set_epoch(self, epoch: int) -> None:
+        for p in self.parts:
+            p.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} windows")
+        p = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        item = self.parts[p][index - int(self.offsets[p])]
+        out = {}
+        for k, v in item.items():
+            py, px = self.shape[0] - v.shape[-2], self.shape[1] - v.shape[-1]
+            if py or px:
+                v = torch.nn.functional.pad(v, (0, px, 0, py)) if v.dtype != torch.bool else torch.nn.functional.pad(v.to(torch.uint8), (0, px, 0, py)).bool()
+            out[k] = v
+        return out
