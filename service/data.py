@@ -118,7 +118,7 @@ class DataAccess:
             with self._lock:
                 if self._fc is None:
                     try:
-                        self._fc = ForecastStore.open(self.settings.forecast_store)
+                        self._fc = ForecastStore.open(self.settings.forecast_store, storage_options=self.settings.forecast_store_options)
                     except ForecastStoreError:
                         return None
         return self._fc

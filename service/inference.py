@@ -177,7 +177,9 @@ class InferenceLoop:
             obs = self.observation_store()
             if obs is None:
                 return None
-            self._fc = ForecastStore.open_or_create(self.settings.forecast_store, obs.grid)
+            self._fc = ForecastStore.open_or_create(
+                self.settings.forecast_store, obs.grid, storage_options=self.settings.forecast_store_options
+            )
         return self._fc
 
     # -- one step --------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from nowcast.models.convlstm import resolve_device
 from training import ddp
 from training.checkpoint import code_version, data_fingerprint
 from training.config import parse_options, resolve_out_dir
-from training.dataset import WindowDataset, select_windows, windows_fingerprint
+from training.dataset import MultiStoreDataset, WindowDataset, select_windows, windows_fingerprint
 from training.loop import Trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -102,3 +102,71 @@ def fit(
         return trainer.run(resume)
     finally:
         ddp.cleanup(ctx)
+
+
+def fit_many(
+    options: dict[str, Any],
+    parts: list[tuple[Any, pd.DatetimeIndex, pd.DatetimeIndex]],
+    *,
+    seed: int,
+    device: str = "auto",
+    out_dir: Path,
+    resume: str | Path | None = None,
+) -> Path:
+    """Train on windows of several stores (events on their own grids); like :func:`fit`.
+
+    ``parts``: ``(store, train_times, val_times)`` per store; either time index may be empty
+    (a store used only for training or only for validation). Windows of all parts are pooled
+    into one training and one validation set; items are cropped (``crop_size`` /
+    ``val_crop_size``) and zero-padded (padding masked) to a common size so different grids
+    batch together. Single process (no DDP). Returns the path of the best checkpoint.
+    """
+    model_cfg, opts = parse_options(options)
+    if not parts:
+        raise ValueError("fit_many needs at least one (store, train_times, val_times) part")
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    ctx = ddp.DistContext(device=resolve_device(device))
+    out = resolve_out_dir(out_dir)
+    seed_everything(seed)
+    cache = Path(opts.cache_dir) if opts.cache_dir else out / "cache"
+    train_parts: list[WindowDataset] = []
+    val_parts: list[WindowDataset] = []
+    hashes: list[str] = []
+    for i, (store, train_times, val_times) in enumerate(parts):
+        tr = dims.to_utc_index(train_times) if len(train_times) else pd.DatetimeIndex([])
+        va = dims.to_utc_index(val_times) if len(val_times) else pd.DatetimeIndex([])
+        overlap = tr.intersection(va)
+        if len(overlap):
+            raise ValueError(f"{store.url}: train and validation times overlap ({len(overlap)} times, first {overlap[0]})")
+        train_w = select_windows(store, tr, model_cfg, opts, cache) if len(tr) else []
+        val_w = select_windows(store, va, model_cfg, opts, cache) if len(va) else []
+        hashes.append(f"{store.url}|{store.version}|{windows_fingerprint(train_w)}|{windows_fingerprint(val_w)}")
+        common = {"storage_options": getattr(store, "storage_options", None), "seed": seed * 1000 + i, "grid_shape": store.grid.shape}
+        if train_w:
+            train_parts.append(WindowDataset(store.url, train_w, model_cfg, opts.crop_size, train=True, augment=opts.augment, **common))
+        if val_w:
+            val_parts.append(WindowDataset(store.url, val_w, model_cfg, opts.val_crop_size, train=False, augment=False, **common))
+        log.info("%s: %d training, %d validation windows", store.url, len(train_w), len(val_w))
+    if not train_parts:
+        raise ValueError(f"no training windows in any of the {len(parts)} stores (min wet fraction {opts.min_wet_fraction})")
+    if not val_parts:
+        raise ValueError(f"no validation windows in any of the {len(parts)} stores (min wet fraction {opts.min_wet_fraction})")
+    import hashlib
+
+    windows_hash = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:32]
+    train_ds, val_ds = MultiStoreDataset(train_parts), MultiStoreDataset(val_parts)
+    meta = {
+        "windows_hash": windows_hash,
+        "data_fingerprint": data_fingerprint(windows_hash, ";".join(f"{s.url}@{s.version}" for s, _, _ in parts)),
+        "store": ";".join(s.url for s, _, _ in parts),
+        "store_version": ";".join(str(s.version) for s, _, _ in parts),
+        "code_version": code_version(),
+        "n_train_windows": len(train_ds),
+        "n_val_windows": len(val_ds),
+    }
+    log.info("training on %d windows of %d stores, validating on %d", len(train_ds), len(train_parts), len(val_ds))
+    trainer = Trainer(model_cfg, opts, train_ds, val_ds, ctx=ctx, out_dir=out, seed=seed, meta=meta)
+    return trainer.run(resume)

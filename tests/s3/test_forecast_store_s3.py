@@ -47,7 +47,7 @@ def test_runs_round_trip_on_s3(moto_s3, s3_bucket):
     assert fc.remote and fc.run_keys() == [] and fc.latest() is None
     inits = pd.date_range(INIT, periods=2, freq="5min")
     written = {t: make_forecast(grid, t, seed=i) for i, t in enumerate(inits)}
-    for t, f in written.items():
+    for f in written.values():
         fc.write(f, compute_seconds=0.5)
 
     keys = moto_s3.keys(s3_bucket, "fc/alps.zarr/")
@@ -280,3 +280,38 @@ def test_ingest_writer_lock_fails_fast_on_a_dead_endpoint(moto_s3, s3_bucket, mo
         with pytest.raises(Exception, match=f"127.0.0.1:{port}"):  # botocore's connection error naming the endpoint
             WriterLock(f"s3://{s3_bucket}/obs.zarr", ttl=30, storage_options=opts).acquire()
         assert time.monotonic() - start < 10
+
+
+def test_service_publishes_and_serves_forecasts_from_s3(moto_s3, s3_bucket, tmp_path):
+    """ServiceSettings.forecast_store as an s3:// URL with forecast_store_options: the loop writes, the API reads."""
+    from fastapi.testclient import TestClient
+
+    from nowcast.sources.synthetic import SyntheticRadar
+    from nowcast.store import ObservationStore
+    from service.app import create_app
+    from service.inference import InferenceLoop
+    from service.settings import ServiceSettings
+
+    grid = small_grid()
+    obs = ObservationStore.create(str(tmp_path / "obs.zarr"), grid)
+    radar = SyntheticRadar(grid=grid, seed=3, wet_fraction=0.3)
+    for t in pd.date_range(end=INIT, periods=3, freq="5min"):
+        ds = radar.frame(t)
+        obs.append(ds[dims.RAIN_RATE].expand_dims({dims.TIME: [t.to_datetime64()]}), lightning=ds[dims.LIGHTNING].values)
+    url = f"s3://{s3_bucket}/service/fc.zarr"
+    settings = ServiceSettings(
+        store=str(tmp_path / "obs.zarr"), forecast_store=url, forecast_store_options=moto_s3.options(),
+        model="persistence", lead_minutes=[5, 10], run_ingest=False,
+    )
+    loop = InferenceLoop(settings)
+    info = loop.step()
+    assert info is not None and info.init_time == INIT
+    assert f"service/fc.zarr/complete/{_key(INIT)}.json" in moto_s3.keys(s3_bucket)
+    with TestClient(create_app(settings, loop)) as client:
+        assert client.get("/v1/forecasts/latest").json()["init_time"] == "2025-06-01T10:00:00Z"
+        lon0, lat0, lon1, lat1 = grid.bbox_lonlat()
+        point = client.get(f"/v1/point?lat={(lat0 + lat1) / 2}&lon={(lon0 + lon1) / 2}").json()
+    assert point["forecast_init_time"] == "2025-06-01T10:00:00Z"
+    stored = ForecastStore.open(url, storage_options=moto_s3.options()).read_point(INIT, point["row"], point["col"])
+    assert [p["lead_minutes"] for p in point["forecast"]] == [5, 10]
+    np.testing.assert_allclose([p["rain_rate"] for p in point["forecast"]], stored[dims.RAIN_RATE], rtol=1e-6)
