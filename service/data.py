@@ -260,13 +260,8 @@ class DataAccess:
         key = ("fc-stack", run.key, run.written_at)
 
         def compute():  # noqa: ANN202
-            try:
-                ds = fc.open_run(run.init_time)
-                return (
-                    pd.to_timedelta(ds[dims.LEAD_TIME].values),
-                    np.asarray(ds[dims.RAIN_RATE].values, dtype=np.float32),
-                    np.asarray(ds[dims.LIGHTNING_PROBABILITY].values, dtype=np.float32),
-                )
+            try:  # read_run re-checks the completion marker: a run deleted mid-read is an error, not NaN
+                return fc.read_run(run.init_time)
             except (ForecastStoreError, FileNotFoundError, OSError, KeyError) as exc:
                 raise NotFound(f"forecast run {run.key} is no longer available: {exc}") from exc
 
