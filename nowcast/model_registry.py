@@ -46,6 +46,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -353,7 +354,7 @@ class RegistryLock:
 
     def acquire(self) -> LockInfo:
         """Take the lock or raise :class:`LockHeldError` naming the holder."""
-        for _ in range(3):
+        for _ in range(50):
             info = self._new_info()
             try:
                 self._s.write_exclusive(self.name, info.to_json())
@@ -369,22 +370,38 @@ class RegistryLock:
                         f"{self._s.describe(self.name)} is held by {holder.owner} (pid {holder.pid} on "
                         f"{holder.host or '?'}) until {holder.expires}"
                     ) from None
-                log.warning("breaking stale lock %s of %s (expired %s)", self.name, holder.owner, holder.expires)
-                stale = f"{self.name}.stale-{uuid.uuid4().hex}"
-                try:
-                    self._s.rename(self.name, stale)
-                except (FileNotFoundError, OSError):
-                    continue  # someone else broke it first
-                try:
-                    moved = LockInfo.from_bytes(self._s.read_bytes(stale))
-                except (FileNotFoundError, ValueError, KeyError, TypeError):
-                    moved = None
-                if moved is not None and holder.token and moved.token != holder.token:
-                    # another job broke the stale lock and took a fresh one meanwhile: put it back
-                    with contextlib.suppress(FileExistsError):
-                        self._s.write_exclusive(self.name, moved.to_json())
-                self._s.remove(stale)
+                self._break_stale(holder)
         raise LockHeldError(f"{self._s.describe(self.name)}: could not acquire (contended)")
+
+    def _break_stale(self, holder: LockInfo) -> None:
+        """Remove the stale lock ``holder`` under a short-lived breaker mutex.
+
+        Only the job holding ``<lock>.break`` (created exclusively) may delete the lock, and
+        only if it still carries the stale token; the lock itself is then re-taken by
+        exclusive creation, so exactly one contender wins. A breaker mutex left by a crashed
+        job is ignored after a minute.
+        """
+        breaker = f"{self.name}.break"
+        try:
+            self._s.write_exclusive(breaker, json.dumps({"created": _iso(now_utc())}).encode())
+        except FileExistsError:
+            try:
+                created = pd.Timestamp(json.loads(self._s.read_bytes(breaker))["created"])
+            except (FileNotFoundError, ValueError, KeyError, TypeError):
+                return
+            if now_utc() - created > pd.Timedelta(minutes=1):
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    self._s.remove(breaker)
+            time.sleep(0.01)  # another job is breaking it: look again shortly
+            return
+        try:
+            current = self.read()
+            if current is not None and current.token == holder.token and current.expired():
+                log.warning("breaking stale lock %s of %s (expired %s)", self.name, holder.owner, holder.expires)
+                self._s.remove(self.name)
+        finally:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                self._s.remove(breaker)
 
     def refresh(self) -> None:
         """Extend the expiry of a lock we hold."""
