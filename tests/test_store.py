@@ -20,7 +20,7 @@ def grid() -> Grid:
     return Grid.from_bounds("EPSG:3035", 4_000_000, 2_500_000, 4_064_000, 2_548_000, 1000)
 
 
-def frame(grid: Grid, t: pd.Timestamp, value: float) -> "xr.DataArray":  # noqa: F821
+def frame(grid: Grid, t: pd.Timestamp, value: float) -> xr.DataArray:  # noqa: F821
     v = np.full(grid.shape, value, np.float32)
     v[:3, :3] = np.nan  # outside coverage
     return dims.make_frames(v, t, grid.x, grid.y, grid.crs_wkt)
