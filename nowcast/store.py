@@ -90,6 +90,18 @@ def _remove_partial_files(path: str) -> None:
             pass
 
 
+def _short_crs(crs) -> str:  # noqa: ANN001
+    """'EPSG:nnnn' when the CRS has an authority code, else its PROJ string (readable in `info`)."""
+    import warnings
+
+    auth = crs.to_authority()
+    if auth:
+        return ":".join(auth)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return crs.to_proj4()
+
+
 class ObservationStore:
     """Radar frames (rain rate, lightning) on one grid, at a fixed cadence, in Zarr v3.
 
@@ -574,7 +586,7 @@ class ObservationStore:
                 "bbox_lonlat": list(self.grid.bbox_lonlat()),
                 "name": self.grid.name,
             },
-            "crs": self.grid.crs.to_string(),
+            "crs": _short_crs(self.grid.crs),
             "size_bytes": stored,
             "uncompressed_rain_bytes": raw,
             "version": self.version,
