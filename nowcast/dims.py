@@ -103,8 +103,6 @@ def crs_of(obj: xr.DataArray | xr.Dataset):  # -> pyproj.CRS
     if GRID_MAPPING in obj.coords:
         candidates.append(obj.coords[GRID_MAPPING].attrs)
     candidates.append(obj.attrs)
-    if isinstance(obj, xr.DataArray) and obj.name is not None:
-        candidates.append(obj.attrs)
     for attrs in candidates:
         for key in ("crs_wkt", "spatial_ref", "proj4"):
             if key in attrs and attrs[key]:

@@ -109,6 +109,21 @@ def _is_remote(url: str) -> bool:
 
 
 # --------------------------------------------------------------------------- storage backend
+
+def _durable_temp(target: str, data: bytes) -> str:
+    """Write ``data`` to a fsynced temp file beside ``target``; returns its path (caller moves it)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(target) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
 class _Storage:
     """Byte-level access to the registry directory: local (os) or remote (fsspec).
 
@@ -202,12 +217,8 @@ class _Storage:
                 self.fs.pipe_file(self.path(rel), data)
                 return
             target = self.path(rel)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(target) or ".")
+            tmp = _durable_temp(target, data)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
                 os.replace(tmp, target)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -230,12 +241,8 @@ class _Storage:
                     self.fs.pipe_file(self.path(rel), data)
                 return
             target = self.path(rel)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(target) or ".")
+            tmp = _durable_temp(target, data)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
                 os.link(tmp, target)  # atomic, fails with EEXIST: complete content or nothing
             finally:
                 with contextlib.suppress(OSError):

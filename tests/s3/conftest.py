@@ -125,3 +125,20 @@ def clean_s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("NOWCAST_S3_", "AWS_")):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def refused_endpoint() -> str:
+    """URL of a loopback port with nothing listening (connections are refused)."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def silent_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """URL of a loopback port that accepts connections but never answers; short S3 timeouts set."""
+    monkeypatch.setenv("NOWCAST_S3_READ_TIMEOUT", "1")
+    monkeypatch.setenv("NOWCAST_S3_MAX_ATTEMPTS", "2")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)  # the kernel completes handshakes; nobody ever reads or answers
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"

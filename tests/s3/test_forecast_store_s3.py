@@ -226,23 +226,14 @@ def test_wrong_credentials_fail_fast_and_write_nothing(moto_s3, s3_bucket, field
         ForecastStore.open(url, storage_options=moto_s3.options(**{field: value}))
 
 
-def test_missing_bucket_and_refused_endpoint_fail_fast(moto_s3, s3_bucket):
+def test_missing_bucket_and_refused_endpoint_fail_fast(moto_s3, s3_bucket, refused_endpoint):
     _fails_fast("s3://no-such-bucket-here/fc.zarr", moto_s3.options(), "bucket not found")
-    with socket.socket() as s:  # a port with nothing listening
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        _fails_fast(f"s3://{s3_bucket}/fc.zarr", moto_s3.options(endpoint_url=f"http://127.0.0.1:{port}"), "cannot connect to endpoint")
+    _fails_fast(f"s3://{s3_bucket}/fc.zarr", moto_s3.options(endpoint_url=refused_endpoint), "cannot connect to endpoint")
 
 
-def test_silent_endpoint_times_out(moto_s3, s3_bucket, monkeypatch):
+def test_silent_endpoint_times_out(moto_s3, s3_bucket, silent_endpoint):
     """An endpoint that accepts connections but never answers: bounded by the read timeout."""
-    monkeypatch.setenv("NOWCAST_S3_READ_TIMEOUT", "1")
-    monkeypatch.setenv("NOWCAST_S3_MAX_ATTEMPTS", "2")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(16)  # the kernel completes handshakes; nobody ever reads or answers
-        port = s.getsockname()[1]
-        _fails_fast(f"s3://{s3_bucket}/fc.zarr", moto_s3.options(endpoint_url=f"http://127.0.0.1:{port}"), "did not answer", 10)
+    _fails_fast(f"s3://{s3_bucket}/fc.zarr", moto_s3.options(endpoint_url=silent_endpoint), "did not answer", 10)
 
 
 # -- the ingest writer lease on S3 (nowcast.ingest.WriterLock goes through nowcast.storage) --------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -100,22 +99,13 @@ def test_missing_bucket_is_named(moto_s3, s3_bucket):
         ObservationStore.open(f"s3://{s3_bucket}/nothing.zarr", storage_options=moto_s3.options())
 
 
-def test_refused_endpoint_fails_fast(moto_s3, s3_bucket):
-    with socket.socket() as s:  # a port with nothing listening
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        _assert_fast_failure(f"s3://{s3_bucket}/obs.zarr", moto_s3.options(endpoint_url=f"http://127.0.0.1:{port}"), "cannot connect to endpoint")
+def test_refused_endpoint_fails_fast(moto_s3, s3_bucket, refused_endpoint):
+    _assert_fast_failure(f"s3://{s3_bucket}/obs.zarr", moto_s3.options(endpoint_url=refused_endpoint), "cannot connect to endpoint")
 
 
-def test_silent_endpoint_times_out(moto_s3, s3_bucket, monkeypatch):
+def test_silent_endpoint_times_out(moto_s3, s3_bucket, silent_endpoint):
     """An endpoint that accepts connections but never answers: bounded by the read timeout."""
-    monkeypatch.setenv("NOWCAST_S3_READ_TIMEOUT", "1")
-    monkeypatch.setenv("NOWCAST_S3_MAX_ATTEMPTS", "2")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(16)  # the kernel completes handshakes; nobody ever reads or answers
-        port = s.getsockname()[1]
-        _assert_fast_failure(f"s3://{s3_bucket}/obs.zarr", moto_s3.options(endpoint_url=f"http://127.0.0.1:{port}"), "did not answer", 10)
+    _assert_fast_failure(f"s3://{s3_bucket}/obs.zarr", moto_s3.options(endpoint_url=silent_endpoint), "did not answer", 10)
 
 
 def test_reader_sees_complete_frames_while_ingest_writes(moto_s3, s3_bucket, radar):
