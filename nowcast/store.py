@@ -3,21 +3,34 @@
 This is the only module that knows the on-disk layout and chunking::
 
     <root>/zarr.json            attrs: format, version, cadence_seconds, crs_wkt, last_complete,
-                                frames_written, lightning_written, time_encoding
+                                frames_written, lightning_written, frames_by_source, time_encoding
     <root>/x, <root>/y          1-D cell-centre coordinates (CRS units)
     <root>/days/YYYYMMDD/       one group per UTC day, created on demand
         rain_rate               (slot, y, x) float32 mm/h, NaN fill; one chunk (or shard) per slot
         lightning               (slot, y, x) float32 flashes per cell per slot, NaN fill
         time                    (slot,) int64 seconds since 1970-01-01 UTC (explicit time encoding)
-        zarr.json attrs         rain_rate_slots / lightning_slots: the complete slots of the day
+        zarr.json attrs         rain_rate_slots / lightning_slots: the complete slots of the day;
+                                sources: frames appended per source
     <root>/state/<source>/      zarr.json attrs: per-source ingest state (JSON)
 
 Writing a frame: the data chunk(s) first, then the slot is added to the day's complete list,
-then the root ``last_complete`` marker is updated. Each metadata write replaces one small JSON
-document atomically (temp file + rename locally, one PUT on object storage), so a reader sees a
-slot either complete or absent, never half written. A slot never written reads as NaN
-("missing"), never as zero rain. Appending a slot that is already complete is a no-op, which
-makes ingest idempotent.
+then the root ``last_complete`` marker is updated. Every group document the store depends on
+(the root, the day groups, the per-source state) is written by the project's own atomic writer
+(:func:`nowcast.durability.write_atomic`: fsynced temp file + rename locally, one PUT on object
+storage), never through zarr, so crash safety does not depend on how a zarr release writes
+files; zarr writes only array metadata and chunks, which are read only once a marker written
+after them says they are whole. A reader sees a slot either complete or absent, never half
+written. A slot never written reads as NaN ("missing"), never as zero rain. Appending a slot
+that is already complete is a no-op, which makes ingest idempotent.
+
+Crash recovery: creation writes the root document first with a ``creating`` flag and commits
+the store (``format`` attribute) last, so an interrupted creation is finished by the next
+:meth:`ObservationStore.create` (or ``open_or_create``, ingest, import). A day group is
+usable once its complete lists exist; an interrupted day creation is redone. Opening for
+writing (``mode="a"``) repairs the root markers from the day groups: a crash after a slot was
+marked complete but before ``last_complete`` and the counters moved is made good there.
+Each day group also counts the frames appended per source (``sources``), summed in the root
+``frames_by_source``, so per-source counts survive a SIGKILL exactly as the frames do.
 
 Chunking: one chunk per time slot so that appends touch only their own objects and windows
 read exactly the frames they need. Frames larger than 1024x1024 are stored as one *shard* per
@@ -28,6 +41,7 @@ compression in ``benchmarks/bench_store.py``; see the README's benchmark table).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -42,7 +56,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import ZstdCodec
 
-from nowcast import dims, storage
+from nowcast import dims, durability, storage
 from nowcast.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -54,6 +68,10 @@ SHARD_THRESHOLD_CELLS = 1024 * 1024
 INNER_CHUNK = 256
 TIME_UNITS = "seconds since 1970-01-01T00:00:00Z"
 VARIABLES = (dims.RAIN_RATE, dims.LIGHTNING)
+#: root attribute present while a store is being created (removed by the commit)
+CREATING = "creating"
+#: day attribute counting the frames appended per source
+SOURCES_ATTR = "sources"
 
 
 class StoreError(RuntimeError):
@@ -80,15 +98,62 @@ def _is_remote(url: str) -> bool:
 
 
 def _remove_partial_files(path: str) -> None:
-    """Delete temporary ``*.partial`` files a killed writer left behind (local stores only)."""
+    """Delete temporary files a killed writer left behind (local stores only): those of
+    :func:`nowcast.durability.write_atomic` and zarr's ``*.partial`` chunk temporaries
+    (housekeeping only; nothing relies on zarr's naming)."""
     from pathlib import Path
 
+    durability.remove_temp_files(path)
     for p in Path(path).rglob("*.partial"):
         try:
             p.unlink()
             log.info("removed leftover temporary file %s", p)
         except OSError:  # pragma: no cover - raced with another cleanup
             pass
+
+
+def _group_doc(attributes: dict[str, Any]) -> dict[str, Any]:
+    """A Zarr v3 group document."""
+    return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+
+
+def _day_ready(attrs: dict[str, Any] | None) -> bool:
+    """A day group is usable once its complete lists exist (written after its arrays)."""
+    return attrs is not None and f"{dims.RAIN_RATE}_slots" in attrs
+
+
+def _filesystem(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    """fsspec file system and base path of a store location."""
+    fs, base = storage.filesystem(url, storage_options if _is_remote(url) else None)
+    return fs, str(base).rstrip("/")
+
+
+def _read_json(fs: Any, path: str) -> dict[str, Any] | None:
+    """A JSON document, or None when it does not exist."""
+    try:
+        raw = fs.cat_file(path)
+    except FileNotFoundError:
+        return None
+    return json.loads(raw)
+
+
+def _dumps(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2).encode()
+
+
+def _source_key(source: str | None) -> str:
+    """Per-source counting key: ``"import:file.h5"`` counts as ``"import"``."""
+    return (source or "").split(":", 1)[0]
+
+
+def _foreign_entries(path: str) -> list[str]:
+    """Entries of a local folder other than the temporary files of an interrupted write."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_dir():
+        return []
+    return sorted(e.name for e in p.iterdir() if durability.TMP_INFIX not in e.name and not e.name.endswith(".partial"))
 
 
 def _short_crs(crs) -> str:  # noqa: ANN001
@@ -120,6 +185,7 @@ class ObservationStore:
         self.url = url
         self.storage_options = storage_options
         self.mode = mode
+        self._fs, self._base = _filesystem(url, storage_options)
         self.cadence = pd.Timedelta(seconds=int(attrs["cadence_seconds"]))
         self.grid = Grid(x=root["x"][:], y=root["y"][:], crs_wkt=attrs["crs_wkt"], name=attrs.get("grid_name", ""))
         self._slots_per_day = int(pd.Timedelta(days=1) / self.cadence)
@@ -145,20 +211,36 @@ class ObservationStore:
             storage_options = storage.prepare(url, storage_options)
         except storage.StorageError as exc:
             raise StoreError(str(exc)) from exc
+        fs, base = _filesystem(url, storage_options)
+        previous = _read_json(fs, f"{base}/zarr.json")
+        if previous is not None:
+            prev_attrs = previous.get("attributes") or {}
+            if not (prev_attrs.get(CREATING) and prev_attrs.get("format") != FORMAT):
+                raise StoreError(f"{url}: a store already exists there")
+            log.warning("%s: finishing an interrupted store creation (started %s)", url, prev_attrs[CREATING])
+        elif not _is_remote(url) and _foreign_entries(url):
+            raise StoreError(f"{url}: the folder exists and holds other files ({', '.join(_foreign_entries(url)[:3])}); choose another path")
+        created = pd.Timestamp.now(tz="UTC").isoformat()
         try:
-            root = zarr.open_group(url, mode="w-", storage_options=storage_options, zarr_format=3)
-        except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
-            raise StoreError(f"{url}: a store already exists there") from exc
-        except Exception as exc:
-            raise StoreError(f"{url}: cannot create store: {type(exc).__name__}: {exc}") from exc
-        for name, values, axis in (("x", grid.x, "X"), ("y", grid.y, "Y")):
-            arr = root.create_array(name, shape=values.shape, dtype="float64", chunks=values.shape, compressors=None)
-            arr[:] = values
-            arr.attrs.update(
-                {"standard_name": f"projection_{name}_coordinate", "axis": axis, "_ARRAY_DIMENSIONS": [name]}
-            )
-        root.attrs.update(
-            {
+            # 1. the root document with the "creating" flag: a crash from here on is recognised
+            durability.write_atomic(f"{base}/zarr.json", _dumps(_group_doc({CREATING: created})), fs)
+            durability.crash_point("store.create.begun")
+            durability.write_atomic(f"{base}/days/zarr.json", _dumps(_group_doc({})), fs)
+            root = zarr.open_group(url, mode="r+", storage_options=storage_options, zarr_format=3)
+            for name, values, axis in (("x", grid.x, "X"), ("y", grid.y, "Y")):
+                arr = root.create_array(
+                    name,
+                    shape=values.shape,
+                    dtype="float64",
+                    chunks=values.shape,
+                    compressors=None,
+                    overwrite=True,
+                    attributes={"standard_name": f"projection_{name}_coordinate", "axis": axis, "_ARRAY_DIMENSIONS": [name]},
+                )
+                arr[:] = values
+            durability.crash_point("store.create.coords")
+            # 2. the commit: the format attribute makes it a store
+            attrs = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
                 "cadence_seconds": int(cadence.total_seconds()),
@@ -170,10 +252,14 @@ class ObservationStore:
                 "last_complete": None,
                 "frames_written": 0,
                 "lightning_written": 0,
-                "created": pd.Timestamp.now(tz="UTC").isoformat(),
+                "frames_by_source": {},
+                "created": created,
                 **(attrs or {}),
             }
-        )
+            durability.write_atomic(f"{base}/zarr.json", _dumps(_group_doc(attrs)), fs)
+        except Exception as exc:
+            raise StoreError(f"{url}: cannot create store: {type(exc).__name__}: {exc}") from exc
+        root = zarr.open_group(url, mode="r+", storage_options=storage_options, zarr_format=3)
         log.info("created observation store %s (%s, cadence %s)", url, grid.shape, cadence)
         return cls(root, url, storage_options, "a")
 
@@ -193,9 +279,18 @@ class ObservationStore:
             raise StoreError(f"{url}: no observation store found") from exc
         except Exception as exc:
             raise StoreError(f"{url}: cannot open store: {type(exc).__name__}: {exc}") from exc
+        attrs = dict(root.attrs)
+        if attrs.get(CREATING) and attrs.get("format") != FORMAT:
+            raise StoreError(
+                f"{url}: no observation store found: its creation (started {attrs[CREATING]}) was interrupted; "
+                "creating it again (ingest, import) finishes it"
+            )
         if mode == "a" and not _is_remote(url):
             _remove_partial_files(url)
-        return cls(root, url, storage_options, mode)
+        store = cls(root, url, storage_options, mode)
+        if mode == "a":
+            store.repair()
+        return store
 
     @classmethod
     def open_or_create(
@@ -237,10 +332,23 @@ class ObservationStore:
         return dims.to_utc_timestamp(time).floor(self.cadence)
 
     # ------------------------------------------------------------------ metadata
+    def _attrs(self, rel: str) -> dict[str, Any] | None:
+        """Fresh attributes of the group at ``rel`` ("" for the root), None when it does not exist."""
+        doc = _read_json(self._fs, self._doc_path(rel))
+        return None if doc is None else dict(doc.get("attributes") or {})
+
+    def _doc_path(self, rel: str) -> str:
+        return f"{self._base}/{rel}/zarr.json" if rel else f"{self._base}/zarr.json"
+
+    def _write_attrs(self, rel: str, update: dict[str, Any]) -> None:
+        """Update the attributes of the group at ``rel`` (created when absent) in one atomic write."""
+        attrs = self._attrs(rel) or {}
+        attrs.update(update)
+        durability.write_atomic(self._doc_path(rel), _dumps(_group_doc(attrs)), self._fs)
+
     def _root_attrs(self) -> dict[str, Any]:
         """Fresh root attributes (re-read: another process may have written)."""
-        root = zarr.open_group(self._root.store, mode="r")
-        return dict(root.attrs)
+        return self._attrs("") or {}
 
     @property
     def version(self) -> str:
@@ -253,16 +361,29 @@ class ObservationStore:
         value = self._root_attrs().get("last_complete")
         return pd.Timestamp(value) if value else None
 
+    def _day_attrs(self, day: str) -> dict[str, Any] | None:
+        """Attributes of a usable day group (None when absent or its creation was interrupted)."""
+        attrs = self._attrs(f"days/{day}")
+        return attrs if _day_ready(attrs) else None
+
     def _day_group(self, day: str, create: bool) -> zarr.Group | None:
+        """The day's group (arrays rain_rate, lightning, time); None when absent and not ``create``.
+
+        Creation: the group document, then the arrays, then the (empty) complete lists that
+        make the day usable; an interrupted creation is redone from the start.
+        """
         path = f"days/{day}"
-        try:
+        if self._day_attrs(day) is not None:
             return zarr.open_group(self._root.store, path=path, mode="r+" if self.mode == "a" else "r")
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            if not create:
-                return None
+        if not create:
+            return None
         if self.mode != "a":
             raise StoreError(f"{self.url}: store opened read-only")
-        group = self._root.require_group(path)
+        if self._attrs("days") is None:
+            self._write_attrs("days", {})
+        self._write_attrs(path, {})
+        durability.crash_point("store.day.begun")
+        group = zarr.open_group(self._root.store, path=path, mode="r+")
         ny, nx = self.grid.shape
         n = self._slots_per_day
         if ny * nx > SHARD_THRESHOLD_CELLS:
@@ -280,21 +401,34 @@ class ObservationStore:
                 fill_value=np.nan,
                 compressors=default_compressor(),
                 dimension_names=("slot", dims.Y, dims.X),
+                attributes={"units": dims.RAIN_RATE_UNITS if var == dims.RAIN_RATE else dims.LIGHTNING_UNITS},
+                overwrite=True,
             )
-            arr.attrs["units"] = dims.RAIN_RATE_UNITS if var == dims.RAIN_RATE else dims.LIGHTNING_UNITS
-        tarr = group.create_array("time", shape=(n,), dtype="int64", chunks=(n,), compressors=None, dimension_names=("slot",))
+        tarr = group.create_array(
+            "time",
+            shape=(n,),
+            dtype="int64",
+            chunks=(n,),
+            compressors=None,
+            dimension_names=("slot",),
+            attributes={"units": TIME_UNITS, "calendar": "proleptic_gregorian"},
+            overwrite=True,
+        )
         start = pd.Timestamp(day)
         step = int(self.cadence.total_seconds())
         tarr[:] = (start - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1) + step * np.arange(n, dtype=np.int64)
-        tarr.attrs.update({"units": TIME_UNITS, "calendar": "proleptic_gregorian"})
-        group.attrs.update({f"{v}_slots": [] for v in VARIABLES})
-        return group
+        durability.crash_point("store.day.arrays")
+        self._write_attrs(path, {**{f"{v}_slots": [] for v in VARIABLES}, SOURCES_ATTR: {}})
+        with self._lock:  # handles of an interrupted earlier creation are stale
+            for var in VARIABLES:
+                self._arrays.pop((day, var), None)
+        return zarr.open_group(self._root.store, path=path, mode="r+")
 
     def _complete_slots(self, day: str, var: str = dims.RAIN_RATE) -> set[int]:
-        group = self._day_group(day, create=False)
-        if group is None:
+        attrs = self._day_attrs(day)
+        if attrs is None:
             return set()
-        return set(group.attrs.get(f"{var}_slots", []))
+        return set(attrs.get(f"{var}_slots", []))
 
     def _array(self, day: str, var: str) -> zarr.Array | None:
         key = (day, var)
@@ -366,24 +500,32 @@ class ObservationStore:
         slot = self.slot_of(t)
         rain = self._as_2d(frame, f"frame {t}")
         light = None if lightning is None else self._as_2d(lightning, f"lightning {t}")
-        group = self._day_group(slot.day, create=True)
-        assert group is not None
+        path = f"days/{slot.day}"
         with self._lock:
-            done = set(group.attrs.get(f"{dims.RAIN_RATE}_slots", []))
+            self._day_group(slot.day, create=True)
+            attrs = self._day_attrs(slot.day) or {}
+            done = set(attrs.get(f"{dims.RAIN_RATE}_slots", []))
             if slot.index in done and not overwrite:
                 log.debug("frame %s already stored; skipped", t)
-                if light is not None and slot.index not in set(group.attrs.get(f"{dims.LIGHTNING}_slots", [])):
+                if light is not None and slot.index not in set(attrs.get(f"{dims.LIGHTNING}_slots", [])):
                     self.append_lightning(t, light)
                 return False
-            group[dims.RAIN_RATE][slot.index] = rain
+            self._array(slot.day, dims.RAIN_RATE)[slot.index] = rain  # type: ignore[index]
             if light is not None:
-                group[dims.LIGHTNING][slot.index] = light
-            # completeness marker after the data, then the root marker
-            update = {f"{dims.RAIN_RATE}_slots": sorted(done | {slot.index})}
+                self._array(slot.day, dims.LIGHTNING)[slot.index] = light  # type: ignore[index]
+            durability.crash_point("store.append.data")
+            # completeness marker after the data (one atomic write), then the root marker
+            update: dict[str, Any] = {f"{dims.RAIN_RATE}_slots": sorted(done | {slot.index})}
             if light is not None:
-                update[f"{dims.LIGHTNING}_slots"] = sorted(set(group.attrs.get(f"{dims.LIGHTNING}_slots", [])) | {slot.index})
-            group.attrs.update(update)
-            self._bump(rain=t, lightning=light is not None)
+                update[f"{dims.LIGHTNING}_slots"] = sorted(set(attrs.get(f"{dims.LIGHTNING}_slots", [])) | {slot.index})
+            key = _source_key(source)
+            if key:
+                counts = dict(attrs.get(SOURCES_ATTR) or {})
+                counts[key] = int(counts.get(key, 0)) + 1
+                update[SOURCES_ATTR] = counts
+            self._write_attrs(path, update)
+            durability.crash_point("store.append.marked")
+            self._bump(rain=t, lightning=light is not None, source=key)
         log.info("stored frame %s%s", t, f" from {source}" if source else "")
         return True
 
@@ -393,18 +535,18 @@ class ObservationStore:
         t = dims.to_utc_timestamp(time)
         slot = self.slot_of(t)
         light = self._as_2d(counts, f"lightning {t}")
-        group = self._day_group(slot.day, create=True)
-        assert group is not None
         with self._lock:
-            done = set(group.attrs.get(f"{dims.LIGHTNING}_slots", []))
+            self._day_group(slot.day, create=True)
+            attrs = self._day_attrs(slot.day) or {}
+            done = set(attrs.get(f"{dims.LIGHTNING}_slots", []))
             if slot.index in done and not overwrite:
                 return False
-            group[dims.LIGHTNING][slot.index] = light
-            group.attrs[f"{dims.LIGHTNING}_slots"] = sorted(done | {slot.index})
+            self._array(slot.day, dims.LIGHTNING)[slot.index] = light  # type: ignore[index]
+            self._write_attrs(f"days/{slot.day}", {f"{dims.LIGHTNING}_slots": sorted(done | {slot.index})})
             self._bump(rain=None, lightning=True)
         return True
 
-    def _bump(self, rain: pd.Timestamp | None, lightning: bool) -> None:
+    def _bump(self, rain: pd.Timestamp | None, lightning: bool, source: str = "") -> None:
         attrs = self._root_attrs()
         update: dict[str, Any] = {}
         if rain is not None:
@@ -412,10 +554,59 @@ class ObservationStore:
             if not last or pd.Timestamp(last) < rain:
                 update["last_complete"] = rain.isoformat()
             update["frames_written"] = int(attrs.get("frames_written", 0)) + 1
+            if source:
+                counts = dict(attrs.get("frames_by_source") or {})
+                counts[source] = int(counts.get(source, 0)) + 1
+                update["frames_by_source"] = counts
         if lightning:
             update["lightning_written"] = int(attrs.get("lightning_written", 0)) + 1
-        root = zarr.open_group(self._root.store, mode="r+")
-        root.attrs.update(update)
+        self._write_attrs("", update)
+
+    def repair(self) -> dict[str, Any]:
+        """Make the root markers agree with the day groups; returns what was changed ({} when nothing).
+
+        A crash after a slot was marked complete but before the root marker moved leaves
+        ``last_complete`` behind the newest complete frame and the counters one short; every
+        open for writing calls this, so such a store serves the right "latest" again.
+        """
+        self._check_writable()
+        last: pd.Timestamp | None = None
+        n_rain = n_light = 0
+        by_source: dict[str, int] = {}
+        for day in self.days():
+            attrs = self._day_attrs(day)
+            if attrs is None:
+                continue
+            slots = attrs.get(f"{dims.RAIN_RATE}_slots", [])
+            if slots:
+                n_rain += len(slots)
+                t = pd.Timestamp(day) + max(slots) * self.cadence
+                last = t if last is None or t > last else last
+            n_light += len(attrs.get(f"{dims.LIGHTNING}_slots", []))
+            for name, n in (attrs.get(SOURCES_ATTR) or {}).items():
+                by_source[name] = by_source.get(name, 0) + int(n)
+        with self._lock:
+            root = self._root_attrs()
+            update: dict[str, Any] = {}
+            stored_last = root.get("last_complete")
+            if last is not None and (not stored_last or pd.Timestamp(stored_last) < last):
+                update["last_complete"] = last.isoformat()
+            written = max(n_rain, sum(by_source.values()))
+            if int(root.get("frames_written", 0)) < written:
+                update["frames_written"] = written
+            if int(root.get("lightning_written", 0)) < n_light:
+                update["lightning_written"] = n_light
+            counts = dict(root.get("frames_by_source") or {})
+            if any(int(counts.get(k, 0)) < n for k, n in by_source.items()):
+                update["frames_by_source"] = {**counts, **{k: max(int(counts.get(k, 0)), n) for k, n in by_source.items()}}
+            if update:
+                log.warning("%s: repaired the root markers after an interrupted write: %s", self.url, update)
+                self._write_attrs("", update)
+        return update
+
+    def frames_by_source(self) -> dict[str, int]:
+        """Rain frames appended per source name (the part of the source before any ':')."""
+        return {k: int(v) for k, v in (self._root_attrs().get("frames_by_source") or {}).items()}
 
     # ------------------------------------------------------------------ reading
     def days(self) -> list[str]:
@@ -456,11 +647,11 @@ class ObservationStore:
         data = {v: np.full((n, y.size, x.size), np.nan, dtype=np.float32) for v in VARIABLES}
         present = {v: np.zeros(n, dtype=bool) for v in VARIABLES}
         for day, pos, idx in self._iter_day_runs(times):
-            group = self._day_group(day, create=False)
-            if group is None:
+            attrs = self._day_attrs(day)
+            if attrs is None:
                 continue
             for var in VARIABLES:
-                complete = set(group.attrs.get(f"{var}_slots", []))
+                complete = set(attrs.get(f"{var}_slots", []))
                 ok = np.array([i in complete for i in idx])
                 if not ok.any():
                     continue
@@ -525,17 +716,15 @@ class ObservationStore:
     # ------------------------------------------------------------------ per-source state
     def get_state(self, source: str) -> dict[str, Any]:
         """The JSON state of ingest source ``source`` ({} when none)."""
-        try:
-            group = zarr.open_group(self._root.store, path=f"state/{source}", mode="r")
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            return {}
-        return dict(group.attrs.get("state", {}))
+        attrs = self._attrs(f"state/{source}")
+        return dict((attrs or {}).get("state", {}))
 
     def set_state(self, source: str, state: dict[str, Any]) -> None:
         """Replace the state of ``source`` (one atomic metadata write)."""
         self._check_writable()
-        group = self._root.require_group(f"state/{source}")
-        group.attrs["state"] = state
+        if self._attrs("state") is None:
+            self._write_attrs("state", {})
+        durability.write_atomic(self._doc_path(f"state/{source}"), _dumps(_group_doc({"state": state})), self._fs)
 
     # ------------------------------------------------------------------ description
     def gaps(self) -> list[tuple[pd.Timestamp, pd.Timestamp]]:

@@ -156,3 +156,115 @@ def test_open_or_create_checks_grid(tmp_path, grid):
     assert ObservationStore.open_or_create(url, grid).grid == grid
     with pytest.raises(StoreError, match="differs"):
         ObservationStore.open_or_create(url, Grid.from_bounds("EPSG:3035", 0, 0, 5000, 5000, 1000))
+
+
+def test_open_for_writing_repairs_the_root_marker(tmp_path, grid):
+    """A crash after the slot was marked complete but before the root marker moved (issue 13,
+    item 2): opening for writing brings last_complete, the counters and the version up to date."""
+    url = str(tmp_path / "obs.zarr")
+    s = ObservationStore.create(url, grid)
+    s.append(frame(grid, T0, 1.0), source="radar")
+    s.append(frame(grid, T0 + STEP, 2.0), source="radar")
+    # the root marker as the killed writer left it: one frame behind
+    zarr.open_group(url, mode="r+").attrs.update({"last_complete": T0.isoformat(), "frames_written": 1, "frames_by_source": {"radar": 1}})
+    stale = ObservationStore.open(url)
+    assert stale.last_complete() == T0, "a reader does not repair"
+    stale_version = stale.version
+    w = ObservationStore.open(url, "a")
+    assert w.last_complete() == T0 + STEP
+    assert w._root_attrs()["frames_written"] == 2
+    assert w.frames_by_source() == {"radar": 2}
+    assert stale.version != stale_version, "caches keyed on the version see the repair"
+    assert ObservationStore.open(url, "a").repair() == {}, "a consistent store is left alone"
+
+
+def test_markers_are_written_by_the_project_writer_not_by_zarr(tmp_path, grid, monkeypatch):
+    """Item 8: once a store exists, zarr writes only chunks and array metadata; every group
+    document (root, days, state) goes through nowcast.durability.write_atomic."""
+    from zarr.storage import LocalStore
+
+    from nowcast import durability
+
+    s = ObservationStore.create(str(tmp_path / "obs.zarr"), grid)
+    by_zarr: list[str] = []
+    by_us: list[str] = []
+    real_set, real_write = LocalStore.set, durability.write_atomic
+
+    async def spy_set(self, key, value):  # noqa: ANN001, ANN202
+        by_zarr.append(key)
+        return await real_set(self, key, value)
+
+    def spy_write(path, data, fs=None):  # noqa: ANN001, ANN202
+        by_us.append(str(path)[len(s.url) + 1 :])
+        return real_write(path, data, fs)
+
+    monkeypatch.setattr(LocalStore, "set", spy_set)
+    monkeypatch.setattr(durability, "write_atomic", spy_write)
+    s.append(frame(grid, T0, 1.0), lightning=np.ones(grid.shape, np.float32), source="radar")
+    s.append(frame(grid, T0 + 5 * STEP, 1.0), source="radar")  # the next day: a new day group
+    s.set_state("radar", {"etag": "x"})
+    group_docs = {"zarr.json", "days/zarr.json"} | {f"days/{d}/zarr.json" for d in ("20240301", "20240302")} | {"state/zarr.json", "state/radar/zarr.json"}
+    assert not group_docs & set(by_zarr), sorted(set(by_zarr))
+    assert all(k.endswith("/zarr.json") and k.count("/") == 3 or "/c/" in k for k in by_zarr), by_zarr
+    assert {"zarr.json", "days/20240301/zarr.json", "days/20240302/zarr.json", "state/radar/zarr.json"} <= set(by_us)
+
+
+def test_leftover_temporary_files_are_removed_by_the_next_writer(tmp_path, grid):
+    from nowcast.durability import TMP_INFIX
+
+    url = str(tmp_path / "obs.zarr")
+    s = ObservationStore.create(url, grid)
+    s.append(frame(grid, T0, 1.0))
+    leftover = tmp_path / "obs.zarr" / "days" / "20240301" / f"zarr.json{TMP_INFIX}dead"
+    leftover.write_text("{")  # a writer killed between its temp write and the rename
+    assert ObservationStore.open(url).times().size == 1
+    ObservationStore.open(url, "a")
+    assert not leftover.exists()
+
+
+def test_interrupted_creation_is_finished_by_the_next_create(tmp_path, grid):
+    """Item 1: a creation killed after its first write leaves a recognisable folder; `info`
+    names it, the next create (ingest, import) finishes it instead of refusing."""
+    import os
+    import subprocess
+    import sys
+
+    url = str(tmp_path / "obs.zarr")
+    code = (
+        "from nowcast.grid import Grid; from nowcast.store import ObservationStore; "
+        "ObservationStore.create(%r, Grid.from_bounds('EPSG:3035', 4_000_000, 2_500_000, 4_064_000, 2_548_000, 1000))" % url
+    )
+    for point in ("store.create.begun", "store.create.coords"):
+        proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "NOWCAST_CRASH_AT": point}, capture_output=True, timeout=120)
+        assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+        with pytest.raises(StoreError, match="no observation store found: its creation .* was interrupted"):
+            ObservationStore.open(url)
+    s = ObservationStore.open_or_create(url, grid)
+    assert s.grid == grid and s.last_complete() is None
+    s.append(frame(grid, T0, 1.0))
+    assert ObservationStore.open(url).times().tolist() == [T0]
+    with pytest.raises(StoreError, match="already exists"):
+        ObservationStore.create(url, grid)
+
+
+def test_interrupted_day_creation_is_redone(tmp_path, grid):
+    import os
+    import subprocess
+    import sys
+
+    url = str(tmp_path / "obs.zarr")
+    ObservationStore.create(url, grid)
+    code = (
+        "import numpy as np, pandas as pd; from nowcast import dims; from nowcast.store import ObservationStore; "
+        "s = ObservationStore.open(%r, 'a'); g = s.grid; "
+        "s.append(dims.make_frames(np.ones(g.shape, np.float32), pd.Timestamp('2024-03-01 23:40'), g.x, g.y, g.crs_wkt))" % url
+    )
+    for point in ("store.day.begun", "store.day.arrays", "store.append.data"):
+        proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "NOWCAST_CRASH_AT": point}, capture_output=True, timeout=120)
+        assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+        r = ObservationStore.open(url)
+        assert len(r.times()) == 0 and r.last_complete() is None
+        assert not r.window(T0, 1)["present"].any()
+    s = ObservationStore.open(url, "a")
+    assert s.append(frame(grid, T0, 3.0))
+    assert ObservationStore.open(url).window(T0, 1)[dims.RAIN_RATE][0, 5, 5] == 3.0
