@@ -28,6 +28,12 @@ late file arrives, so counts are exact and idempotent.
 Status: :class:`IngestStatus` keeps counters (frames ingested / failed / backfilled /
 duplicate / quarantined), the ingest lag and the last error per source, written to the store
 state ``ingest_status``; :func:`read_ingest_status` reads it (API /v1/status, /metrics).
+``frames_ingested`` never falls below the store's own per-source count (written with each
+frame's completeness marker), so it survives a SIGKILL exactly as the frames do.
+
+HTTP validators (ETag, Last-Modified) are remembered only for content that decoded (stored
+or skipped as off-cadence), never for quarantined content: a truncated transfer that carried
+the full file's ETag must not turn every later request into a 304.
 The single-writer rule is enforced by :class:`WriterLock`, a lease file in the store folder.
 """
 
@@ -53,7 +59,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from nowcast import dims
+from nowcast import dims, durability
 from nowcast.grid import Grid
 from nowcast.sources.base import (
     LIGHTNING,
@@ -158,6 +164,26 @@ class IngestStatus:
             "pid": os.getpid(),
             "host": socket.gethostname(),
         }
+        with self._lock:
+            self._reconcile(None)
+
+    def _stored_counts(self) -> dict[str, int]:
+        try:
+            return dict(self.store.frames_by_source())
+        except Exception as exc:  # a store without per-source counts (or a test double)
+            log.debug("no per-source frame counts: %s", exc)
+            return {}
+
+    def _reconcile(self, name: str | None) -> None:
+        """Raise ``frames_ingested`` to the store's count (frames written by a process killed
+        before it flushed its status); caller holds ``self._lock``."""
+        counts = self._stored_counts()
+        for source, entry in self._doc["sources"].items():
+            if name is not None and source != name:
+                continue
+            stored = counts.get(source, 0)
+            if int(entry.get("frames_ingested", 0)) < stored:
+                entry["frames_ingested"] = stored
 
     def _entry(self, name: str) -> dict[str, Any]:
         e = self._doc["sources"].setdefault(name, {})
@@ -170,12 +196,14 @@ class IngestStatus:
     def register(self, name: str, kind: str) -> None:
         with self._lock:
             self._entry(name)["kind"] = kind
+            self._reconcile(name)
 
     def record(self, report: RunReport, source_now: pd.Timestamp) -> None:
         with self._lock:
             e = self._entry(report.source)
             e["polls"] += 1
             e["frames_ingested"] += report.ingested
+            self._reconcile(report.source)
             e["frames_backfilled"] += report.backfilled
             e["frames_duplicate"] += report.duplicates
             e["frames_quarantined"] += report.quarantined
@@ -220,13 +248,23 @@ def read_ingest_status(store: Any) -> dict[str, Any]:
     "frames_missing", "lightning_slots", "polls", "consecutive_failures", "last_poll",
     "last_success", "last_frame", "lag_seconds", "last_error", "last_error_time"}}}``;
     times are ISO 8601 UTC, ``lag_seconds`` is the source clock at the last poll minus the
-    newest frame ingested.
+    newest frame ingested. ``frames_ingested`` is at least the store's own count of the
+    source's frames (exact after a SIGKILL that came before the status was flushed).
     """
     try:
-        return dict(store.get_state(STATUS_KEY))
+        doc = dict(store.get_state(STATUS_KEY))
     except Exception as exc:
         log.debug("no ingest status: %s", exc)
         return {}
+    try:  # frames stored by a process killed before it flushed its status still count
+        counts = store.frames_by_source()
+    except Exception as exc:
+        log.debug("no per-source frame counts: %s", exc)
+        counts = {}
+    for name, entry in doc.get("sources", {}).items():
+        if isinstance(entry, dict) and int(entry.get("frames_ingested") or 0) < counts.get(name, 0):
+            entry["frames_ingested"] = counts[name]
+    return doc
 
 
 # ============================================================================ single writer
@@ -583,8 +621,10 @@ class SourceRunner:
                 rep.errors.append(f"{item.key}: cannot store frame {t}: {type(exc).__name__}: {exc}")
                 log.error("source %s: cannot store frame %s from %s: %s", self.name, t, item.key, exc)
                 return
+            durability.crash_point("ingest.frame.stored")
             self._mark_done(item, state, t, wall, fetched)
             self._save_state(state)
+            durability.crash_point("ingest.state.saved")
             if written:
                 rep.ingested += 1
                 if src_now - t > self.settings.backfilled_after:
@@ -681,7 +721,9 @@ class SourceRunner:
             f"sha1: {fetched.validators.get('sha1', '')}\nreason: {reason}\n"
         )
         dest.with_name(dest.name + ".reason.txt").write_text(text)
-        self._remember(state, item.key, fetched)
+        # no validators: content that did not decode may be a truncated transfer of a good file
+        # (same ETag); the SHA-1 in "bad" keeps the same bad content from being processed twice
+        state.setdefault("validators", {}).pop(item.key, None)
         state.setdefault("bad", {})[item.key] = {"sig": item.signature, "sha1": fetched.validators.get("sha1", ""), "reason": reason, "at": wall.isoformat(), "file": str(dest)}
         state.setdefault("missing", {}).pop(item.key, None)
         self._save_state(state)

@@ -6,8 +6,10 @@ the newest file (its time then comes from the reader). A ``preset`` (see
 :mod:`nowcast.sources.presets`) fills ``url``/``latest_url``/``cadence`` for public providers.
 
 Every request has a hard timeout: httpx's connect/read/write/pool timeouts are all
-``timeout`` seconds and the body transfer is aborted once the whole request has taken longer
-than ``timeout``. Requests are conditional (``If-None-Match`` / ``If-Modified-Since``) when the
+``timeout`` seconds, and a watchdog ends the whole request (headers and body) at ``timeout``
+seconds after it started, whatever the server does: at the deadline it shuts the request's
+socket down, which ends a read blocked on a server that drips bytes. Each request uses its own
+connection (no keep-alive) so that the watchdog knows the socket from the first byte. Requests are conditional (``If-None-Match`` / ``If-Modified-Since``) when the
 state remembers the URL's validators (``state["validators"]``, recorded by the pipeline
 once an item was ingested or quarantined), so an unchanged "latest" file or a file that was
 already quarantined is not downloaded again. The body is streamed to a temporary file (the
@@ -21,7 +23,9 @@ import hashlib
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +51,52 @@ from nowcast.sources.presets import get_preset
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1 << 16
+class _Deadline:
+    """Ends one request at ``seconds`` after its start: shuts its socket(s) down from a timer."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = threading.Event()
+        self._socks: list[Any] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx trace hook: remember the socket of each new connection (TCP, then TLS)."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            self.attach(info.get("return_value"))
+
+    def attach(self, stream: Any) -> None:
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is None:
+            return
+        with self._lock:
+            self._socks.append(sock)
+            late = self.expired.is_set()
+        if late:
+            self._shutdown(sock)
+
+    def _expire(self) -> None:
+        self.expired.set()
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:
+            self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: Any) -> None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed
+            pass
 
 
 class HttpSource(SourceBase):
@@ -103,6 +152,7 @@ class HttpSource(SourceBase):
             headers={"User-Agent": "nowcast-ingest", **(headers or {})},
             follow_redirects=True,
             verify=verify,
+            limits=httpx.Limits(max_keepalive_connections=0),  # one connection per request: see _Deadline
         )
         self._tmp = Path(tempfile.mkdtemp(prefix=f"nowcast-{name}-"))
 
@@ -138,21 +188,28 @@ class HttpSource(SourceBase):
         path = Path(tmp_name)
         start = time.monotonic()
         sha = hashlib.sha1()
+        too_slow = f"{url}: transfer exceeded the {self.timeout:g} s timeout"
+        deadline = _Deadline(self.timeout)
         try:
-            with os.fdopen(fd, "wb") as out, self._client.stream("GET", url, headers=headers) as resp:
+            with deadline, os.fdopen(fd, "wb") as out, self._client.stream(
+                "GET", url, headers=headers, extensions={"trace": deadline.trace}
+            ) as resp:
+                deadline.attach(resp.extensions.get("network_stream"))
                 self._check_status(resp, url)
                 expected = resp.headers.get("Content-Length")
                 if expected is not None and int(expected) > self.max_bytes:
                     raise SourceError(f"{url}: {expected} bytes exceeds max_bytes={self.max_bytes}", key=url)
                 received = 0
-                for chunk in resp.iter_raw(_CHUNK):
+                for chunk in resp.iter_raw():  # as the bytes arrive, whatever their size
                     received += len(chunk)
                     if received > self.max_bytes:
                         raise SourceError(f"{url}: body exceeds max_bytes={self.max_bytes}", key=url)
-                    if time.monotonic() - start > self.timeout:
-                        raise TransientError(f"{url}: transfer exceeded the {self.timeout:g} s timeout", key=url)
+                    if deadline.expired.is_set():
+                        raise TransientError(too_slow, key=url)
                     out.write(chunk)
                     sha.update(chunk)
+                if deadline.expired.is_set():  # a body without Content-Length ends at the shutdown
+                    raise TransientError(too_slow, key=url)
                 if expected is not None and received != int(expected):
                     raise TransientError(f"{url}: truncated transfer ({received} of {expected} bytes)", key=url)
                 got = {"sha1": sha.hexdigest()}
@@ -165,6 +222,8 @@ class HttpSource(SourceBase):
             raise TransientError(f"{url}: timed out after {self.timeout:g} s ({type(exc).__name__})", key=url) from exc
         except httpx.TransportError as exc:  # resets, refused connections, protocol errors
             path.unlink(missing_ok=True)
+            if deadline.expired.is_set():
+                raise TransientError(too_slow, key=url) from exc
             raise TransientError(f"{url}: {type(exc).__name__}: {exc}", key=url) from exc
         except BaseException:
             path.unlink(missing_ok=True)

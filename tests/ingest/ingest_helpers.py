@@ -5,7 +5,10 @@ Each path serves bytes; a per-path list of faults is consumed one request at a t
 path then behaves normally). Faults: ``"404"``, ``"500"``, ``"503"`` (status codes),
 ``"slow"`` (sleep ``slow_seconds`` before answering), ``"drip"`` (send headers, then the body
 slowly), ``"reset"`` (close the connection with a TCP RST, no answer), ``"cut"`` (announce the
-full Content-Length, send half the body, close). Paths not served answer 404. Responses carry
+full Content-Length, send half the body, close), ``"cut-nolength"`` (no Content-Length, the
+full file's ETag, half the body, close: a truncation the client cannot see),
+``"trickle"`` / ``"trickle-nolength"`` (one byte every ``trickle_interval`` seconds, with or
+without Content-Length, for up to ``trickle_seconds``). Paths not served answer 404. Responses carry
 an ETag and honour ``If-None-Match`` (304). POSTs are recorded in ``posts`` (204). ``log`` records (path, outcome) per request: the
 status code (200, 304, 404) or the name of the injected fault.
 """
@@ -37,12 +40,14 @@ def knmi_file(knmi_dir: Path, t: pd.Timestamp) -> Path:
 
 
 class FaultServer:
-    def __init__(self, slow_seconds: float = 1.5) -> None:
+    def __init__(self, slow_seconds: float = 1.5, trickle_interval: float = 0.25, trickle_seconds: float = 8.0) -> None:
         self.routes: dict[str, bytes] = {}
         self.faults: dict[str, list[str]] = {}
         self.log: list[tuple[str, int | str]] = []
         self.posts: list[tuple[str, bytes]] = []
         self.slow_seconds = slow_seconds
+        self.trickle_interval = trickle_interval
+        self.trickle_seconds = trickle_seconds
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -128,10 +133,30 @@ class FaultServer:
                         server.log.append((path, 200))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(content)))
+                if fault.endswith("nolength"):  # a close-delimited body
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(content)))
                 self.send_header("ETag", etag)
                 self.end_headers()
                 try:
+                    if fault == "cut-nolength":
+                        self.wfile.write(content[: len(content) // 2])
+                        self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    if fault.startswith("trickle"):
+                        end = time.monotonic() + server.trickle_seconds
+                        for i in range(len(content)):
+                            if time.monotonic() > end:
+                                break
+                            self.wfile.write(content[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(server.trickle_interval)
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     if fault == "cut":
                         self.wfile.write(content[: len(content) // 2])
                         self.wfile.flush()
