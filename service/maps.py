@@ -8,7 +8,7 @@ import tempfile
 import numpy as np
 import pandas as pd
 
-from nowcast import dims, plotting
+from nowcast import basemap, dims, plotting
 from service.data import DataAccess, FrameRef, iso
 
 _LAYER_TITLES = {"rain": "Rain rate", "lightning": "Lightning"}
@@ -42,7 +42,8 @@ def render_png(access: DataAccess, ref: FrameRef, layer: str) -> bytes:
         unit, scale = "km", 1000.0
     title, sub = map_title(ref, layer)
     extent = (xmin / scale, xmax / scale, ymin / scale, ymax / scale)
-    fig = plotting.map_figure(v, extent, layer, title, subtitle=sub, x_label=f"x ({unit})", y_label=f"y ({unit})")
+    overlays = {name: [xy / scale for xy in lines] for name, lines in basemap.grid_overlays(grid).items()}
+    fig = plotting.map_figure(v, extent, layer, title, subtitle=sub, x_label=f"x ({unit})", y_label=f"y ({unit})", overlays=overlays)
     return plotting.figure_png(fig)
 
 

@@ -60,6 +60,33 @@
     outline = group;
   }
 
+  // coastlines and borders (GeoJSON from /v1/overlays, GSHHG data served by the API) in
+  // their own pane above the radar tiles; non-interactive so clicks reach the map
+  map.createPane("basemap");
+  map.getPane("basemap").style.zIndex = 450;
+  map.getPane("basemap").style.pointerEvents = "none";
+  const OVERLAY_STYLES = {
+    coastlines: { color: "#1d2330", weight: 1.2, opacity: 0.9 },
+    borders: { color: "#5f3dc4", weight: 1.1, opacity: 0.85, dashArray: "5 3" },
+  };
+  state.overlays = {};
+
+  async function loadOverlays() {
+    let n = 0;
+    for (const name of ["coastlines", "borders"]) {
+      try {
+        const gj = await getJSON("/v1/overlays/" + name);
+        const layer = L.geoJSON(gj, {
+          pane: "basemap", interactive: false, className: "overlay-" + name, style: () => OVERLAY_STYLES[name],
+        }).addTo(map);
+        state.overlays[name] = layer;
+        n += 1;
+      } catch (e) { /* the map still works without them */ }
+    }
+    if (n) { map.attributionControl.addAttribution("coastlines, borders: GSHHG"); }
+    document.body.dataset.overlays = String(n);
+  }
+
   function showFrame(i) {
     if (!state.frames.length) { return; }
     state.index = Math.max(0, Math.min(i, state.frames.length - 1));
@@ -90,6 +117,7 @@
       const b = state.bbox;
       map.fitBounds([[b[1], b[0]], [b[3], b[2]]]);
       drawOutline(b);
+      loadOverlays();
     }
     let i = observed.length - 1;  // the latest observation
     if (keepPosition && prevKey) {

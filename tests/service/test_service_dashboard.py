@@ -1,4 +1,4 @@
-"""The dashboard in a real headless Chromium: loads, slider changes frames, click draws the chart."""
+"""The dashboard in a real headless Chromium: loads, coastlines/borders drawn, slider changes frames, click draws the chart."""
 
 from __future__ import annotations
 
@@ -28,6 +28,15 @@ ARGS = [
 ]
 
 
+def png_rgb(data: bytes):  # -> np.ndarray (h, w, 3) int
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+
 def wettest_point(env) -> tuple[float, float]:  # noqa: ANN001
     """lat/lon of the cell with the most rain in the latest frame."""
     import numpy as np
@@ -45,6 +54,7 @@ def test_dashboard_end_to_end(env, live_server) -> None:  # noqa: ANN001
 
     ARTIFACTS.mkdir(exist_ok=True)
     tile_requests: list[str] = []
+    overlay_requests: list[str] = []
     external: list[str] = []
     with live_server(env.app) as url, sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
         ctx = pw.chromium.launch_persistent_context(
@@ -60,6 +70,8 @@ def test_dashboard_end_to_end(env, live_server) -> None:  # noqa: ANN001
                     external.append(req.url)
                 if "/v1/tiles/" in req.url:
                     tile_requests.append(req.url)
+                if "/v1/overlays/" in req.url:
+                    overlay_requests.append(req.url)
 
             page.on("request", on_request)
             page.goto(url + "/", wait_until="networkidle")
@@ -74,6 +86,34 @@ def test_dashboard_end_to_end(env, live_server) -> None:  # noqa: ANN001
             # tiles of the shown frame were requested and rendered
             page.wait_for_function("document.querySelectorAll('.leaflet-tile-loaded').length > 0", timeout=15000)
             assert any(f"/v1/tiles/rain/{first_key}/" in u for u in tile_requests)
+
+            # coastlines and borders: GeoJSON from the API drawn as SVG paths over the map
+            page.wait_for_selector("body[data-overlays='2']", timeout=15000)
+            assert any("/v1/overlays/coastlines" in u for u in overlay_requests)
+            assert any("/v1/overlays/borders" in u for u in overlay_requests)
+            map_box = page.locator("#map").bounding_box()
+            assert map_box is not None
+            for cls in ("overlay-coastlines", "overlay-borders"):
+                path = page.locator(f"path.{cls}")
+                assert path.count() == 1, cls
+                b = path.bounding_box()
+                assert b is not None and b["width"] > 50 and b["height"] > 50, (cls, b)
+                # the lines lie over the map, not off in a corner of the page
+                assert b["x"] < map_box["x"] + map_box["width"] and b["x"] + b["width"] > map_box["x"], (cls, b, map_box)
+            # at a border point (Splugen pass, CH/IT) the pixels change when the overlay pane is hidden:
+            # the line is drawn where the map puts that lon/lat; inland (Bergamo Alps) nothing changes
+            def overlay_pixels(lat: float, lon: float) -> int:
+                p = page.evaluate(f"(() => {{ const p = window.nowcastMap.latLngToContainerPoint([{lat}, {lon}]); return [p.x, p.y]; }})()")
+                assert 6 <= p[0] <= map_box["width"] - 6 and 6 <= p[1] <= map_box["height"] - 6, p
+                clip = {"x": map_box["x"] + p[0] - 5, "y": map_box["y"] + p[1] - 5, "width": 11, "height": 11}
+                shown = png_rgb(page.screenshot(clip=clip))
+                page.evaluate("window.nowcastMap.getPane('basemap').style.display = 'none'")
+                hidden = png_rgb(page.screenshot(clip=clip))
+                page.evaluate("window.nowcastMap.getPane('basemap').style.display = ''")
+                return int((abs(shown - hidden).sum(axis=-1) > 60).sum())
+
+            assert overlay_pixels(46.5056, 9.3303) >= 3
+            assert overlay_pixels(46.0, 10.0) == 0
 
             # move the slider to the last forecast lead: the label and tile URLs change
             n = int(page.locator("#slider").get_attribute("max") or 0)
