@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nowcast import dims
+from nowcast import dims, evaluation
 from nowcast.metrics import ContingencyTable
 from nowcast.models import create_nowcaster
 from nowcast.store import ObservationStore
@@ -80,28 +80,24 @@ def train(cfg: dict[str, Any], device: str) -> Path:
 
 
 def start_times(store: ObservationStore, periods: list[list[str]], n_inputs: int) -> pd.DatetimeIndex:
-    """Stored times in ``periods`` whose ``n_inputs`` input frames are all stored."""
-    stored = store.times()
-    ok = [t for t in select(stored, periods) if all((t - store.cadence * k) in stored for k in range(n_inputs))]
-    return pd.DatetimeIndex(ok)
+    """Stored times in ``periods`` whose ``n_inputs`` input frames (and first target) are stored."""
+    return evaluation.start_times(store, n_inputs, periods=[tuple(p) for p in periods])
 
 
 def score(model: Any, store: ObservationStore, times: pd.DatetimeIndex, table: ContingencyTable) -> float:
     """Accumulate ``model``'s forecasts from every start time into ``table``; returns seconds."""
-    leads = [store.cadence * k for k in range(1, N_LEADS + 1)]
-    t0 = time.perf_counter()
-    for t in times:
-        history = store.window(t, model.n_inputs)
-        observed = store.window(t + store.cadence * N_LEADS, N_LEADS)[dims.RAIN_RATE].values
-        fc = model.forecast(history, leads)[dims.RAIN_RATE].values
-        table.accumulate(fc, observed)
-    return time.perf_counter() - t0
+    t, seconds = evaluation.score_starts(model, store, times, THRESHOLDS, N_LEADS)
+    table.merge(t)
+    return seconds
 
 
-def summarise(table: ContingencyTable) -> dict[str, dict[str, float]]:
-    s = table.compute()
+def summarise(tables: dict[str, tuple[ContingencyTable, pd.Timedelta]]) -> dict[str, dict[str, float]]:
+    """CSI and MCC by lead time in minutes, pooling events at their own cadence (a 6-minute
+    event contributes at 6, 12, ... min; report minutes it does not reach are NaN)."""
+    counts = evaluation.tables_dataset({("m", e): t for e, (t, _) in tables.items()}, {e: c / pd.Timedelta(minutes=1) for e, (_, c) in tables.items()})
+    s = evaluation.scores(evaluation.pool_by_minutes(counts, REPORT_LEADS_MIN)).sel(method="m")
     return {
-        f"{metric}@{thr:g}": {str(m): float(s[metric][m // 5 - 1, i]) for m in REPORT_LEADS_MIN}
+        f"{metric}@{thr:g}": {str(m): float(s[metric].values[li, i]) for li, m in enumerate(REPORT_LEADS_MIN)}
         for metric in ("csi", "mcc")
         for i, thr in enumerate(THRESHOLDS)
     }
@@ -151,15 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: %d start times", store.url, len(times))
     results: dict[str, dict[str, Any]] = {}
     for name, model in models.items():
-        pooled = ContingencyTable.init(THRESHOLDS, N_LEADS)
+        tables: dict[str, tuple[ContingencyTable, pd.Timedelta]] = {}
         per_event = {}
         seconds = 0.0
         for store, times in events:
             table = ContingencyTable.init(THRESHOLDS, N_LEADS)
             seconds += score(model, store, times, table)
-            pooled.merge(table)
-            per_event[store.url] = summarise(table)
-        results[name] = {"seconds": round(seconds, 1), "scores": summarise(pooled), "per_event": per_event}
+            tables[store.url] = (table, store.cadence)
+            per_event[store.url] = summarise({store.url: (table, store.cadence)})
+        results[name] = {"seconds": round(seconds, 1), "scores": summarise(tables), "per_event": per_event}
         log.info("%s: %.0f s", name, seconds)
 
     print(markdown(results))

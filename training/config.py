@@ -44,6 +44,7 @@ class TrainOptions(BaseModel):
     exceedance_thresholds: list[float] = Field(default_factory=lambda: [1.0, 5.0], description="mm/h")
     exceedance_temperature: float = Field(0.05, gt=0, description="scaled units; smaller = sharper")
     exceedance_loss: Literal["bce", "soft_csi"] = Field("bce", description="bce: per-cell BCE; soft_csi: 1 - differentiable CSI over the batch (not swamped by dry cells)")
+    exceedance_head_weight: float = Field(1.0, ge=0, description="weight of the BCE of the model's exceedance-probability heads (probability_thresholds)")
     lightning_weight: float = Field(0.5, ge=0)
     lightning_pos_weight: float = Field(5.0, gt=0, description="BCE weight of lightning occurrences (rare)")
     # validation / early stopping
@@ -115,6 +116,23 @@ class DataConfig(BaseModel):
         return times[keep.values]
 
 
+class EventsConfig(BaseModel):
+    """Train on whole events of a catalogue (the ``[events]`` table; :mod:`training.events`).
+
+    Every stored time of the training events gives windows; ``validation`` events (or
+    ``validation_events`` per class, drawn with the config's seed) are used only for early
+    stopping and for the probability cuts of the deterministic field.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    catalogue: str = Field("configs/events-real.toml", description="event catalogue file")
+    classes: list[str] = Field(default_factory=lambda: ["2km", "240m"], description="resolution classes used")
+    validation: list[str] | None = Field(None, description="validation event names; None = drawn per class")
+    validation_events: int = Field(1, ge=1, description="validation events per class when drawn")
+    exclude: list[str] = Field(default_factory=list, description="events never used (e.g. held out for a test)")
+
+
 class TrainConfig(BaseModel):
     """A whole training configuration file."""
 
@@ -123,8 +141,15 @@ class TrainConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainOptions = Field(default_factory=TrainOptions)
     data: DataConfig | None = None
+    events: EventsConfig | None = None
     seed: int = 0
     out_dir: str = "runs/convlstm"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrainConfig:
+        if self.data is not None and self.events is not None:
+            raise ValueError("give either [data] (one store) or [events] (a catalogue of event stores), not both")
+        return self
 
     def options(self) -> dict[str, Any]:
         """The ``model``/``train`` tables as ``fit()`` takes them."""

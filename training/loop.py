@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
+from nowcast.models.calibration import ExceedanceHistogram, ThresholdCalibration
 from nowcast.models.network import EncoderForecaster, ModelConfig
 from nowcast.transforms import rainrate_to_scaled
 from training import ddp
@@ -85,6 +86,17 @@ class EpochSampler(Sampler[int]):
         return self.total // self.world
 
 
+class AllOutputs(torch.nn.Module):
+    """The network with ``forward`` = ``forward_all`` (so DDP wraps the call the loss needs)."""
+
+    def __init__(self, net: EncoderForecaster) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs: torch.Tensor, guide: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return tuple(self.net.forward_all(inputs, guide))  # type: ignore[return-value]
+
+
 class Trainer:
     """Trains an :class:`EncoderForecaster` on window datasets; see the module docstring."""
 
@@ -114,15 +126,17 @@ class Trainer:
             net = build_network(read_checkpoint(opts.init_checkpoint), opts.init_checkpoint, expected=model_cfg)
             log.info("initialised from %s", opts.init_checkpoint)
         self.net = net.to(self.device)
-        self.model: torch.nn.Module = self.net
+        self.model: torch.nn.Module = AllOutputs(self.net)
         if ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.model = DistributedDataParallel(self.net, device_ids=[self.device.index] if self.cuda else None)
+            self.model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
         self.sampler = EpochSampler(len(train_ds), opts.samples_per_epoch, ctx.rank, ctx.world_size, seed)
         self.history: list[dict[str, Any]] = []
         self.state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0}
+        #: probability cuts fitted on the latest validation (models with exceedance heads)
+        self.calibration: ThresholdCalibration | None = None
 
     # -- data --------------------------------------------------------------------------
     def _loader(self, ds: WindowDataset, sampler: Sampler[int] | None) -> DataLoader:
@@ -142,11 +156,12 @@ class Trainer:
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    def _forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rain, lightning logit, exceedance logits (B, K, T, H, W), T = 0 without heads)."""
         guide = batch["guide"] if self.cfg.advection != "none" else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            rain, light = model(batch["inputs"], guide)
-        return rain.float(), light.float()
+            rain, light, exceed = model(batch["inputs"], guide)
+        return rain.float(), light.float(), exceed.float()
 
     # -- one epoch ---------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> float:
@@ -157,8 +172,8 @@ class Trainer:
         bar = tqdm(self._loader(self.train_ds, self.sampler), desc=f"epoch {epoch}", leave=False, disable=not (self.opts.progress and self.ctx.is_main))
         for batch in bar:
             batch = self._to_device(batch)
-            rain, light = self._forward(self.model, batch)
-            loss = total_loss(rain, light, batch, self.opts, self.cfg.lightning)
+            rain, light, exceed = self._forward(self.model, batch)
+            loss = total_loss(rain, light, batch, self.opts, self.cfg.lightning, exceed, self.cfg.probability_thresholds)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}: {loss.item()}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -180,6 +195,8 @@ class Trainer:
         ext = {t: np.zeros(3) for t in (1.0, 5.0)}
         by_lead = np.zeros((self.cfg.n_leads, 3))
         loss_sum, n_batches = 0.0, 0
+        heads = tuple(self.cfg.probability_thresholds)
+        hist = ExceedanceHistogram(heads, self.cfg.n_leads) if heads else None
 
         def table(pred_s: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor, thr: float) -> np.ndarray:
             f = pred_s >= float(rainrate_to_scaled(thr))
@@ -190,9 +207,11 @@ class Trainer:
 
         for batch in self._loader(self.val_ds, None):
             batch = self._to_device(batch)
-            rain, light = self._forward(self.net, batch)
-            loss_sum += float(total_loss(rain, light, batch, self.opts, self.cfg.lightning).item())
+            rain, light, exceed = self._forward(AllOutputs(self.net), batch)
+            loss_sum += float(total_loss(rain, light, batch, self.opts, self.cfg.lightning, exceed, heads).item())
             n_batches += 1
+            if hist is not None:
+                hist.accumulate(torch.sigmoid(exceed).cpu().numpy(), batch["target_rate"].cpu().numpy(), batch["mask"].cpu().numpy())
             for t in thresholds:
                 tab = table(rain, batch["target_rate"], batch["mask"], t)
                 tables[t] += tab.sum(0)
@@ -215,6 +234,18 @@ class Trainer:
             "extrap_csi_1": csi(ext[1.0]) if self.cfg.advection != "none" else float("nan"),
             "extrap_csi_5": csi(ext[5.0]) if self.cfg.advection != "none" else float("nan"),
         }
+        if hist is not None:
+            # the deterministic field is cut at the CSI-optimal probability per lead and
+            # threshold (chosen here, on validation data); its scores are those of the cuts
+            cuts = hist.optimal_cuts()
+            self.calibration = ThresholdCalibration(heads, cuts)
+            counts = hist.counts_at(cuts)  # (K, T, 3)
+            for t, key in ((1.0, "val_csi_1"), (5.0, "val_csi_5"), (self.opts.csi_threshold, "val_csi_thr")):
+                if t in heads:
+                    j = heads.index(t)
+                    out[key] = csi(counts[:, j].sum(0))
+                    if t == 1.0:
+                        by_lead = counts[:, j]
         step = self.cfg.cadence_minutes
         for minutes in (30, 60):
             k = minutes // step - 1
@@ -231,6 +262,7 @@ class Trainer:
             "trainer": dict(self.state),
             "history": list(self.history),
             "metrics": dict(metrics),
+            "calibration": self.calibration.to_dict() if self.calibration is not None else None,
             "seed": self.seed,
             **self.meta,
         }

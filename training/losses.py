@@ -7,6 +7,9 @@
   blurs it away); or, with ``exceedance_loss = "soft_csi"``, 1 - a differentiable CSI of those
   probabilities over the batch, which the many dry cells cannot swamp.
 - lightning: BCE with logits on occurrence (count > 0), ``pos_weight`` for the rare positives.
+- exceedance heads (``probability_thresholds`` of the model): BCE with logits of
+  ``P(rain >= t)`` against the observed exceedance, a proper score, so the heads learn
+  calibrated probabilities (``exceedance_head_weight``). Their logits are (B, K, T, H, W).
 
 Shapes: every tensor (B, K, H, W); masks bool. Each term is a masked mean, so DDP ranks with
 equally many valid cells average to the single-process loss.
@@ -69,9 +72,28 @@ def lightning_loss(logit: torch.Tensor, occurrence: torch.Tensor, mask: torch.Te
     return _masked_mean(bce, mask)
 
 
-def total_loss(rain: torch.Tensor, light_logit: torch.Tensor, batch: dict[str, torch.Tensor], opts: TrainOptions, use_lightning: bool) -> torch.Tensor:
+def exceedance_head_loss(logits: torch.Tensor, rate: torch.Tensor, mask: torch.Tensor, thresholds: tuple[float, ...] | list[float]) -> torch.Tensor:
+    """Mean over thresholds of the masked BCE of logits (B, K, T, H, W) vs ``rate >= t``."""
+    terms = []
+    for j, t in enumerate(thresholds):
+        obs = (rate >= t).to(logits.dtype)
+        terms.append(_masked_mean(F.binary_cross_entropy_with_logits(logits[:, :, j], obs, reduction="none"), mask))
+    return torch.stack(terms).mean()
+
+
+def total_loss(
+    rain: torch.Tensor,
+    light_logit: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    opts: TrainOptions,
+    use_lightning: bool,
+    exceedance_logit: torch.Tensor | None = None,
+    probability_thresholds: tuple[float, ...] | list[float] = (),
+) -> torch.Tensor:
     """The training objective for one batch (see the module docstring)."""
     loss = rain_loss(rain, batch["target"], batch["target_rate"], batch["mask"], opts)
+    if probability_thresholds and exceedance_logit is not None and opts.exceedance_head_weight > 0:
+        loss = loss + opts.exceedance_head_weight * exceedance_head_loss(exceedance_logit, batch["target_rate"], batch["mask"], probability_thresholds)
     if use_lightning and opts.lightning_weight > 0:
         loss = loss + opts.lightning_weight * lightning_loss(light_logit, batch["light"], batch["light_mask"], opts)
     return loss

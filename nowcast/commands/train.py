@@ -42,6 +42,43 @@ def fill_synthetic(url: str, size: int, seed: int, start: pd.Timestamp, end: pd.
     return store
 
 
+def run_events(cfg, args: argparse.Namespace) -> int:  # noqa: ANN001
+    """Train on whole events of a catalogue (``[events]``); writes the checkpoint and its model card."""
+    import json
+    import time
+
+    from training.api import fit_many
+    from training.dap.events import choose_validation
+    from training.events import load_catalogue, open_event_store, training_parts
+
+    ev = cfg.events
+    try:
+        cat = load_catalogue(ev.catalogue)
+        events = [e for e in cat.event if e.resolution_class in ev.classes and e.name not in ev.exclude]
+        stores = {e.name: open_event_store(cat, e) for e in events}
+        val = list(ev.validation) if ev.validation is not None else choose_validation(events, ev.classes, ev.validation_events, cfg.seed)
+    except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:
+        raise CommandError(str(exc)) from exc
+    unknown = sorted(set(val) - set(stores))
+    if unknown:
+        raise CommandError(f"validation events {unknown} are not in the catalogue's {ev.classes} events")
+    train = [n for n in stores if n not in val]
+    out_dir = args.out_dir or Path(cfg.out_dir)
+    t0 = time.perf_counter()
+    try:
+        ckpt = fit_many(cfg.options(), training_parts(stores, train, val), seed=cfg.seed, device=args.device, out_dir=out_dir, resume=args.resume)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    seconds = time.perf_counter() - t0
+    from training.model_card import write_model_card
+
+    card = write_model_card(ckpt, config_path=args.config, train_events=train, validation_events=val, stores=stores, train_seconds=seconds, device=args.device)
+    log.info("model card: %s", card)
+    print(ckpt)
+    print(json.dumps({"train_seconds": round(seconds, 1), "card": str(card)}))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from training.config import TrainConfig
 
@@ -49,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(TrainConfig, args.config, args.overrides)
     except ConfigError as exc:
         raise CommandError(str(exc)) from exc
+    if cfg.events is not None:
+        return run_events(cfg, args)
     if cfg.data is None:
-        raise CommandError(f"{args.config}: the [data] table (store, train and val periods) is required")
+        raise CommandError(f"{args.config}: a [data] table (store, train and val periods) or an [events] table (catalogue) is required")
     from nowcast.store import ObservationStore, StoreError
     from training.api import fit
 

@@ -3,8 +3,17 @@
 Also defines what the network sees (shared with the training dataset, so training and
 inference cannot drift apart) and how checkpoints are read and checked.
 
-Options: ``checkpoint`` (path, required), ``device`` ("cpu", "cuda", "auto"),
-``min_rain`` (mm/h; smaller forecast rates become 0, default 0.1).
+Options: ``checkpoint`` (path; default: the weights shipped with the package, see
+:mod:`nowcast.models.weights`), ``device`` ("cpu", "cuda", "auto"), ``min_rain`` (mm/h;
+smaller forecast rates become 0, default 0.1).
+
+With exceedance heads and a ``calibration`` in the checkpoint (probability cuts per lead and
+threshold, fitted on validation data by the training loop), the deterministic rain field is
+made to exceed each threshold exactly where the calibrated probability says so
+(:mod:`nowcast.models.calibration`).
+
+Cadence: the network works in steps of the history's cadence (motion in cells per step), so
+any cadence is accepted; leads must be whole multiples of it, up to ``n_leads`` steps.
 
 NaN / no-rain rules: NaN inputs are 0 in the rain channel with coverage 0 in the mask
 channel; the forecast is NaN where the last frame is NaN (lightning probability also where
@@ -28,6 +37,7 @@ import xarray as xr
 from nowcast import dims
 from nowcast.models import motion
 from nowcast.models.base import forecast_dataset
+from nowcast.models.calibration import ThresholdCalibration, apply_threshold_calibration
 from nowcast.models.network import ModelConfig
 from nowcast.transforms import rainrate_to_scaled, scaled_to_rainrate
 
@@ -170,9 +180,12 @@ class ConvLSTMNowcaster:
     name = "convlstm"
 
     def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", min_rain: float = 0.1) -> None:
-        if checkpoint is None:
-            raise ValueError("convlstm: option 'checkpoint' (path to a trained checkpoint) is required")
         import torch
+
+        if checkpoint is None:
+            from nowcast.models.weights import default_checkpoint
+
+            checkpoint = default_checkpoint("real")
 
         self.checkpoint = Path(checkpoint)
         ckpt = read_checkpoint(self.checkpoint)
@@ -184,6 +197,8 @@ class ConvLSTMNowcaster:
         self.cadence = pd.Timedelta(minutes=self.config.cadence_minutes)
         self._version = file_hash(self.checkpoint)
         self._torch = torch
+        cal = ckpt.get("calibration")
+        self.calibration = ThresholdCalibration.from_dict(cal) if cal and self.config.probability_thresholds else None
 
     @property
     def version(self) -> str:
@@ -191,21 +206,27 @@ class ConvLSTMNowcaster:
 
     def _lead_index(self, leads: Sequence[pd.Timedelta], cadence: pd.Timedelta) -> np.ndarray:
         if cadence != self.cadence:
-            raise motion.ForecastInputError(f"convlstm: history cadence {cadence} differs from the model's {self.cadence}")
+            log.debug("convlstm: history cadence %s differs from the training cadence %s; forecasting in steps of %s", cadence, self.cadence, cadence)
         steps = motion.lead_steps(leads, cadence)
         idx = np.rint(steps).astype(int)
         bad = [str(pd.Timedelta(x)) for x, s, i in zip(pd.to_timedelta(list(leads)), steps, idx, strict=True) if abs(s - i) > 1e-9 or i > self.config.n_leads]
         if bad:
-            valid = f"multiples of {self.cadence} up to {self.cadence * self.config.n_leads}"
+            valid = f"multiples of the history cadence {cadence} up to {cadence * self.config.n_leads}"
             raise motion.ForecastInputError(f"convlstm: unsupported lead times {bad}; valid: {valid}")
         return idx - 1
 
     def predict_arrays(self, rain: np.ndarray, lightning: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the network on (N, y, x) rain mm/h / lightning counts.
 
-        Returns (n_leads, y, x) float32 rain rate mm/h (no coverage mask applied) and lightning
-        probability in [0, 1].
+        Returns (n_leads, y, x) float32 rain rate mm/h (no coverage mask applied; calibrated
+        when the checkpoint has a calibration) and lightning probability in [0, 1].
         """
+        rate, prob, _ = self.predict_all(rain, lightning)
+        return rate, prob
+
+    def predict_all(self, rain: np.ndarray, lightning: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like :meth:`predict_arrays`, plus the exceedance probabilities (n_leads, T, y, x)
+        for ``config.probability_thresholds`` (T = 0 without heads)."""
         torch = self._torch
         cfg = self.config
         x = input_features(rain, lightning, cfg)
@@ -219,12 +240,15 @@ class ConvLSTMNowcaster:
             gt = torch.from_numpy(g)[None].to(self.device)
         use_bf16 = self.device.startswith("cuda")
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            rain_s, light_logit = self.net(xt, gt)
-        rain_s = rain_s.float()[0, :, :ny, :nx].cpu().numpy()
-        prob = torch.sigmoid(light_logit.float())[0, :, :ny, :nx].cpu().numpy()
+            out = self.net.forward_all(xt, gt)
+        rain_s = out.rain.float()[0, :, :ny, :nx].cpu().numpy()
+        prob = torch.sigmoid(out.lightning_logit.float())[0, :, :ny, :nx].cpu().numpy()
+        exceed = torch.sigmoid(out.exceedance_logit.float())[0, :, :, :ny, :nx].cpu().numpy().astype(dims.FLOAT)
         rate = np.asarray(scaled_to_rainrate(rain_s), dtype=dims.FLOAT)
+        if self.calibration is not None:
+            rate = apply_threshold_calibration(rate, exceed, self.calibration)
         rate[rate < self.min_rain] = 0.0
-        return rate, prob.astype(dims.FLOAT)
+        return rate, prob.astype(dims.FLOAT), exceed
 
     def forecast(self, history: xr.Dataset, leads: Sequence[pd.Timedelta] = dims.DEFAULT_LEADS) -> xr.Dataset:
         """ConvLSTM nowcast from the last frames of ``history`` (time, y, x); see the module docstring."""

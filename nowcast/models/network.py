@@ -14,7 +14,15 @@ Shapes (B batch, N input frames, C input channels, K leads, G guide channels):
 - outputs: ``(rain, lightning_logit)``, each (B, K, H, W): rain on the scaled (log) axis; in
   ``"residual"`` mode the network's rain output is a correction added to the guide's rain
   (with ``residual_zero_init`` zero at initialisation, so an untrained network forecasts the
-  extrapolation nowcast).
+  extrapolation nowcast). :meth:`EncoderForecaster.forward_all` also returns the
+  exceedance logits (B, K, T, H, W) of ``P(rain >= probability_thresholds[t])`` (T = 0 when
+  none are configured); with a guide they start from a prior on the guide's rain,
+  ``scale_t * (guide - scaled(threshold_t))``, to which the head adds its correction.
+
+``guide_smoothing`` (cells): Gaussian-smoothed copies of the guide's rain channel are appended
+to the guide inside the network (fixed separable kernels, zero outside the domain), so the
+network can trade the sharp extrapolation for smoother fields as the lead grows, which is what
+S-PROG's scale-dependent AR(2) smoothing does; the cached guide stays one channel.
 
 H and W must be multiples of :meth:`EncoderForecaster.size_multiple`.
 
@@ -29,7 +37,7 @@ resolution.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -56,6 +64,8 @@ class ModelConfig(BaseModel):
     oflow_inputs: int = Field(3, ge=2, description="frames used for the guide's optical flow")
     lightning: bool = Field(True, description="lightning input channel and guide channel")
     residual_zero_init: bool = Field(False, description="residual mode: start with a zero correction (untrained network = extrapolation)")
+    probability_thresholds: list[float] = Field(default_factory=list, description="mm/h; exceedance-probability heads P(rain >= t), increasing")
+    guide_smoothing: list[float] = Field(default_factory=list, description="cells; Gaussian sigmas of smoothed guide-rain channels added inside the network")
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -70,6 +80,13 @@ class ModelConfig(BaseModel):
             raise ValueError("strides and channels must be positive")
         if self.guide_channels is not None and len(self.guide_channels) != n:
             raise ValueError(f"guide_channels must have {n} entries, got {len(self.guide_channels)}")
+        t = self.probability_thresholds
+        if any(v <= 0 for v in t) or any(b <= a for a, b in zip(t, t[1:], strict=False)):
+            raise ValueError(f"probability_thresholds must be positive and strictly increasing, got {t}")
+        if any(v <= 0 for v in self.guide_smoothing):
+            raise ValueError(f"guide_smoothing sigmas must be positive, got {self.guide_smoothing}")
+        if self.guide_smoothing and self.advection == "none":
+            raise ValueError("guide_smoothing needs a guide (advection 'input' or 'residual')")
         return self
 
     @property
@@ -78,7 +95,13 @@ class ModelConfig(BaseModel):
 
     @property
     def guide_input_channels(self) -> int:
+        """Channels of the guide given to the network (the cached extrapolation nowcast)."""
         return 0 if self.advection == "none" else (2 if self.lightning else 1)
+
+    @property
+    def guide_network_channels(self) -> int:
+        """Guide channels inside the network: the given ones plus the smoothed rain copies."""
+        return 0 if self.advection == "none" else self.guide_input_channels + len(self.guide_smoothing)
 
     @property
     def frames_needed(self) -> int:
@@ -131,6 +154,22 @@ def _up(cin: int, cout: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.ConvTranspose2d(cin, cout, k, stride=stride, padding=p), nn.LeakyReLU(0.2))
 
 
+class NetworkOutput(NamedTuple):
+    """All outputs of :meth:`EncoderForecaster.forward_all`."""
+
+    rain: torch.Tensor  #: (B, K, H, W) scaled rain
+    lightning_logit: torch.Tensor  #: (B, K, H, W)
+    exceedance_logit: torch.Tensor  #: (B, K, T, H, W), T = len(probability_thresholds)
+
+
+def gaussian_kernel1d(sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian (radius 3 sigma), float32."""
+    r = max(1, int(math.ceil(3.0 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
 class EncoderForecaster(nn.Module):
     """The ConvLSTM encoder-forecaster; see the module docstring for shapes."""
 
@@ -141,6 +180,8 @@ class EncoderForecaster(nn.Module):
         n = len(ch)
         gch = config.guide_channels or [max(1, c // 2) for c in ch]
         self.guided = config.advection != "none"
+        for i, sigma in enumerate(config.guide_smoothing):
+            self.register_buffer(f"smooth_{i}", gaussian_kernel1d(sigma), persistent=False)
         self.stem = nn.Sequential(nn.Conv2d(config.input_channels, config.stem_channels, 3, padding=1), nn.LeakyReLU(0.2))
         self.enc_down = nn.ModuleList()
         self.enc_cells = nn.ModuleList()
@@ -150,7 +191,7 @@ class EncoderForecaster(nn.Module):
             self.enc_cells.append(ConvLSTMCell(c, c, k))
             prev = c
         if self.guided:
-            gi = config.guide_input_channels
+            gi = config.guide_network_channels
             self.guide_stem = nn.Sequential(nn.Conv2d(gi, config.stem_channels, 3, padding=1), nn.LeakyReLU(0.2))
             self.guide_down = nn.ModuleList()
             prev = config.stem_channels
@@ -167,20 +208,52 @@ class EncoderForecaster(nn.Module):
             out = ch[lvl - 1] if lvl > 0 else config.stem_channels
             # level l's output goes up to level l-1's resolution (or full resolution)
             self.fc_up.append(_up(ch[lvl], out, st[lvl]))
-        head_in = config.stem_channels + config.guide_input_channels
-        self.head = nn.Sequential(nn.Conv2d(head_in, config.stem_channels, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(config.stem_channels, 2, 1))
+        head_in = config.stem_channels + config.guide_network_channels
+        n_prob = len(config.probability_thresholds)
+        self.head = nn.Sequential(nn.Conv2d(head_in, config.stem_channels, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(config.stem_channels, 2 + n_prob, 1))
+        if n_prob:
+            from nowcast.transforms import rainrate_to_scaled
+
+            scaled = [float(rainrate_to_scaled(t)) for t in config.probability_thresholds]
+            self.register_buffer("prob_offsets", torch.tensor(scaled, dtype=torch.float32), persistent=False)
+            # prior logit slope per threshold (1/scaled units); learned
+            self.prob_scale = nn.Parameter(torch.full((n_prob,), 8.0 if self.guided else 0.0))
         if config.advection == "residual" and config.residual_zero_init:
             # zero correction at initialisation: training starts from the extrapolation nowcast
             with torch.no_grad():
                 self.head[-1].weight[0].zero_()
                 self.head[-1].bias[0].zero_()
+                if n_prob:  # probabilities start at the guide's prior
+                    self.head[-1].weight[2:].zero_()
+                    self.head[-1].bias[2:].zero_()
 
     @staticmethod
     def size_multiple(config: ModelConfig) -> int:
         """H and W must be multiples of this (the product of the strides)."""
         return math.prod(config.strides)
 
+    def _with_smoothed(self, guide: torch.Tensor) -> torch.Tensor:
+        """(B, K, G, H, W) guide -> (B, K, G + S, H, W) with the smoothed rain channels appended."""
+        if not self.config.guide_smoothing:
+            return guide
+        b, k, _, h, w = guide.shape
+        rain = guide[:, :, 0].reshape(b * k, 1, h, w)
+        extra = []
+        for i in range(len(self.config.guide_smoothing)):
+            kern = getattr(self, f"smooth_{i}").to(rain.dtype)
+            r = kern.numel() // 2
+            y = nn.functional.conv2d(rain, kern.view(1, 1, 1, -1), padding=(0, r))
+            y = nn.functional.conv2d(y, kern.view(1, 1, -1, 1), padding=(r, 0))
+            extra.append(y.reshape(b, k, 1, h, w))
+        return torch.cat([guide, *extra], dim=2)
+
     def forward(self, inputs: torch.Tensor, guide: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rain, lightning_logit)``, each (B, K, H, W); see :meth:`forward_all`."""
+        out = self.forward_all(inputs, guide)
+        return out.rain, out.lightning_logit
+
+    def forward_all(self, inputs: torch.Tensor, guide: torch.Tensor | None = None) -> NetworkOutput:
+        """Rain, lightning logit and exceedance logits; shapes in the module docstring."""
         cfg = self.config
         if inputs.ndim != 5 or inputs.shape[2] != cfg.input_channels:
             raise ValueError(f"inputs must be (B, N, {cfg.input_channels}, H, W), got {tuple(inputs.shape)}")
@@ -192,6 +265,7 @@ class EncoderForecaster(nn.Module):
             want = (b, cfg.n_leads, cfg.guide_input_channels, hgt, wid)
             if guide is None or tuple(guide.shape) != want:
                 raise ValueError(f"advection={cfg.advection!r} needs guide {want}, got {None if guide is None else tuple(guide.shape)}")
+            guide = self._with_smoothed(guide)
         # encoder
         states: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.enc_cells)
         for t in range(nt):
@@ -203,7 +277,7 @@ class EncoderForecaster(nn.Module):
                 x = states[lvl][0]
         # forecaster
         fstates = list(states)
-        rains, lights = [], []
+        rains, lights, probs = [], [], []
         for k in range(cfg.n_leads):
             gfeat: list[torch.Tensor] = []
             if self.guided:
@@ -225,4 +299,12 @@ class EncoderForecaster(nn.Module):
                 rain = rain + guide[:, k, 0]
             rains.append(rain)
             lights.append(out[:, 1])
-        return torch.stack(rains, dim=1), torch.stack(lights, dim=1)
+            if cfg.probability_thresholds:
+                logit = out[:, 2:]
+                if self.guided:
+                    prior = guide[:, k, :1] - self.prob_offsets.view(1, -1, 1, 1).to(logit.dtype)
+                    logit = logit + self.prob_scale.view(1, -1, 1, 1) * prior
+                probs.append(logit)
+        b, _, _, hgt, wid = inputs.shape
+        exceed = torch.stack(probs, dim=1) if probs else inputs.new_zeros(b, cfg.n_leads, 0, hgt, wid)
+        return NetworkOutput(torch.stack(rains, dim=1), torch.stack(lights, dim=1), exceed)

@@ -1,0 +1,415 @@
+"""Event-blocked DAP: K-fold over whole radar events, repeated with seeds, every event held out once.
+
+The plan (``plans/real-events-kfold.toml``, schema :class:`EventPlan`) is fixed before any
+work and hashed (:func:`plan_hash`). Blocks are the events of a catalogue
+(:mod:`training.events`); within each resolution class the events are shuffled with the
+repetition's seed and dealt round-robin into ``folds`` folds. For each (repetition, fold):
+
+1. training events = the other folds' events; of those, ``validation_events`` per class (drawn
+   with the same seed) are held out of the gradient steps and used for early stopping and for
+   the probability cuts of the deterministic field (never the test events);
+2. the ConvLSTM is trained (:func:`training.api.fit_many`) from the plan's training config;
+3. every start time (every ``start_stride``-th) of each held-out event is forecast and scored.
+
+Baselines (persistence, LK extrapolation, S-PROG) have no training: each event is scored once on
+the same start times. Contingency tables are kept per (method, event, lead step, threshold)
+and pooled by lead time in minutes (events of 10- and 15-minute cadence contribute at their own
+lead times). Intervals: a percentile bootstrap over events (the blocks) within each class, with
+the paired difference ConvLSTM - S-PROG computed on the same resampled events.
+
+Every step is recorded in ``ledger.jsonl`` (plan, hash, code version, data fingerprints,
+timings, checkpoints); results go to ``results.nc`` / ``results.json`` / ``report.md`` /
+``skill.png``. A run resumes: finished tables and checkpoints are reused when their inputs match.
+
+    python -m training.dap.events --plan plans/real-events-kfold.toml [--out results/real-events-kfold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field
+
+from nowcast.config import load_config
+from nowcast.evaluation import (
+    COUNTS,
+    pool_by_minutes,
+    score_starts,
+    scores,
+    start_times,
+    tables_dataset,
+)
+from nowcast.metrics import ContingencyTable
+from training.dap.ledger import Ledger, code_version, now_iso, package_versions
+from training.events import Catalogue, EventSpec, load_catalogue, open_event_store, training_parts
+
+log = logging.getLogger(__name__)
+
+LEARNED = "convlstm"
+
+
+class EventSplits(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    folds: int = Field(3, ge=2, description="folds over events, per resolution class")
+    repetitions: int = Field(1, ge=1, description="repetitions with different seeds")
+    validation_events: int = Field(1, ge=1, description="training events per class held out for early stopping and calibration")
+
+
+class EventScores(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    thresholds: list[float] = Field(default_factory=lambda: [1.0, 5.0], description="mm/h")
+    n_leads: int = Field(15, ge=1, description="lead steps (of each event's cadence)")
+    report_minutes: list[float] = Field(default_factory=lambda: [5, 10, 15, 20, 30, 45, 60, 75])
+    n_inputs: int = Field(6, ge=1, description="input frames a start time needs stored")
+    start_stride: int = Field(2, ge=1, description="score every n-th start time")
+    bootstrap: int = Field(2000, ge=100, description="bootstrap resamples of events")
+
+
+class EventPlan(BaseModel):
+    """A whole event-blocked plan file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    catalogue: str = Field("configs/events-real.toml")
+    classes: list[str] = Field(default_factory=lambda: ["2km", "240m"])
+    seed: int = 0
+    splits: EventSplits = Field(default_factory=EventSplits)
+    scores: EventScores = Field(default_factory=EventScores)
+    baselines: list[str] = Field(default_factory=lambda: ["persistence", "extrapolation", "sprog"])
+    train_config: str = Field("configs/train-real.toml", description="[model] and [train] tables of the ConvLSTM")
+    threads: int = Field(2, ge=1, description="torch threads")
+
+
+def plan_hash(plan: EventPlan, train_options: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of the plan and the training options it names."""
+    text = json.dumps({"plan": plan.model_dump(), "train": train_options}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def assign_folds(events: list[EventSpec], classes: list[str], folds: int, seed: int) -> list[list[str]]:
+    """Per class, shuffle events with ``seed`` and deal them round-robin into ``folds`` folds."""
+    rng = np.random.default_rng(seed)
+    out: list[list[str]] = [[] for _ in range(folds)]
+    for c in classes:
+        names = [e.name for e in events if e.resolution_class == c]
+        if len(names) < folds:
+            raise ValueError(f"class {c!r} has {len(names)} events, fewer than {folds} folds")
+        for i, j in enumerate(rng.permutation(len(names))):
+            out[i % folds].append(names[j])
+    return out
+
+
+def choose_validation(train_events: list[EventSpec], classes: list[str], n: int, seed: int) -> list[str]:
+    """``n`` training events per class (seeded) used only for early stopping and calibration."""
+    rng = np.random.default_rng(seed + 7919)
+    out: list[str] = []
+    for c in classes:
+        names = sorted(e.name for e in train_events if e.resolution_class == c)
+        if len(names) <= n:
+            raise ValueError(f"class {c!r}: {len(names)} training events cannot spare {n} for validation")
+        out += [names[i] for i in rng.choice(len(names), size=n, replace=False)]
+    return out
+
+
+def _table_path(out: Path, method: str, event: str) -> Path:
+    return out / "tables" / method / f"{event}.json"
+
+
+def _load_table(path: Path, key: dict[str, Any]) -> ContingencyTable | None:
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("key") != key:
+        return None
+    return ContingencyTable.from_dict(data["table"])
+
+
+def _save_table(path: Path, key: dict[str, Any], table: ContingencyTable, seconds: float) -> None:
+    from nowcast.durability import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps({"key": key, "seconds": round(seconds, 2), "table": table.to_dict()}).encode())
+
+
+class EventRunner:
+    """Runs one plan into ``out``; see the module docstring."""
+
+    def __init__(self, plan: EventPlan, out: Path, device: str = "cpu", progress: bool = True) -> None:
+        import torch
+
+        self.plan, self.out, self.device, self.progress = plan, out, device, progress
+        self.catalogue: Catalogue = load_catalogue(plan.catalogue)
+        self.events = [e for e in self.catalogue.event if e.resolution_class in plan.classes]
+        from nowcast.config import read_mapping
+
+        self.train_options = {k: v for k, v in read_mapping(plan.train_config).items() if k in ("model", "train")}
+        self.hash = plan_hash(plan, self.train_options)
+        self.stores = {e.name: self._open(e) for e in self.events}
+        self.starts = {e.name: start_times(self.stores[e.name], plan.scores.n_inputs, plan.scores.start_stride) for e in self.events}
+        self.cadence_min = {e.name: self.stores[e.name].cadence / pd.Timedelta(minutes=1) for e in self.events}
+        out.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(out / "ledger.jsonl")
+        torch.set_num_threads(plan.threads)
+
+    def _open(self, ev: EventSpec) -> Any:
+        return open_event_store(self.catalogue, ev)
+
+    def _key(self, method: str, version: str, event: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        starts = self.starts[event]
+        return {
+            "method": method,
+            "version": version,
+            "store_version": str(self.stores[event].version),
+            "starts": hashlib.sha256("|".join(t.isoformat() for t in starts).encode()).hexdigest()[:16],
+            "thresholds": list(self.plan.scores.thresholds),
+            "n_leads": self.plan.scores.n_leads,
+            **(extra or {}),
+        }
+
+    def _score(self, label: str, model: Any, event: str, key: dict[str, Any], path: Path) -> ContingencyTable:
+        from tqdm.auto import tqdm
+
+        cached = _load_table(path, key)
+        if cached is not None:
+            return cached
+        sc = self.plan.scores
+        with tqdm(total=len(self.starts[event]), desc=f"{label} {event}", disable=not self.progress, leave=False) as bar:
+            table, seconds = score_starts(model, self.stores[event], self.starts[event], sc.thresholds, sc.n_leads, progress=bar)
+        _save_table(path, key, table, seconds)
+        log.info("%s on %s: %d start times in %.0f s", label, event, len(self.starts[event]), seconds)
+        return table
+
+    # -- stages ------------------------------------------------------------------------
+    def run_baselines(self) -> dict[tuple[str, str], ContingencyTable]:
+        from nowcast.models import create_nowcaster
+
+        out = {}
+        for name in self.plan.baselines:
+            model = create_nowcaster(name)
+            for ev in self.events:
+                key = self._key(name, str(model.version), ev.name)
+                out[(name, ev.name)] = self._score(name, model, ev.name, key, _table_path(self.out, name, ev.name))
+        return out
+
+    def fold_plan(self) -> list[dict[str, Any]]:
+        """(repetition, fold, test events, validation events, training events) of every split."""
+        splits = []
+        for r in range(self.plan.splits.repetitions):
+            seed = self.plan.seed + 1000 * r
+            folds = assign_folds(self.events, self.plan.classes, self.plan.splits.folds, seed)
+            for f, test in enumerate(folds):
+                train = [e for e in self.events if e.name not in test]
+                val = choose_validation(train, self.plan.classes, self.plan.splits.validation_events, seed + f)
+                splits.append({"repetition": r, "fold": f, "seed": seed + f, "test": sorted(test), "validation": sorted(val), "train": sorted(e.name for e in train if e.name not in val)})
+        return splits
+
+    def train_split(self, split: dict[str, Any]) -> Path:
+        """Train (or reuse) the ConvLSTM of one split; returns its best checkpoint."""
+        from training.api import fit_many
+
+        out_dir = self.out / "folds" / f"r{split['repetition']}-f{split['fold']}"
+        marker = out_dir / "done.json"
+        ident = {"plan_hash": self.hash, "split": split}
+        if marker.is_file() and json.loads(marker.read_text()).get("ident") == ident and (out_dir / "best.pt").is_file():
+            return out_dir / "best.pt"
+        parts = training_parts(self.stores, split["train"], split["validation"])
+        t0 = time.perf_counter()
+        best = fit_many(self.train_options, parts, seed=split["seed"], device=self.device, out_dir=out_dir)
+        seconds = time.perf_counter() - t0
+        marker.write_text(json.dumps({"ident": ident, "train_seconds": round(seconds, 1)}))
+        return best
+
+    def run_splits(self) -> tuple[dict[tuple[str, str], ContingencyTable], list[dict[str, Any]]]:
+        from nowcast.models import create_nowcaster
+        from nowcast.models.convlstm import file_hash
+
+        tables: dict[tuple[str, str], ContingencyTable] = {}
+        records = []
+        for split in self.fold_plan():
+            t0 = time.perf_counter()
+            ckpt = self.train_split(split)
+            train_s = json.loads((ckpt.parent / "done.json").read_text()).get("train_seconds")
+            model = create_nowcaster(LEARNED, checkpoint=ckpt, device=self.device)
+            for name in split["test"]:
+                key = self._key(LEARNED, file_hash(ckpt), name, {"split": f"r{split['repetition']}-f{split['fold']}"})
+                t = self._score(LEARNED, model, name, key, self.out / "tables" / LEARNED / f"r{split['repetition']}" / f"{name}.json")
+                if (LEARNED, name) in tables:
+                    tables[(LEARNED, name)].merge(t)
+                else:
+                    tables[(LEARNED, name)] = t
+            rec = {"event": "split", "plan_hash": self.hash, **split, "checkpoint": str(ckpt), "model_version": file_hash(ckpt), "train_seconds": train_s, "seconds": round(time.perf_counter() - t0, 1), "time": now_iso()}
+            self.ledger.append(rec)
+            records.append(rec)
+        return tables, records
+
+    # -- results -----------------------------------------------------------------------
+    def results(self, tables: dict[tuple[str, str], ContingencyTable]) -> xr.Dataset:
+        counts = tables_dataset(tables, self.cadence_min)
+        counts.attrs.update(plan=self.plan.name, plan_hash=self.hash, code_version=json.dumps(code_version()))
+        return counts
+
+    def run(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self.ledger.append({
+            "event": "plan", "plan_hash": self.hash, "plan": self.plan.model_dump(), "train_options": self.train_options,
+            "code_version": code_version(), "packages": package_versions(), "time": now_iso(),
+            "data": {e.name: {"store": self.catalogue.store_url(e), "store_version": str(self.stores[e.name].version), "n_start_times": len(self.starts[e.name]), "cadence_minutes": self.cadence_min[e.name], "fingerprint": data_fingerprint(self.stores[e.name])} for e in self.events},
+        })
+        tables = self.run_baselines()
+        learned, records = self.run_splits()
+        tables.update(learned)
+        counts = self.results(tables)
+        summary = summarise(counts, self.plan, {e.name: e.resolution_class for e in self.events})
+        summary.update(plan_hash=self.hash, splits=records, wall_seconds=round(time.perf_counter() - t0, 1))
+        write_outputs(self.out, counts, summary)
+        self.ledger.append({"event": "summary", "plan_hash": self.hash, "time": now_iso(), "wall_seconds": summary["wall_seconds"], "outputs": ["results.nc", "results.json", "report.md", "skill.png"]})
+        return summary
+
+
+def data_fingerprint(store: Any) -> str:
+    """SHA-256 (first 16 hex) of the rain bytes of every stored frame, in time order."""
+    h = hashlib.sha256()
+    for t in store.times():
+        v = store.window(t, 1)["rain_rate"].values
+        h.update(np.ascontiguousarray(np.nan_to_num(v, nan=-1.0)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _bootstrap(counts: xr.Dataset, events: list[str], minutes: list[float], n: int, seed: int, a: str, b: str) -> dict[str, Any]:
+    """Percentile intervals of CSI/MCC of methods ``a``, ``b`` and of ``a - b``, resampling events."""
+    rng = np.random.default_rng(seed)
+    per_event = [pool_by_minutes(counts, minutes, [e]) for e in events]
+    stack = {c: np.stack([p[c].sel(method=[a, b]).values for p in per_event]) for c in COUNTS}  # (E, 2, L, T)
+    from nowcast.metrics.categorical import scores_from_counts
+
+    draws = {"csi": [], "mcc": []}
+    for _ in range(n):
+        idx = rng.integers(0, len(events), len(events))
+        s = scores_from_counts(*(stack[c][idx].sum(0) for c in COUNTS))
+        for k in draws:
+            draws[k].append(s[k])
+    out = {}
+    for k, v in draws.items():
+        arr = np.asarray(v)  # (n, 2, L, T)
+        for label, x in ((a, arr[:, 0]), (b, arr[:, 1]), (f"{a}-{b}", arr[:, 0] - arr[:, 1])):
+            out[f"{k}:{label}"] = {"lo": np.nanpercentile(x, 2.5, axis=0).tolist(), "hi": np.nanpercentile(x, 97.5, axis=0).tolist()}
+    return out
+
+
+def summarise(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str]) -> dict[str, Any]:
+    """Pooled scores per class, intervals and the paired difference ConvLSTM - S-PROG."""
+    minutes = list(plan.scores.report_minutes)
+    out: dict[str, Any] = {"plan": plan.name, "minutes": minutes, "thresholds": list(plan.scores.thresholds), "classes": {}}
+    for c in plan.classes:
+        evs = sorted(e for e, k in classes.items() if k == c and e in counts["event"].values)
+        pooled = pool_by_minutes(counts, minutes, evs)
+        s = scores(pooled)
+        entry: dict[str, Any] = {"events": evs, "scores": {}}
+        for m in s["method"].values:
+            entry["scores"][str(m)] = {k: s[k].sel(method=m).values.round(4).tolist() for k in ("csi", "mcc", "pod", "far", "bias")}
+        methods = list(s["method"].values)
+        if LEARNED in methods and "sprog" in methods:
+            entry["intervals"] = _bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, LEARNED, "sprog")
+        out["classes"][c] = entry
+    return out
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The report's tables: CSI and MCC per class, method, threshold, lead (with intervals)."""
+    lines = [f"# Event-blocked DAP: {summary['plan']}", "", f"plan hash `{summary.get('plan_hash', '')[:16]}`", ""]
+    minutes = summary["minutes"]
+    for c, entry in summary["classes"].items():
+        lines += [f"## Class {c}: {len(entry['events'])} events held out once each", "", ", ".join(entry["events"]), ""]
+        for metric in ("csi", "mcc"):
+            for ti, thr in enumerate(summary["thresholds"]):
+                lines += [f"### {metric.upper()} at {thr:g} mm/h", "", "| method | " + " | ".join(f"{m:g} min" for m in minutes) + " |", "|---" * (len(minutes) + 1) + "|"]
+                for method, sc in entry["scores"].items():
+                    cells = []
+                    for li in range(len(minutes)):
+                        v = sc[metric][li][ti]
+                        ci = entry.get("intervals", {}).get(f"{metric}:{method}")
+                        cells.append("-" if v is None or v != v else (f"{v:.3f} [{ci['lo'][li][ti]:.3f}, {ci['hi'][li][ti]:.3f}]" if ci else f"{v:.3f}"))
+                    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+                d = entry.get("intervals", {}).get(f"{metric}:{LEARNED}-sprog")
+                if d:
+                    a, b = entry["scores"][LEARNED][metric], entry["scores"]["sprog"][metric]
+                    diff = [a[li][ti] - b[li][ti] for li in range(len(minutes))]
+                    lines.append("| ConvLSTM - S-PROG | " + " | ".join(f"{x:+.3f} [{d['lo'][li][ti]:+.3f}, {d['hi'][li][ti]:+.3f}]" for li, x in enumerate(diff)) + " |")
+                lines.append("")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """CSI and MCC against lead time per class and threshold, with the ConvLSTM's interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = list(summary["classes"])
+    thr = summary["thresholds"]
+    fig, axes = plt.subplots(len(classes), 2 * len(thr), figsize=(4.2 * 2 * len(thr), 3.4 * len(classes)), squeeze=False)
+    x = summary["minutes"]
+    for ci, c in enumerate(classes):
+        entry = summary["classes"][c]
+        for mi, metric in enumerate(("csi", "mcc")):
+            for ti, t in enumerate(thr):
+                ax = axes[ci, mi * len(thr) + ti]
+                for method, sc in entry["scores"].items():
+                    y = [sc[metric][li][ti] for li in range(len(x))]
+                    ax.plot(x, y, marker="o", ms=3, label=method, lw=2 if method == LEARNED else 1.2)
+                    ci_ = entry.get("intervals", {}).get(f"{metric}:{method}")
+                    if ci_:
+                        ax.fill_between(x, [v[ti] for v in ci_["lo"]], [v[ti] for v in ci_["hi"]], alpha=0.15)
+                ax.set_title(f"{c}: {metric.upper()} >= {t:g} mm/h", fontsize=9)
+                ax.set_xlabel("lead time (min)")
+                ax.grid(alpha=0.3)
+        axes[ci, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(out: Path, counts: xr.Dataset, summary: dict[str, Any]) -> None:
+    counts.to_netcdf(out / "results.nc")
+    (out / "results.json").write_text(json.dumps(summary, indent=1, default=float))
+    (out / "report.md").write_text(markdown(summary))
+    plot(summary, out / "skill.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.dap.events", description=__doc__.split("\n\n")[0])
+    p.add_argument("--plan", type=Path, default=Path("plans/real-events-kfold.toml"))
+    p.add_argument("--out", type=Path, default=None, help="default results/<plan name>")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--stage", choices=["all", "baselines"], default="all")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    plan = load_config(EventPlan, args.plan, args.overrides)
+    runner = EventRunner(plan, args.out or Path("results") / plan.name, device=args.device, progress=not args.no_progress)
+    if args.stage == "baselines":
+        runner.run_baselines()
+        return 0
+    summary = runner.run()
+    sys.stdout.write(markdown(summary) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

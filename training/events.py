@@ -1,0 +1,155 @@
+"""The catalogue of real radar events: one observation store per event, by resolution class.
+
+A catalogue (``configs/events-real.toml``) lists every event usable as nowcasting material:
+its source files (relative to ``data_root``), its resolution class ("2km" composites, "240m"
+X-band), how it is brought onto its store grid (block-mean ``downsample``, optional ``grid``
+crop) and its cadence. :func:`build_stores` imports each event with ``nowcast import``'s own
+function (idempotent: frames already stored are skipped), so a store can be rebuilt at any time
+from ``../shared/data``. Events, not stores of mixed days, are the blocks of the event-level
+DAP plans (:mod:`training.dap.events`): an event is held out whole, never split.
+
+    python -m training.events build [--catalogue configs/events-real.toml] [--only NAME ...]
+    python -m training.events list
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from nowcast.config import load_config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CATALOGUE = Path("configs/events-real.toml")
+
+
+class EventSpec(BaseModel):
+    """One event: its source files and how they become its observation store."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="unique event name (also the store's folder name)")
+    resolution_class: str = Field(alias="class", description="resolution class, e.g. '2km' or '240m'")
+    paths: list[str] = Field(min_length=1, description="files or folders, relative to data_root")
+    downsample: int = Field(1, ge=1, description="block-mean downsampling factor after reading")
+    grid: str | None = Field(None, description="target grid 'CRS,xmin,ymin,xmax,ymax,resolution' (crop); None = native")
+    cadence: str = Field("5min", description="time step of the event's frames")
+
+    @field_validator("cadence")
+    @classmethod
+    def _cadence(cls, v: str) -> str:
+        try:
+            td = pd.Timedelta(v)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"cadence {v!r} is not a duration (e.g. '5min')") from exc
+        if td <= pd.Timedelta(0):
+            raise ValueError(f"cadence must be positive, got {v!r}")
+        return v
+
+
+class Catalogue(BaseModel):
+    """A whole catalogue file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_root: str = Field("../shared/data/radar", description="folder the event paths are relative to")
+    store_root: str = Field("var/real", description="folder of the stores: <store_root>/<class>/<name>.zarr")
+    event: list[EventSpec] = Field(min_length=1)
+
+    @field_validator("event")
+    @classmethod
+    def _unique(cls, v: list[EventSpec]) -> list[EventSpec]:
+        names = [e.name for e in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate event names: {dup}")
+        return v
+
+    def store_url(self, event: EventSpec) -> str:
+        return str(Path(self.store_root) / event.resolution_class / f"{event.name}.zarr")
+
+    def get(self, name: str) -> EventSpec:
+        for e in self.event:
+            if e.name == name:
+                return e
+        raise KeyError(f"unknown event {name!r}; valid: {', '.join(e.name for e in self.event)}")
+
+    def sources(self, event: EventSpec) -> list[Path]:
+        return [Path(self.data_root) / p for p in event.paths]
+
+
+def load_catalogue(path: str | Path = DEFAULT_CATALOGUE, overrides: list[str] | None = None) -> Catalogue:
+    """Read and validate a catalogue file (raises ``nowcast.config.ConfigError``)."""
+    return load_config(Catalogue, path, overrides)
+
+
+def build_stores(catalogue: Catalogue, only: list[str] | None = None, progress: bool = True) -> dict[str, dict[str, int]]:
+    """Import every event (or those in ``only``) into its store; returns counts per event.
+
+    Raises ``FileNotFoundError`` naming the folder when an event's source data are absent.
+    """
+    from nowcast.commands.import_ import expand_paths, import_files, parse_grid
+
+    out: dict[str, dict[str, int]] = {}
+    events = [catalogue.get(n) for n in only] if only else list(catalogue.event)
+    for ev in events:
+        files = expand_paths(catalogue.sources(ev))
+        url = catalogue.store_url(ev)
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        log.info("%s: %d files -> %s", ev.name, len(files), url)
+        summary = import_files(files, url, grid=parse_grid(ev.grid or "native"), downsample=ev.downsample, cadence=ev.cadence, progress=progress)
+        out[ev.name] = {"written": summary.written, "skipped": summary.skipped, "failed": summary.failed}
+        if summary.failed:
+            log.warning("%s: %d files failed: %s", ev.name, summary.failed, "; ".join(list(summary.reasons.values())[:3]))
+    return out
+
+
+def open_event_store(catalogue: Catalogue, event: EventSpec):  # -> ObservationStore
+    """The event's store, read-only; ``FileNotFoundError`` saying how to build it when absent."""
+    from nowcast.store import ObservationStore
+
+    url = catalogue.store_url(event)
+    if not Path(url).exists():
+        raise FileNotFoundError(f"{url}: store of event {event.name} missing; build it with `python -m training.events build`")
+    return ObservationStore.open(url)
+
+
+def training_parts(stores: dict[str, object], train: list[str], validation: list[str]) -> list[tuple[object, pd.DatetimeIndex, pd.DatetimeIndex]]:
+    """``fit_many`` parts: every stored time of the training events as training windows, of the
+    validation events as validation windows (whole events, never split)."""
+    parts = []
+    for name in train:
+        parts.append((stores[name], stores[name].times(), pd.DatetimeIndex([])))  # type: ignore[attr-defined]
+    for name in validation:
+        parts.append((stores[name], pd.DatetimeIndex([]), stores[name].times()))  # type: ignore[attr-defined]
+    return parts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.events", description=__doc__.split("\n\n")[0])
+    p.add_argument("action", choices=["build", "list"])
+    p.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE)
+    p.add_argument("--only", nargs="*", default=None, help="event names (default: all)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cat = load_catalogue(args.catalogue)
+    if args.action == "list":
+        for ev in cat.event:
+            sys.stdout.write(f"{ev.name:28s} {ev.resolution_class:5s} {ev.cadence:6s} {cat.store_url(ev)}\n")
+        return 0
+    counts = build_stores(cat, args.only, progress=not args.no_progress)
+    failed = sum(c["failed"] for c in counts.values())
+    for name, c in counts.items():
+        sys.stdout.write(f"{name}: {c['written']} written, {c['skipped']} skipped, {c['failed']} failed\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Model cards: what a trained checkpoint was made from, how, and how well it scores.
+
+A card is JSON beside its checkpoint (``<name>.card.json``): data fingerprints (SHA-256 of the
+rain bytes of every frame of every event used), the training configuration and its hash, code
+version, seed, validation scores and probability cuts, training time and hardware; the
+event-blocked DAP results (plan hash, pooled held-out scores) are added by
+:func:`attach_evaluation`. :func:`ship` writes a weights-only copy of a checkpoint with its
+card into the package (``nowcast/models/weights``).
+
+    python -m training.model_card ship runs/convlstm-real-events/best.pt --domain real \
+        [--evaluation results/real-events-kfold/results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from training.checkpoint import code_version
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hardware(device: str) -> dict[str, Any]:
+    """Where the training ran: CPU model and cores, torch threads, GPU name when used."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device, "torch": torch.__version__}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def write_model_card(
+    checkpoint: Path,
+    *,
+    config_path: str | Path,
+    train_events: list[str],
+    validation_events: list[str],
+    stores: dict[str, Any],
+    train_seconds: float,
+    device: str,
+) -> Path:
+    """Write ``<checkpoint stem>.card.json`` beside ``checkpoint``; returns its path."""
+    import torch
+
+    from training.dap.events import data_fingerprint
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg_text = Path(config_path).read_bytes()
+    card = {
+        "model": "convlstm",
+        "checkpoint_sha256": _sha256_file(checkpoint),
+        "code_version": code_version(),
+        "config": str(config_path),
+        "config_sha256": hashlib.sha256(cfg_text).hexdigest(),
+        "seed": ckpt.get("seed"),
+        "model_config": ckpt.get("model_config"),
+        "data": {
+            name: {"role": "train" if name in train_events else "validation", "store": str(getattr(s, "url", "")), "fingerprint": data_fingerprint(s), "n_frames": len(s.times()), "cadence_minutes": s.cadence.total_seconds() / 60}
+            for name, s in stores.items()
+            if name in train_events or name in validation_events
+        },
+        "validation": ckpt.get("metrics"),
+        "best_epoch": (ckpt.get("trainer") or {}).get("best_epoch"),
+        "calibration": ckpt.get("calibration"),
+        "train_seconds": round(float(train_seconds), 1),
+        "hardware": hardware(device),
+    }
+    path = checkpoint.with_name(checkpoint.stem + ".card.json")
+    path.write_text(json.dumps(card, indent=1, default=str))
+    return path
+
+
+def attach_evaluation(card: dict[str, Any], results_path: Path) -> dict[str, Any]:
+    """Add the event-blocked DAP results (plan hash, pooled held-out CSI/MCC) to a card."""
+    res = json.loads(results_path.read_text())
+    card = dict(card)
+    card["evaluation"] = {
+        "results": str(results_path),
+        "results_sha256": _sha256_file(results_path),
+        "plan": res.get("plan"),
+        "plan_hash": res.get("plan_hash"),
+        "minutes": res.get("minutes"),
+        "thresholds": res.get("thresholds"),
+        "held_out": {c: {"events": e["events"], "scores": {m: {k: v for k, v in s.items() if k in ("csi", "mcc")} for m, s in e["scores"].items()}} for c, e in res.get("classes", {}).items()},
+    }
+    return card
+
+
+def ship(checkpoint: Path, domain: str, evaluation: Path | None = None) -> tuple[Path, Path]:
+    """Copy ``checkpoint`` (weights, config, calibration, metadata; no optimiser state) and its
+    card into the package's weights folder as ``convlstm-<domain>.pt`` / ``.card.json``."""
+    import torch
+
+    from nowcast.models.weights import WEIGHTS_DIR
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    slim = {k: v for k, v in ckpt.items() if k not in ("optimizer",)}
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    dst = WEIGHTS_DIR / f"convlstm-{domain}.pt"
+    tmp = dst.with_suffix(".tmp")
+    torch.save(slim, tmp)
+    os.replace(tmp, dst)
+    src_card = checkpoint.with_name(checkpoint.stem + ".card.json")
+    card = json.loads(src_card.read_text()) if src_card.is_file() else {}
+    card["shipped_sha256"] = _sha256_file(dst)
+    card["source_checkpoint"] = str(checkpoint)
+    if evaluation is not None:
+        card = attach_evaluation(card, evaluation)
+    card_path = WEIGHTS_DIR / f"convlstm-{domain}.card.json"
+    card_path.write_text(json.dumps(card, indent=1, default=str))
+    return dst, card_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.model_card", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="action", required=True)
+    s = sub.add_parser("ship", help="copy a checkpoint and its card into nowcast/models/weights")
+    s.add_argument("checkpoint", type=Path)
+    s.add_argument("--domain", choices=["real", "synthetic"], required=True)
+    s.add_argument("--evaluation", type=Path, default=None, help="results.json of the event-blocked DAP run")
+    args = p.parse_args(argv)
+    dst, card = ship(args.checkpoint, args.domain, args.evaluation)
+    sys.stdout.write(f"{dst} ({dst.stat().st_size / 1e6:.2f} MB)\n{card}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
