@@ -9,10 +9,13 @@ Layout (a local directory, or an ``s3://bucket/prefix`` URL on S3-compatible sto
 
 ``KEY`` is the init time as ``YYYYmmddTHHMMSS`` (UTC). A run is written first and its marker
 after it, so readers list complete runs from the markers only and never see a half-written
-run. A marker is published atomically: on a local file system it is written to a temporary
-name and renamed; on object storage it is one small object written in a single PUT (an
-object is visible whole or not at all). Retention deletes the marker first and the data
-after it (recursively, through fsspec); the newest run is never deleted.
+run. A marker is published atomically by :func:`nowcast.durability.write_atomic` (locally an
+fsynced temporary file renamed over the target; on object storage one PUT, an object is
+visible whole or not at all). The root document is written the same way, in one write with
+its attributes, so a creation killed at any point leaves either no store (created again) or
+a whole one. A run killed before its marker is redone by the next write of that init time.
+Retention deletes the marker first and the data after it (recursively, through fsspec); the
+newest run is never deleted.
 
 Object storage goes through :mod:`nowcast.storage`: credentials, endpoint and timeouts come
 from the ``storage_options`` argument, then ``NOWCAST_S3_*`` / ``AWS_*`` variables; the
@@ -27,10 +30,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from nowcast import dims, storage
+from nowcast import dims, durability, storage
 from nowcast.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,6 @@ class RunInfo:
 
     def lead_minutes(self) -> list[int]:
         return [int(lead / pd.Timedelta(minutes=1)) for lead in self.leads]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _resolve(url: str, storage_options: dict[str, Any] | None, check: bool = True) -> dict[str, Any] | None:
@@ -156,8 +151,6 @@ class ForecastStore:
 
     @classmethod
     def _create(cls, url: str, grid: Grid, opts: dict[str, Any] | None) -> ForecastStore:
-        import zarr
-
         fs, base = cls._fs_of(url, opts)
         try:
             if fs.exists(f"{base}/zarr.json"):
@@ -167,8 +160,9 @@ class ForecastStore:
                 root.mkdir(parents=True, exist_ok=True)
                 (root / "runs").mkdir(exist_ok=True)
                 (root / "complete").mkdir(exist_ok=True)
-            g = zarr.open_group(url, mode="w", storage_options=opts, zarr_format=3)
-            g.attrs.update({"format": FORMAT, "grid": grid.to_json()})
+            durability.crash_point("forecast.create.begun")
+            doc = {"zarr_format": 3, "node_type": "group", "attributes": {"format": FORMAT, "grid": grid.to_json()}}
+            durability.write_atomic(f"{base}/zarr.json", json.dumps(doc).encode(), fs)  # the commit
         except ForecastStoreError:
             raise
         except Exception as exc:
@@ -397,10 +391,7 @@ class ForecastStore:
 
     def _write_marker(self, key: str, text: str) -> None:
         """Publish a run's marker atomically (rename locally, one PUT on object storage)."""
-        if self.remote:
-            self._fs.pipe_file(self._marker(key), text.encode())
-        else:
-            _atomic_write_text(Path(self._marker(key)), text)
+        durability.write_atomic(self._marker(key), text.encode(), self._fs)
 
     def write(self, forecast: xr.Dataset, *, compute_seconds: float = float("nan"), extra: dict[str, Any] | None = None) -> RunInfo:
         """Publish a forecast Dataset (lead_time, y, x) from a nowcaster; returns the run's info.
@@ -440,6 +431,7 @@ class ForecastStore:
         ds.to_zarr(
             self._run_url(key), mode="w", encoding=encoding, consolidated=False, zarr_format=3, storage_options=self.storage_options
         )
+        durability.crash_point("forecast.write.data")
 
         info = {
             "init_time": init.isoformat(),
