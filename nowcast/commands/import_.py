@@ -26,7 +26,18 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from nowcast.io import formats_help
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = formats_help()
     p.add_argument("paths", nargs="+", type=Path, help="radar files and/or directories (searched recursively)")
+    p.add_argument(
+        "--product",
+        type=Path,
+        default=None,
+        help="product file (TOML/YAML) describing bare 2-D arrays: read every file with the 'gridded' reader "
+        "(examples: configs/products/, docs/readers.md)",
+    )
     p.add_argument("--store", required=True, help="observation store path or s3:// URL (created if absent)")
     p.add_argument(
         "--grid",
@@ -100,8 +111,12 @@ def import_files(
     overwrite: bool = False,
     progress: bool = True,
     storage_options: dict | None = None,
+    product: object | None = None,
 ) -> ImportSummary:
-    """Import ``files`` into the store at ``store_url``; returns the summary. Bad files never stop it."""
+    """Import ``files`` into the store at ``store_url``; returns the summary. Bad files never stop it.
+
+    ``product`` (a :class:`nowcast.io.gridded.Product`) reads every file with the gridded reader.
+    """
     from tqdm import tqdm
 
     from nowcast.io import ReaderError, read_radar
@@ -112,7 +127,7 @@ def import_files(
     for path in bar:
         bar.set_postfix_str(path.name[-40:], refresh=False)
         try:
-            frames = read_radar(path)
+            frames = read_radar(path, reader="gridded", product=product) if product is not None else read_radar(path)
             frames = to_store_grid(frames, grid, downsample, method)
             if store is None:
                 store_grid = grid or Grid.of(frames)
@@ -134,6 +149,11 @@ def import_files(
 
 
 def run(args: argparse.Namespace) -> int:
+    product = None
+    if args.product is not None:
+        from nowcast.io.gridded import load_product
+
+        product = load_product(args.product)  # validated before any file is read
     files = expand_paths(args.paths)
     if not files:
         raise FileNotFoundError("no files to import")
@@ -146,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         cadence=args.cadence,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        product=product,
     )
     print(f"{args.store}: {summary.line()}")
     if summary.failed:
