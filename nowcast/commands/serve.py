@@ -4,12 +4,16 @@ With no configuration it runs the synthetic source into ``var/observations.zarr`
 with the configured model (extrapolation by default) into ``var/forecasts.zarr`` and serves
 the API and dashboard on http://127.0.0.1:8000/. Ctrl-C / SIGTERM stop uvicorn, the inference
 thread and the ingest process.
+
+The listening socket is bound before anything else starts: a port in use is a one-line error
+(exit status 2) with no ingest process started and nothing written.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,6 +78,28 @@ def _server_class():  # noqa: ANN202
     return _Server
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; CommandError naming the address when it is taken."""
+    from nowcast.cli import CommandError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart while TIME_WAIT
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        hint = "; another process uses it (choose one with --port)" if exc.errno in (98, 48, 10048) else ""
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}{hint}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
 def run(args: argparse.Namespace) -> int:
     import signal
 
@@ -83,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     from service.inference import InferenceLoop
 
     settings = load_settings(args)
+    sock = bind(settings.host, settings.port)  # before the ingest process or anything else starts
+    port = sock.getsockname()[1]
     if not logging.getLogger().handlers or logging.getLogger().level > logging.INFO:
         logging.getLogger("nowcast").setLevel(logging.INFO)
         logging.getLogger("service").setLevel(logging.INFO)
@@ -97,11 +125,12 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", access_log=False)
     server = _server_class()(config)
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    print(f"nowcast serving on http://{host}:{settings.port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    print(f"nowcast serving on http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
     previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run()  # returns after a graceful shutdown (SIGINT/SIGTERM set should_exit)
+        server.run(sockets=[sock])  # returns after a graceful shutdown (SIGINT/SIGTERM set should_exit)
     finally:
+        sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if loop is not None:
