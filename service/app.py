@@ -8,8 +8,8 @@ app's lifespan when ``start_inference`` is true.
 
 from __future__ import annotations
 
+import importlib
 import logging
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from nowcast.forecast_store import ForecastStoreError
 from service.data import BadRequest, DataAccess, NotFound, Unavailable
 from service.inference import InferenceLoop
 from service.metrics import ServiceMetrics
+from service.middleware import HotCache, RequestGuard
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -34,22 +35,71 @@ API_VERSION = "1.0.0"
 
 def _ages(access: DataAccess) -> tuple[float | None, float | None]:
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
-    obs_age = fc_age = None
     try:
-        last = access.obs().last_complete()
-        obs_age = (now - last).total_seconds() if last is not None else None
+        snap = access.snapshot()
     except Unavailable:
-        pass
-    fc = access.forecasts()
-    run = fc.latest() if fc is not None else None
-    if run is not None:
-        fc_age = (now - run.init_time).total_seconds()
+        return None, None
+    last, run = snap.last_complete, snap.latest_run
+    obs_age = (now - last).total_seconds() if last is not None else None
+    fc_age = (now - run.init_time).total_seconds() if run is not None else None
     return obs_age, fc_age
 
 
+#: GET routes whose 200 answers depend only on the URL and the store versions: HotCache may replay them
+HOT_ROUTES = frozenset(
+    {
+        "/v1/tiles/{layer}/{time_key}/{z}/{x}/{y}.png",
+        "/v1/maps/{layer}/{time_key}",
+        "/v1/point",
+        "/v1/frames",
+        "/v1/forecasts",
+        "/v1/forecasts/latest",
+        "/v1/forecasts/{init_time}",
+        "/v1/legend/{layer}",
+    }
+)
+
+#: modules that handlers (xarray/zarr reads, PNG and netCDF encoding) and the inference loop import
+#: lazily; importing them in several threads at once has failed (``cannot import name 'annotate'
+#: from partially initialized module 'dask.base'``), so create_app imports them first
+WARM_MODULES = (
+    "dask",
+    "dask.base",
+    "dask.array",
+    "xarray",
+    "zarr",
+    "pyproj",
+    "PIL.Image",
+    "PIL.PngImagePlugin",
+    "matplotlib.backends.backend_agg",
+    "netCDF4",
+)
+#: imported as well when an inference loop runs in this process (the built-in models use them)
+INFERENCE_MODULES = ("pysteps", "pysteps.motion", "pysteps.extrapolation", "scipy.ndimage")
+
+
+def warm_imports(names: tuple[str, ...] | list[str]) -> list[str]:
+    """Import ``names`` now, in this thread, before any worker thread starts; the names not installed are skipped."""
+    done = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            log.debug("warm import of %s skipped: %s", name, exc)
+            continue
+        done.append(name)
+    return done
+
+
 def create_app(settings: ServiceSettings | None = None, inference: InferenceLoop | None = None, *, start_inference: bool = False) -> FastAPI:
-    """Build the app for ``settings``; ``inference`` (optional) is the loop of this process."""
+    """Build the app for ``settings``; ``inference`` (optional) is the loop of this process.
+
+    Heavy modules are imported here, before the loop's thread or the server's worker threads
+    start (see WARM_MODULES). ``uvicorn --factory service.app:create_app`` builds an API-only
+    app from ``NOWCAST_*`` variables (several workers behind a proxy, see docs/deploy.md).
+    """
     settings = settings or ServiceSettings()
+    warm_imports(WARM_MODULES + (INFERENCE_MODULES if inference is not None else ()))
     access = DataAccess(settings)
     metrics = ServiceMetrics(ages=lambda: _ages(access), cache_stats=lambda: (access.responses.hits, access.responses.misses))
 
@@ -107,14 +157,20 @@ def create_app(settings: ServiceSettings | None = None, inference: InferenceLoop
 
         return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
-    @app.middleware("http")
-    async def _timing(request: Request, call_next):  # noqa: ANN001, ANN202
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        metrics.observe_request(template, request.method, response.status_code, time.perf_counter() - t0)
-        return response
+    app.add_middleware(
+        HotCache,
+        access=access,
+        templates=HOT_ROUTES,
+        max_items=max(1024, settings.cache_items * 8),
+        max_bytes=settings.field_cache_mb * 2**20 // 8,
+    )
+    app.add_middleware(  # outermost: limits and request metrics
+        RequestGuard,
+        metrics=metrics,
+        max_query_bytes=settings.max_query_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_body_bytes=settings.max_body_bytes,
+    )
 
     from service.routes import admin, images, info, overlays, point
 

@@ -4,13 +4,20 @@ Responses and decoded fields are cached under keys that include the store versio
 (``ObservationStore.version`` / ``ForecastStore.version``): when a new frame or run is
 published the version changes, the old entries stop matching and age out of the LRU, so a
 new frame is never hidden behind a stale entry. Nothing is cached without a bound.
+
+Rendered responses are kept as :class:`CachedBody` (bytes plus their ETag and Last-Modified),
+so a cache hit answers without re-encoding anything, and a matching conditional request
+(:func:`not_modified`) gets a 304.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -83,9 +90,71 @@ def nbytes(value: object) -> int:
     """Approximate size in bytes of a cached value (arrays, bytes, tuples/lists of them)."""
     if isinstance(value, bytes | bytearray):
         return len(value)
+    if isinstance(value, CachedBody):
+        return len(value.body)
     n = getattr(value, "nbytes", None)
     if isinstance(n, int):
         return n
-    if isinstance(value, tuple | list):
+    if isinstance(value, tuple | list):  # e.g. a stored response (versions, headers, body, ...)
         return sum(nbytes(v) for v in value)
     return 0
+
+
+# -- HTTP validators of cached bodies ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CachedBody:
+    """A response body rendered once, with its validators.
+
+    ``etag`` is a strong validator computed from the bytes (identical bodies rendered by
+    several workers get the same tag, so a CDN in front of them revalidates consistently);
+    ``last_modified`` is an HTTP-date (RFC 9110) or None.
+    """
+
+    body: bytes
+    media_type: str
+    etag: str
+    last_modified: str | None = None
+
+    @classmethod
+    def of(cls, body: bytes, media_type: str, modified: float | None = None) -> CachedBody:
+        """Wrap ``body``; ``modified`` (POSIX seconds, UTC) becomes the Last-Modified header."""
+        return cls(body, media_type, etag_of(body), http_date(modified) if modified is not None else None)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.body)
+
+
+def etag_of(body: bytes) -> str:
+    """A strong ETag (quoted) of ``body``: 128-bit BLAKE2b of the bytes."""
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def http_date(posix_seconds: float) -> str:
+    """``posix_seconds`` as an IMF-fixdate (``Sun, 01 Jun 2025 12:00:00 GMT``)."""
+    return formatdate(posix_seconds, usegmt=True)
+
+
+def not_modified(if_none_match: str | None, if_modified_since: str | None, etag: str, last_modified: str | None) -> bool:
+    """True when a GET with these request validators may be answered 304 (RFC 9110 section 13).
+
+    ``If-None-Match`` takes precedence: weak comparison against ``etag`` (``*`` matches any).
+    Otherwise ``If-Modified-Since`` matches when ``last_modified`` is not later than it.
+    """
+    if if_none_match is not None:
+        if if_none_match.strip() == "*":
+            return True
+        tag = etag.removeprefix("W/")
+        return any(t.strip().removeprefix("W/") == tag for t in if_none_match.split(","))
+    if if_modified_since is None or last_modified is None:
+        return False
+    try:
+        since = parsedate_to_datetime(if_modified_since)
+        modified = parsedate_to_datetime(last_modified)
+    except (TypeError, ValueError, IndexError):
+        return False  # an unparseable date is ignored (RFC 9110 13.1.3)
+    if since.tzinfo is None or modified.tzinfo is None:
+        return False
+    return modified <= since

@@ -6,30 +6,57 @@ Time keys name a frame in URLs:
 - ``YYYYmmddTHHMM+L`` - lead ``L`` minutes of the forecast run initialised at that time (immutable);
 - ``latest`` / ``latest+L`` - the newest observed frame / lead L of the newest run (mutable).
 
-Fields are cached in a bounded LRU under keys that include the store version, so a new
-frame or run is visible on the first request after it is published.
+Every request starts from a :class:`Snapshot` of both stores (versions, newest frame, newest
+run). Reading the versions through the store API costs about a millisecond, so the snapshot is
+reused while a cheap *change stamp* is unchanged: for local stores the bytes of the observation
+store's root ``zarr.json`` (which holds the counters and the ``last_complete`` marker the
+version is made of) and the listing plus ``stat`` of the forecast store's ``complete/``
+markers; a change of either (or ``store_poll_s`` elapsed) re-reads the versions through the
+store API. So a new frame or run is visible on the first request after it is published.
+Object storage has no cheap stamp: there the versions are re-read at most every
+``store_poll_s`` seconds. Fields, resolved keys and rendered responses are cached in bounded
+LRUs under keys that include the versions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import os
 import re
 import threading
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from dataclasses import field as dc_field
+from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 
-from nowcast import dims
+from nowcast import dims, storage
 from nowcast.forecast_store import ForecastStore, ForecastStoreError, RunInfo
 from nowcast.grid import Grid
-from service.cache import LRUCache
+from service.cache import CachedBody, LRUCache
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 KEY_TIME_FORMAT = "%Y%m%dT%H%M"
+#: a UTC date-time ``YYYYmmddTHHMM`` with plausible fields (years 1900-2199)
+_STAMP = r"(?:19|20|21)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3])[0-5]\d"
+#: OpenAPI pattern (and validation) of time keys in map and tile URLs
+TIME_KEY_PATTERN = rf"^(?:latest|{_STAMP})(?:\+\d{{1,4}})?$"
+TIME_KEY_HELP = (
+    "YYYYmmddTHHMM (observed frame, UTC, e.g. 20250601T1200), YYYYmmddTHHMM+LEAD (forecast lead in minutes, "
+    "e.g. 20250601T1200+15), 'latest' or 'latest+LEAD'"
+)
 _KEY_RE = re.compile(r"^(?P<base>latest|\d{8}T\d{4})(?:\+(?P<lead>\d{1,4}))?$")
+_KEY_STRICT = re.compile(TIME_KEY_PATTERN)
 LAYERS = ("rain", "lightning")
 
 
@@ -78,25 +105,85 @@ class FrameRef:
         return time_key(self.time, self.lead_minutes)
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What both stores hold at one moment: the cache-key prefix of every response."""
+
+    obs_version: str
+    last_complete: pd.Timestamp | None
+    #: POSIX seconds of the observation store's last change (Last-Modified of its responses)
+    obs_modified: float
+    fc_version: str
+    latest_run: RunInfo | None
+    obs_stamp: Any = dc_field(default=None, compare=False, repr=False)
+    fc_stamp: Any = dc_field(default=None, compare=False, repr=False)
+    checked_at: float = dc_field(default=0.0, compare=False, repr=False)
+
+    @property
+    def versions(self) -> tuple[str, str]:
+        return self.obs_version, self.fc_version
+
+    def version_of(self, ref: FrameRef) -> str:
+        """The version of the store ``ref`` is read from."""
+        return self.fc_version if ref.is_forecast else self.obs_version
+
+    def modified_of(self, ref: FrameRef) -> float:
+        """Last-Modified (POSIX seconds) of the content of ``ref``."""
+        if ref.is_forecast and self.latest_run is not None and self.latest_run.init_time == ref.time:
+            return posix_seconds(self.latest_run.written_at)
+        return self.obs_modified
+
+
+def posix_seconds(t: pd.Timestamp) -> float:
+    t = pd.Timestamp(t)
+    if t.tzinfo is None:
+        t = t.tz_localize("UTC")
+    return t.timestamp()
+
+
+def _local_path(url: str) -> Path | None:
+    """The directory of a local store URL (plain path or ``file://``), None for object storage."""
+    if storage.is_remote(url):
+        return None
+    return Path(url.split("://", 1)[1] if "://" in url else url)
+
+
 class DataAccess:
-    """Lazily opened stores, key resolution and cached field reads for the routes."""
+    """Lazily opened stores, snapshots, key resolution and cached reads for the routes.
+
+    Blocking methods (store I/O) are meant for worker threads; the ``*_async`` methods and
+    :meth:`current` are cheap enough for the event loop and go to a thread only on a miss.
+    """
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self._obs = None
         self._fc: ForecastStore | None = None
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
         budget = settings.field_cache_mb * 2**20
         self.fields: LRUCache[np.ndarray] = LRUCache(max(8, settings.cache_items // 8), max_bytes=budget // 2)
-        self.responses: LRUCache[bytes] = LRUCache(settings.cache_items, max_bytes=budget // 4)
-        self.points: LRUCache[object] = LRUCache(max(16, settings.cache_items // 2))
+        #: rendered tiles, maps and netCDF files (CachedBody)
+        self.responses: LRUCache[CachedBody] = LRUCache(settings.cache_items, max_bytes=budget // 4)
+        #: point series (JSON after the lat/lon fields), keyed on versions and grid cell
+        self.points: LRUCache[bytes] = LRUCache(max(1024, settings.cache_items * 8), max_bytes=budget // 16)
         #: whole-window stacks for point series (a few entries: they are large)
         self.stacks: LRUCache[object] = LRUCache(4, max_bytes=budget // 2)
-        #: small JSON-ready objects (frame index) keyed on the versions
-        self.objects: LRUCache[object] = LRUCache(16)
+        #: small JSON documents (frame index, run metadata) keyed on the versions
+        self.objects: LRUCache[object] = LRUCache(64)
+        #: resolved time keys, keyed on the version of their store
+        self.refs: LRUCache[FrameRef] = LRUCache(1024)
         self._samplers: dict[str, object] = {}
         self._bbox: tuple[Grid, list[float]] | None = None
         self._to_grid: tuple[Grid, object] | None = None
+        self._flights: dict[Hashable, asyncio.Future] = {}
+        # files of the cheap change stamps (local stores only; see the module docstring)
+        obs_root, fc_root = _local_path(settings.store), _local_path(str(settings.forecast_store))
+        self._obs_meta = os.path.join(obs_root, "zarr.json") if obs_root is not None else None
+        self._fc_complete = os.path.join(fc_root, "complete") if fc_root is not None else None
+        self._fc_meta = os.path.join(fc_root, "zarr.json") if fc_root is not None else None
+        self._limiters: dict[int, Any] = {}
 
     # -- stores --------------------------------------------------------------------------
     def obs(self):  # -> ObservationStore
@@ -129,14 +216,101 @@ class DataAccess:
     def bbox_lonlat(self) -> list[float]:
         """[lon_min, lat_min, lon_max, lat_max] of the grid (computed once per grid)."""
         grid = self.grid()
-        if getattr(self, "_bbox", None) is None or self._bbox[0] is not grid:
+        if self._bbox is None or self._bbox[0] is not grid:
             self._bbox = (grid, [float(v) for v in grid.bbox_lonlat()])
         return list(self._bbox[1])
 
+    # -- snapshots -------------------------------------------------------------------------
+    def _obs_stamp(self) -> bytes | None:
+        """Bytes of the observation store's root metadata (local stores), None when unknown."""
+        if self._obs_meta is None:
+            return None
+        try:
+            with open(self._obs_meta, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def _fc_stamp(self) -> tuple | None:
+        """Names of the forecast store's completion markers and ``stat`` of the newest (local stores)."""
+        folder = self._fc_complete
+        if folder is None:
+            return None
+        try:
+            names = tuple(sorted(os.listdir(folder)))
+        except OSError:
+            return ("absent", os.path.exists(self._fc_meta or ""))
+        newest = next((n for n in reversed(names) if n.endswith(".json") and not n.startswith(".")), None)
+        if newest is None:
+            return names
+        try:
+            st = os.stat(os.path.join(folder, newest))
+        except OSError:
+            return (names, None)
+        return (names, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+
+    def current(self) -> Snapshot | None:
+        """The snapshot when still valid (cheap: no store API call), else None (call :meth:`refresh`)."""
+        snap = self._snapshot
+        if snap is None or time.monotonic() - snap.checked_at > self.settings.store_poll_s:
+            return None
+        if snap.obs_stamp is None or snap.fc_stamp is None:  # object storage: valid until the poll interval ends
+            return snap
+        if self._obs_stamp() != snap.obs_stamp or self._fc_stamp() != snap.fc_stamp:
+            return None
+        return snap
+
+    def refresh(self) -> Snapshot:
+        """Re-read both stores' versions, newest frame and newest run (blocking: store I/O)."""
+        with self._refresh_lock:
+            snap = self.current()  # another thread may have refreshed while this one waited
+            if snap is not None:
+                return snap
+            # stamps first: a write landing during the reads below changes them again
+            obs_stamp, fc_stamp = self._obs_stamp(), self._fc_stamp()
+            obs = self.obs()
+            obs_version = obs.version
+            last = obs.last_complete()
+            fc = self.forecasts()
+            run = fc.latest() if fc is not None else None
+            fc_version = fc.version if fc is not None else "none"
+            if run is not None:  # a run replaced under the same init time (admin re-forecast) is a new version
+                fc_version = f"{fc_version}@{run.written_at.isoformat()}"
+            modified = time.time()
+            if self._obs_meta is not None:
+                try:
+                    modified = os.stat(self._obs_meta).st_mtime
+                except OSError:
+                    pass
+            snap = Snapshot(
+                obs_version=obs_version,
+                last_complete=pd.Timestamp(last) if last is not None else None,
+                obs_modified=modified,
+                fc_version=fc_version,
+                latest_run=run,
+                obs_stamp=obs_stamp,
+                fc_stamp=fc_stamp if fc is not None or fc_stamp is None else ("none", fc_stamp),
+                checked_at=time.monotonic(),
+            )
+            if self._snapshot is None or snap.versions != self._snapshot.versions:
+                log.debug("store versions now %s / %s", obs_version, fc_version)
+            self._snapshot = snap
+            return snap
+
+    def snapshot(self) -> Snapshot:
+        """The current snapshot (blocking when it must be refreshed)."""
+        return self.current() or self.refresh()
+
+    async def snapshot_async(self) -> Snapshot:
+        """The current snapshot; a refresh runs in a worker thread."""
+        snap = self.current()
+        if snap is None:
+            snap = await self.in_thread(self.refresh)
+        return snap
+
     def versions(self) -> tuple[str, str]:
         """(observation store version, forecasts store version) - the cache key prefix."""
-        fc = self.forecasts()
-        return self.obs().version, (fc.version if fc is not None else "none")
+        return self.snapshot().versions
 
     def sampler(self):  # -> TileSampler
         from service.tiles import TileSampler
@@ -149,50 +323,110 @@ class DataAccess:
             self._samplers = {key: s}
         return s  # type: ignore[return-value]
 
+    # -- threads -----------------------------------------------------------------------------
+    def _limiter(self):  # -> anyio.CapacityLimiter of this event loop
+        import anyio
+
+        loop = id(asyncio.get_running_loop())
+        lim = self._limiters.get(loop)
+        if lim is None:
+            lim = anyio.CapacityLimiter(self.settings.render_threads)
+            self._limiters = {loop: lim}
+        return lim
+
+    async def in_thread(self, fn: Callable[[], T]) -> T:
+        """Run blocking ``fn`` in a worker thread (at most ``render_threads`` at once)."""
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(fn, limiter=self._limiter())
+
+    async def cached(self, cache: LRUCache[T], key: Hashable, compute: Callable[[], T]) -> T:
+        """``cache[key]``, computed once in a worker thread on a miss.
+
+        Concurrent misses of the same key share one computation (single flight), so a burst of
+        requests for a new tile renders it once; a cancelled request does not cancel it.
+        """
+        value = cache.get(key)
+        if value is not None:
+            return value
+        loop = asyncio.get_running_loop()
+        flight_key = (id(loop), id(cache), key)
+        task = self._flights.get(flight_key)
+        if task is None:
+
+            def run() -> T:
+                out = compute()
+                cache.put(key, out)
+                return out
+
+            task = loop.create_task(self.in_thread(run))
+            self._flights[flight_key] = task
+            task.add_done_callback(lambda _t: self._flights.pop(flight_key, None))
+        return await asyncio.shield(task)
+
     # -- key resolution --------------------------------------------------------------------
-    def resolve(self, key: str) -> FrameRef:
-        """Resolve a time key (see the module docstring); BadRequest if malformed, NotFound if absent."""
+    def resolve(self, key: str, snap: Snapshot | None = None) -> FrameRef:
+        """Resolve a time key (see the module docstring); BadRequest if malformed, NotFound if absent (blocking)."""
+        snap = snap or self.snapshot()
+        ref = self.resolve_cached(key, snap)
+        return ref if ref is not None else self._resolve_fixed(key, snap)
+
+    async def resolve_async(self, key: str, snap: Snapshot) -> FrameRef:
+        """:meth:`resolve` that reads the stores in a worker thread when the key is not cached."""
+        ref = self.resolve_cached(key, snap)
+        if ref is None:
+            ref = await self.in_thread(lambda: self._resolve_fixed(key, snap))
+        return ref
+
+    def resolve_cached(self, key: str, snap: Snapshot) -> FrameRef | None:
+        """The resolution of ``key`` when it needs no store I/O ('latest' keys, cached fixed keys), else None."""
         m = _KEY_RE.match(key)
-        if m is None:
-            raise BadRequest(
-                f"malformed time key {key!r}: use YYYYmmddTHHMM (observed), YYYYmmddTHHMM+LEAD (forecast, minutes), "
-                "'latest' or 'latest+LEAD'"
-            )
+        if m is None or _KEY_STRICT.match(key) is None:
+            raise BadRequest(f"malformed time key {key!r}: use {TIME_KEY_HELP}")
         base, lead = m.group("base"), m.group("lead")
         lead_minutes = int(lead) if lead is not None else None
         if lead_minutes == 0:
             lead_minutes = None  # lead 0 is the observation at init time
-        obs = self.obs()
         if base == "latest":
             if lead_minutes is None:
-                last = obs.last_complete()
-                if last is None:
+                if snap.last_complete is None:
                     raise NotFound("no observed frame yet")
-                return FrameRef(pd.Timestamp(last), None, immutable=False)
-            fc = self.forecasts()
-            run = fc.latest() if fc is not None else None
+                return FrameRef(snap.last_complete, None, immutable=False)
+            run = snap.latest_run
             if run is None:
                 raise NotFound("no forecast yet")
             self._check_lead(run, lead_minutes)
             return FrameRef(run.init_time, lead_minutes, immutable=False, model=run.model)
-        try:
-            t = pd.Timestamp(pd.to_datetime(base, format=KEY_TIME_FORMAT))
-        except (ValueError, TypeError) as exc:
-            raise BadRequest(f"invalid time in key {key!r}: {exc}") from exc
+        return self.refs.get((snap.fc_version if lead_minutes else snap.obs_version, key))
+
+    def _resolve_fixed(self, key: str, snap: Snapshot) -> FrameRef:
+        m = _KEY_RE.match(key)
+        assert m is not None  # resolve_cached checked the syntax
+        base, lead = m.group("base"), m.group("lead")
+        lead_minutes = (int(lead) or None) if lead is not None else None
+        t = parse_key_time(base, key)
         if lead_minutes is None:
+            obs = self.obs()
             try:
                 present = obs.has(t)
             except Exception as exc:  # not on the cadence
-                raise NotFound(f"no observed frame at {iso(t)}: {exc}") from exc
+                raise NotFound(f"no observed frame at {iso(t)} (not on the store cadence of {obs.cadence})") from exc
             if not present:
                 raise NotFound(f"no observed frame at {iso(t)}")
-            return FrameRef(t, None, immutable=True)
+            ref = FrameRef(t, None, immutable=True)
+            self.refs.put((snap.obs_version, key), ref)
+            return ref
         fc = self.forecasts()
         if fc is None or not fc.has(t):
             raise NotFound(f"no forecast run initialised at {iso(t)}")
-        run = fc.run_info(t)
+        try:
+            run = fc.run_info(t)
+        except ForecastStoreError as exc:
+            raise NotFound(str(exc)) from exc
         self._check_lead(run, lead_minutes)
-        return FrameRef(t, lead_minutes, immutable=True, model=run.model)
+        ref = FrameRef(t, lead_minutes, immutable=True, model=run.model)
+        self.refs.put((snap.fc_version, key), ref)
+        return ref
 
     @staticmethod
     def _check_lead(run: RunInfo, lead_minutes: int) -> None:
@@ -203,16 +437,17 @@ class DataAccess:
             )
 
     # -- fields ----------------------------------------------------------------------------
-    def field(self, ref: FrameRef, layer: str) -> np.ndarray:
+    def field(self, ref: FrameRef, layer: str, version: str | None = None) -> np.ndarray:
         """The field (y, x) float32 of ``ref`` for ``layer``: rain rate mm/h, or lightning 0..1.
 
         For observations, the lightning layer is 1 where flashes were observed, 0 where none
         and NaN where there is no lightning data; forecasts give the lightning probability.
+        ``version`` is the version of the store ``ref`` comes from (default: the current one).
         """
         if layer not in LAYERS:
             raise NotFound(f"unknown layer {layer!r}; valid: {', '.join(LAYERS)}")
-        obs_v, fc_v = self.versions()
-        version = fc_v if ref.is_forecast else obs_v
+        if version is None:
+            version = self.snapshot().version_of(ref)
         cache_key = ("field", version, ref.key, layer)
 
         def compute() -> np.ndarray:
@@ -234,12 +469,20 @@ class DataAccess:
 
         return self.fields.get_or_compute(cache_key, compute)
 
-    def observed_stack(self, last: pd.Timestamp, n: int) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
+    def levels(self, ref: FrameRef, layer: str, version: str | None = None) -> np.ndarray:
+        """Colour levels (y * x,) uint8 of the field of ``ref`` (tiles gather from them), cached like the field."""
+        from service.tiles import level_field
+
+        if version is None:
+            version = self.snapshot().version_of(ref)
+        return self.fields.get_or_compute(("levels", version, ref.key, layer), lambda: level_field(self.field(ref, layer, version), layer))
+
+    def observed_stack(self, last: pd.Timestamp, n: int, version: str | None = None) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
         """The ``n`` slots ending at ``last``: (times, rain (n, y, x), lightning (n, y, x)), cached per store version.
 
         Point series index into these stacks, so a burst of point requests reads the store once.
         """
-        obs_v = self.obs().version
+        obs_v = version if version is not None else self.snapshot().obs_version
         key = ("obs-stack", obs_v, pd.Timestamp(last), n)
 
         def compute():  # noqa: ANN202
@@ -278,14 +521,28 @@ class DataAccess:
             from pyproj import Transformer
 
             self._to_grid = (grid, Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True))
-        with np.errstate(invalid="ignore"):
-            gx, gy = self._to_grid[1].transform(np.array([lon], dtype=float), np.array([lat], dtype=float))
-        ok = bool(np.isfinite(gx[0]) and np.isfinite(gy[0]))
-        row, col, inside = grid.index_of(np.where(ok, gx, -1e30), np.where(ok, gy, -1e30))
-        if not (ok and bool(inside[0])):
+        gx, gy = self._to_grid[1].transform(float(lon), float(lat), errcheck=False)
+        inside = math.isfinite(gx) and math.isfinite(gy)
+        if inside:
+            r, c, ok = grid.index_of(gx, gy)
+            row, col, inside = int(r), int(c), bool(ok)
+        if not inside:
             lon0, lat0, lon1, lat1 = self.bbox_lonlat()
             raise NotFound(
                 f"point lat={lat}, lon={lon} is outside the domain "
                 f"(lon {lon0:.3f}..{lon1:.3f}, lat {lat0:.3f}..{lat1:.3f}, grid {grid.shape[0]}x{grid.shape[1]})"
             )
-        return int(row[0]), int(col[0])
+        return row, col
+
+
+def parse_key_time(base: str, key: str) -> pd.Timestamp:
+    """The UTC time of a ``YYYYmmddTHHMM`` key part; BadRequest saying what is expected."""
+    if _KEY_STRICT.match(base) is None:
+        raise BadRequest(f"malformed time key {key!r}: use {TIME_KEY_HELP}")
+    try:
+        return pd.Timestamp(pd.to_datetime(base, format=KEY_TIME_FORMAT))
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequest(
+            f"invalid date in time key {key!r}: {base[:4]}-{base[4:6]}-{base[6:8]} does not exist; "
+            "use a real UTC date-time YYYYmmddTHHMM, e.g. 20250601T1200"
+        ) from None

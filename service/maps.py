@@ -73,13 +73,17 @@ def to_netcdf_bytes(access: DataAccess, ref: FrameRef) -> bytes:
         os.unlink(path)
 
 
-def render_tile(access: DataAccess, ref: FrameRef, layer: str, z: int, x: int, y: int) -> bytes:
-    """One 256 x 256 RGBA PNG tile (Web Mercator), transparent where dry or not covered."""
+def render_tile(access: DataAccess, ref: FrameRef, layer: str, z: int, x: int, y: int, version: str | None = None) -> bytes:
+    """One 256 x 256 palette PNG tile (Web Mercator), transparent where dry or not covered.
+
+    ``version``: of the store ``ref`` comes from (default: the current one); see :func:`service.tiles.tile_png`.
+    """
+    from service.tiles import tile_png
+
     sampler = access.sampler()
     if not sampler.intersects(z, x, y):
         return empty_tile()
-    values = sampler.sample(access.field(ref, layer), z, x, y)
-    return plotting.png_bytes(plotting.colorize(values, layer, alpha=220))
+    return tile_png(access.levels(ref, layer, version), sampler, layer, z, x, y)
 
 
 _EMPTY: dict[str, bytes] = {}

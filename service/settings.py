@@ -52,6 +52,16 @@ class ServiceSettings(BaseSettings):
     point_history_minutes: int = Field(60, ge=0, le=24 * 60, description="observed history returned by /v1/point")
     index_max_age_s: int = Field(5, ge=0, description="Cache-Control max-age of mutable responses (index, latest)")
     frames_in_index: int = Field(36, ge=1, le=2000, description="observed frames listed by /v1/frames")
+    store_poll_s: float = Field(
+        1.0,
+        ge=0,
+        description="store versions are re-read through the store API at least this often; local stores are also "
+        "checked on every request by a cheap change stamp, object storage only this often (0: every request)",
+    )
+    render_threads: int = Field(2, ge=1, le=64, description="worker threads rendering cache misses (tiles, maps, series)")
+    max_query_bytes: int = Field(8192, ge=256, description="longer query strings get 414")
+    max_header_bytes: int = Field(16384, ge=1024, description="larger request header blocks get 431")
+    max_body_bytes: int = Field(65536, ge=0, description="larger request bodies get 413 (the API takes no uploads)")
 
     # -- ingest (run by `nowcast serve` in its own process) --------------------------------
     ingest: dict[str, Any] = Field(

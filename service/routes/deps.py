@@ -1,11 +1,12 @@
-"""Shared route dependencies: typed accessors of the app state and cache headers."""
+"""Shared route dependencies: typed accessors of the app state, cache headers and conditional responses."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
+from service.cache import CachedBody, not_modified
 from service.data import DataAccess
 from service.settings import ServiceSettings
 
@@ -39,3 +40,22 @@ def short_cache(settings: ServiceSettings) -> str:
 
 Access = Annotated[DataAccess, Depends(get_access)]
 Settings = Annotated[ServiceSettings, Depends(get_settings)]
+
+
+def cached_response(request: Request, entry: CachedBody, cache_control: str, headers: dict[str, str] | None = None) -> Response:
+    """``entry`` with its validators (ETag, Last-Modified); 304 without a body when the request's validators match."""
+    out = {"Cache-Control": cache_control, "ETag": entry.etag}
+    if entry.last_modified is not None:
+        out["Last-Modified"] = entry.last_modified
+    if headers:
+        out.update(headers)
+    req = request.headers
+    inm, ims = req.get("if-none-match"), req.get("if-modified-since")
+    if (inm is not None or ims is not None) and not_modified(inm, ims, entry.etag, entry.last_modified):
+        return Response(status_code=304, headers=out)
+    return Response(entry.body, media_type=entry.media_type, headers=out)
+
+
+def json_body(model: Any, modified: float | None = None) -> CachedBody:
+    """A pydantic response model serialised once, as a CachedBody."""
+    return CachedBody.of(model.model_dump_json().encode(), "application/json", modified)

@@ -1,17 +1,24 @@
-"""Map images (PNG / netCDF), XYZ tiles and legends."""
+"""Map images (PNG / netCDF), XYZ tiles and legends.
+
+The handlers are ``async``: a cached tile or map is answered on the event loop from its bytes
+(no thread hop, no store call beyond the snapshot's change stamp); a miss is rendered once in
+a worker thread (concurrent requests for the same new tile share that render).
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from nowcast import plotting
 from service import maps
-from service.data import FrameRef
-from service.routes.deps import IMMUTABLE, Access, Settings, error_responses, short_cache
+from service.cache import CachedBody
+from service.data import TIME_KEY_HELP, TIME_KEY_PATTERN, FrameRef, NotFound
+from service.routes.deps import IMMUTABLE, cached_response, error_responses, json_body, short_cache
 from service.schemas import Legend, LegendEntry
+from service.settings import ServiceSettings
 from service.tiles import TileError, check_tile
 
 router = APIRouter(prefix="/v1", tags=["images"])
@@ -27,10 +34,16 @@ class MapFormat(StrEnum):
     nc = "nc"
 
 
-TIME_KEY_DOC = "YYYYmmddTHHMM (observed), YYYYmmddTHHMM+LEAD (forecast lead, minutes), latest or latest+LEAD"
+TIME_KEY_DOC = TIME_KEY_HELP
+#: the time key path parameter: the pattern is documented in OpenAPI; a key that does not match
+#: gets a 400 naming the expected format (see DataAccess.resolve)
+TimeKey = Annotated[
+    str,
+    Path(description=TIME_KEY_DOC, max_length=40, examples=["latest", "latest+15"], json_schema_extra={"pattern": TIME_KEY_PATTERN}),
+]
 
 
-def _cache_header(ref: FrameRef, settings) -> str:  # noqa: ANN001
+def _cache_header(ref: FrameRef, settings: ServiceSettings) -> str:
     return IMMUTABLE if ref.immutable else short_cache(settings)
 
 
@@ -38,69 +51,93 @@ def _cache_header(ref: FrameRef, settings) -> str:  # noqa: ANN001
     "/maps/{layer}/{time_key}",
     responses={
         200: {"content": {"image/png": {}, "application/x-netcdf": {}}, "description": "PNG map or netCDF file"},
+        304: {"description": "not modified (If-None-Match / If-Modified-Since matched)"},
         **error_responses(400, 404, 503),
     },
     response_class=Response,
     summary="Whole-grid map of an observed frame or forecast lead (PNG with legend), or its data as netCDF",
 )
-def get_map(
-    access: Access,
-    settings: Settings,
+async def get_map(
+    request: Request,
     layer: Layer,
-    time_key: str = Path(description=TIME_KEY_DOC, max_length=40, examples=["latest", "latest+15"]),
+    time_key: TimeKey,
     format: Annotated[MapFormat, Query(description="png (map image) or nc (netCDF data)")] = MapFormat.png,  # noqa: A002
 ) -> Response:
-    ref = access.resolve(time_key)
-    obs_v, fc_v = access.versions()
-    version = fc_v if ref.is_forecast else obs_v
+    access = request.app.state.access
+    snap = await access.snapshot_async()
+    ref = await access.resolve_async(time_key, snap)
+    version = snap.version_of(ref)
+    modified = snap.modified_of(ref)
     if format is MapFormat.nc:
-        body = access.responses.get_or_compute(("nc", version, ref.key), lambda: maps.to_netcdf_bytes(access, ref))
-        media = "application/x-netcdf"
-        disposition = {"Content-Disposition": f'attachment; filename="nowcast_{ref.key.replace("+", "_")}.nc"'}
+        entry = await access.cached(
+            access.responses, ("nc", version, ref.key), lambda: CachedBody.of(maps.to_netcdf_bytes(access, ref), "application/x-netcdf", modified)
+        )
+        extra = {"Content-Disposition": f'attachment; filename="nowcast_{ref.key.replace("+", "_")}.nc"'}
     else:
-        body = access.responses.get_or_compute(("map", version, ref.key, layer.value), lambda: maps.render_png(access, ref, layer.value))
-        media = "image/png"
-        disposition = {}
-    return Response(body, media_type=media, headers={"Cache-Control": _cache_header(ref, settings), **disposition})
+        entry = await access.cached(
+            access.responses,
+            ("map", version, ref.key, layer.value),
+            lambda: CachedBody.of(maps.render_png(access, ref, layer.value), "image/png", modified),
+        )
+        extra = None
+    return cached_response(request, entry, _cache_header(ref, request.app.state.settings), extra)
 
 
 @router.get(
     "/tiles/{layer}/{time_key}/{z}/{x}/{y}.png",
-    responses={200: {"content": {"image/png": {}}, "description": "256x256 RGBA PNG"}, **error_responses(400, 404, 503)},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "256x256 RGBA PNG"},
+        304: {"description": "not modified (If-None-Match / If-Modified-Since matched)"},
+        **error_responses(400, 404, 503),
+    },
     response_class=Response,
     summary="XYZ Web Mercator tile; transparent where dry or not covered",
 )
-def get_tile(
-    access: Access,
-    settings: Settings,
+async def get_tile(
+    request: Request,
     layer: Layer,
-    time_key: str = Path(description=TIME_KEY_DOC, max_length=40, examples=["latest", "latest+15"]),
+    time_key: TimeKey,
     z: int = Path(ge=0, le=30, description="zoom"),
     x: int = Path(ge=0, le=2**30, description="tile column (east)"),
     y: int = Path(ge=0, le=2**30, description="tile row (south)"),
 ) -> Response:
+    settings = request.app.state.settings
     try:
         check_tile(z, x, y, settings.min_zoom, settings.max_zoom)
     except TileError as exc:
-        from service.data import NotFound
-
         raise NotFound(str(exc)) from exc
-    ref = access.resolve(time_key)
-    obs_v, fc_v = access.versions()
-    version = fc_v if ref.is_forecast else obs_v
-    body = access.responses.get_or_compute(
-        ("tile", version, ref.key, layer.value, z, x, y), lambda: maps.render_tile(access, ref, layer.value, z, x, y)
-    )
-    return Response(body, media_type="image/png", headers={"Cache-Control": _cache_header(ref, settings)})
+    access = request.app.state.access
+    snap = await access.snapshot_async()
+    ref = await access.resolve_async(time_key, snap)
+    version = snap.version_of(ref)
+    key = ("tile", version, ref.key, layer.value, z, x, y)
+    entry = access.responses.get(key)
+    if entry is None:
+        modified = snap.modified_of(ref)
+
+        def render() -> CachedBody:
+            return CachedBody.of(maps.render_tile(access, ref, layer.value, z, x, y, version), "image/png", modified)
+
+        entry = await access.cached(access.responses, key, render)
+    return cached_response(request, entry, _cache_header(ref, settings))
 
 
-@router.get("/legend/{layer}", response_model=Legend, summary="Colour scale of a layer (discrete levels)")
-def get_legend(response: Response, layer: Layer) -> Legend:
-    scale = plotting.get_scale(layer.value)
-    response.headers["Cache-Control"] = "public, max-age=86400"
-    return Legend(
-        layer=layer.value,
-        label=scale.label,
-        units=scale.units,
-        entries=[LegendEntry(**e) for e in scale.legend()],  # type: ignore[arg-type]
-    )
+@router.get(
+    "/legend/{layer}",
+    response_model=Legend,
+    responses={304: {"description": "not modified"}},
+    summary="Colour scale of a layer (discrete levels)",
+)
+async def get_legend(request: Request, layer: Layer) -> Response:
+    access = request.app.state.access
+
+    def build() -> CachedBody:
+        scale = plotting.get_scale(layer.value)
+        legend = Legend(layer=layer.value, label=scale.label, units=scale.units, entries=[LegendEntry(**e) for e in scale.legend()])  # type: ignore[arg-type]
+        return json_body(legend)
+
+    entry = access.objects.get(("legend", layer.value))
+    if entry is None:
+        entry = build()
+        access.objects.put(("legend", layer.value), entry)
+    return cached_response(request, entry, "public, max-age=86400")

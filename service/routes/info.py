@@ -1,18 +1,40 @@
-"""Status, frame index and forecast metadata routes."""
+"""Status, frame index and forecast metadata routes.
+
+The index and metadata documents are serialised once per store version (JSON bytes with an
+ETag) and served by ``async`` handlers; only a version change builds them again, in a worker
+thread.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, Path, Request, Response
 
 from nowcast import dims
 from nowcast.forecast_store import ForecastStoreError, RunInfo
-from service.data import BadRequest, DataAccess, NotFound, Unavailable, iso, time_key
-from service.routes.deps import Access, Settings, error_responses, short_cache
+from service.cache import CachedBody
+from service.data import (
+    BadRequest,
+    DataAccess,
+    NotFound,
+    Snapshot,
+    Unavailable,
+    iso,
+    posix_seconds,
+    time_key,
+)
+from service.routes.deps import (
+    IMMUTABLE,
+    Access,
+    cached_response,
+    error_responses,
+    json_body,
+    short_cache,
+)
 from service.schemas import (
     ForecastList,
     ForecastMeta,
@@ -101,24 +123,23 @@ def _jsonable(value: Any) -> Any:
 
 
 @router.get("/status", response_model=StatusResponse, summary="Service health: data age, last forecast, model, ingest")
-def get_status(request: Request, response: Response, access: Access) -> StatusResponse:
+def get_status(request: Request, access: Access) -> Response:
     now = _now()
     messages: list[str] = []
     obs_status = None
     fc_status = None
+    run = None
     try:
-        obs = access.obs()
-        last = obs.last_complete()
+        snap = access.snapshot()
+        last, run = snap.last_complete, snap.latest_run
         obs_status = ObservationStatus(
             last_frame=iso(last),
             age_seconds=(now - last).total_seconds() if last is not None else None,
-            frames=len(obs.times()),
-            store_version=obs.version,
+            frames=frame_count(access, snap),
+            store_version=snap.obs_version,
         )
     except Unavailable as exc:
         messages.append(str(exc))
-    fc = access.forecasts()
-    run = fc.latest() if fc is not None else None
     if run is not None:
         fc_status = ForecastStatus(
             init_time=iso(run.init_time) or "",
@@ -146,8 +167,7 @@ def get_status(request: Request, response: Response, access: Access) -> StatusRe
         state = "degraded"
     else:
         state = "ok"
-    response.headers["Cache-Control"] = "no-cache"
-    return StatusResponse(
+    body = StatusResponse(
         status=state,
         now=iso(now) or "",
         observations=obs_status,
@@ -156,32 +176,50 @@ def get_status(request: Request, response: Response, access: Access) -> StatusRe
         ingest=ingest,
         messages=messages,
     )
+    return cached_response(request, json_body(body), "no-cache")
+
+
+def frame_count(access: DataAccess, snap: Snapshot) -> int:
+    """Complete observed frames (cached per store version)."""
+    key = ("frame-count", snap.obs_version)
+    n = access.objects.get(key)
+    if n is None:
+        n = len(access.obs().times())
+        access.objects.put(key, n)
+    return n  # type: ignore[return-value]
+
+
+NOT_MODIFIED = {304: {"description": "not modified (If-None-Match / If-Modified-Since matched)"}}
 
 
 @router.get(
     "/frames",
     response_model=FramesResponse,
-    responses=error_responses(503),
+    responses={**NOT_MODIFIED, **error_responses(503)},
     summary="Index of observed and forecast frames with immutable tile/map URLs",
 )
-def get_frames(response: Response, access: Access, settings: Settings) -> FramesResponse:
-    obs_v, fc_v = access.versions()
-    response.headers["Cache-Control"] = short_cache(settings)
-    response.headers["ETag"] = f'"{obs_v}|{fc_v}"'
-    key = ("frames", obs_v, fc_v)
-    cached = access.objects.get(key)
-    if cached is None:
-        cached = _build_frames(access, settings)
-        access.objects.put(key, cached)
-    return cached.model_copy(update={"generated_at": iso(_now()) or ""})
+async def get_frames(request: Request) -> Response:
+    access: DataAccess = request.app.state.access
+    settings: ServiceSettings = request.app.state.settings
+    snap = await access.snapshot_async()
+    entry = await access.cached(
+        access.objects, ("frames", *snap.versions), lambda: json_body(_build_frames(access, settings, snap), _modified(snap))
+    )
+    return cached_response(request, entry, short_cache(settings))  # type: ignore[arg-type]
 
 
-def _build_frames(access: DataAccess, settings: ServiceSettings) -> FramesResponse:
+def _modified(snap: Snapshot) -> float:
+    """Last change of either store: Last-Modified of documents built from both."""
+    fc = posix_seconds(snap.latest_run.written_at) if snap.latest_run is not None else 0.0
+    return max(snap.obs_modified, fc)
+
+
+def _build_frames(access: DataAccess, settings: ServiceSettings, snap: Snapshot) -> FramesResponse:
+    """The frame index at ``snap``; ``generated_at`` is when it was built (it changes with the versions only)."""
     obs = access.obs()
     times = obs.times()[-settings.frames_in_index :]
     observed = [frame_entry(time_key(t), t, None) for t in times]
-    fc = access.forecasts()
-    run = fc.latest() if fc is not None else None
+    run = snap.latest_run
     forecast: list[FrameEntry] = []
     if run is not None:
         forecast = [
@@ -228,64 +266,89 @@ def forecast_meta(access: DataAccess, run: RunInfo) -> ForecastMeta:
     )
 
 
-@router.get("/forecasts", response_model=ForecastList, summary="Init times of the retained forecast runs")
-def list_forecasts(response: Response, access: Access, settings: Settings) -> ForecastList:
-    fc = access.forecasts()
-    times = list(fc.init_times()) if fc is not None else []
-    response.headers["Cache-Control"] = short_cache(settings)
-    return ForecastList(init_times=[iso(t) or "" for t in times], latest=iso(times[-1]) if times else None)
+@router.get("/forecasts", response_model=ForecastList, responses=NOT_MODIFIED, summary="Init times of the retained forecast runs")
+async def list_forecasts(request: Request) -> Response:
+    access: DataAccess = request.app.state.access
+    snap = await access.snapshot_async()
+
+    def build() -> CachedBody:
+        fc = access.forecasts()
+        times = list(fc.init_times()) if fc is not None else []
+        doc = ForecastList(init_times=[iso(t) or "" for t in times], latest=iso(times[-1]) if times else None)
+        return json_body(doc, _modified(snap))
+
+    entry = await access.cached(access.objects, ("forecast-list", snap.fc_version), build)
+    return cached_response(request, entry, short_cache(request.app.state.settings))  # type: ignore[arg-type]
 
 
 @router.get(
     "/forecasts/latest",
     response_model=ForecastMeta,
-    responses=error_responses(404, 503),
+    responses={**NOT_MODIFIED, **error_responses(404, 503)},
     summary="Metadata of the newest forecast run: leads, grid, bbox, CRS, model",
 )
-def latest_forecast(response: Response, access: Access, settings: Settings) -> ForecastMeta:
-    fc = access.forecasts()
-    run = fc.latest() if fc is not None else None
+async def latest_forecast(request: Request) -> Response:
+    access: DataAccess = request.app.state.access
+    snap = await access.snapshot_async()
+    run = snap.latest_run
     if run is None:
         raise NotFound("no forecast yet")
-    response.headers["Cache-Control"] = short_cache(settings)
-    return forecast_meta(access, run)
+    entry = await access.cached(
+        access.objects, ("forecast-meta", run.key, run.written_at), lambda: json_body(forecast_meta(access, run), posix_seconds(run.written_at))
+    )
+    return cached_response(request, entry, short_cache(request.app.state.settings))  # type: ignore[arg-type]
 
 
 _INIT_RE = re.compile(r"^\d{8}T\d{4}(\d{2})?Z?$")
+INIT_TIME_HELP = "YYYYmmddTHHMM[SS][Z] (e.g. 20250601T1200) or ISO 8601 in UTC (e.g. 2025-06-01T12:00:00Z), years 1900-2199"
+#: OpenAPI pattern of init times (a real date is checked by the handler: 400 otherwise)
+INIT_TIME_PATTERN = (
+    r"^(?:(?:19|20|21)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3])[0-5]\d(?:[0-5]\d)?Z?"
+    r"|(?:19|20|21)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d+)?)?"
+    r"(?:Z|[+-](?:[01]\d|2[0-3]):?[0-5]\d)?)$"
+)
+_INIT_STRICT = re.compile(INIT_TIME_PATTERN)
 
 
 def parse_init_time(text: str) -> pd.Timestamp:
     """``YYYYmmddTHHMM[SS][Z]`` or ISO 8601 (UTC) -> Timestamp; BadRequest when malformed."""
     try:
+        if not _INIT_STRICT.match(text):
+            raise ValueError("pattern")
         if _INIT_RE.match(text):
             t = pd.Timestamp(pd.to_datetime(text.rstrip("Z"), format="%Y%m%dT%H%M%S" if len(text.rstrip("Z")) == 15 else "%Y%m%dT%H%M"))
         else:
             if not re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$", text):
                 raise ValueError("not an ISO 8601 date-time")
             t = dims.to_utc_timestamp(pd.Timestamp(text))
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise BadRequest(f"malformed init time {text!r}: use YYYYmmddTHHMM or ISO 8601 UTC ({exc})") from exc
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequest(f"malformed init time {text!r}: use {INIT_TIME_HELP}") from None
     return t
 
 
 @router.get(
     "/forecasts/{init_time}",
     response_model=ForecastMeta,
-    responses=error_responses(400, 404, 503),
+    responses={**NOT_MODIFIED, **error_responses(400, 404, 503)},
     summary="Metadata of the forecast run initialised at init_time (YYYYmmddTHHMM or ISO 8601)",
 )
-def forecast_by_time(
-    response: Response,
-    access: Access,
-    init_time: str = Path(description="YYYYmmddTHHMM or ISO 8601 UTC", max_length=40),
-) -> ForecastMeta:
+async def forecast_by_time(
+    request: Request,
+    init_time: Annotated[str, Path(description=INIT_TIME_HELP, max_length=40, json_schema_extra={"pattern": INIT_TIME_PATTERN})],
+) -> Response:
+    access: DataAccess = request.app.state.access
     t = parse_init_time(init_time)
-    fc = access.forecasts()
-    if fc is None or not fc.has(t):
-        raise NotFound(f"no forecast run initialised at {iso(t)}")
-    try:
-        run = fc.run_info(t)
-    except ForecastStoreError as exc:
-        raise NotFound(str(exc)) from exc
-    response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
-    return forecast_meta(access, run)
+    snap = await access.snapshot_async()
+
+    def build() -> CachedBody:
+        fc = access.forecasts()
+        if fc is None or not fc.has(t):
+            raise NotFound(f"no forecast run initialised at {iso(t)}")
+        try:
+            run = fc.run_info(t)
+        except ForecastStoreError as exc:
+            raise NotFound(str(exc)) from exc
+        return json_body(forecast_meta(access, run), posix_seconds(run.written_at))
+
+    entry = await access.cached(access.objects, ("forecast-meta-at", snap.fc_version, t), build)
+    return cached_response(request, entry, IMMUTABLE)  # type: ignore[arg-type]

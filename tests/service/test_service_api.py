@@ -15,8 +15,9 @@ LAST = "20250601T1200"
 
 
 def png(resp) -> np.ndarray:  # noqa: ANN001
+    """The RGBA pixels of a PNG response (tiles are palette PNGs with tRNS alpha)."""
     assert resp.headers["content-type"] == "image/png"
-    return np.asarray(Image.open(io.BytesIO(resp.content)))
+    return np.asarray(Image.open(io.BytesIO(resp.content)).convert("RGBA"))
 
 
 def test_status_reports_frame_forecast_model(shared_env) -> None:  # noqa: ANN001
