@@ -610,12 +610,14 @@ class ObservationStore:
 
     # ------------------------------------------------------------------ reading
     def days(self) -> list[str]:
-        """The UTC day groups present (YYYYMMDD), sorted."""
+        """The UTC day groups present (YYYYMMDD), sorted (listed directly: a day being created,
+        not yet a zarr group, is listed too and reads as holding no frames)."""
         try:
-            group = zarr.open_group(self._root.store, path="days", mode="r")
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            entries = self._fs.ls(f"{self._base}/days", detail=False, refresh=True)
+        except FileNotFoundError:
             return []
-        return sorted(name for name, _ in group.groups())
+        names = {str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries}
+        return sorted(n for n in names if len(n) == 8 and n.isdigit())
 
     def times(self, variable: str = dims.RAIN_RATE) -> pd.DatetimeIndex:
         """Times of the complete frames of ``variable``, sorted."""
