@@ -95,7 +95,7 @@ def summarise(tables: dict[str, tuple[ContingencyTable, pd.Timedelta]]) -> dict[
     """CSI and MCC by lead time in minutes, pooling events at their own cadence (a 6-minute
     event contributes at 6, 12, ... min; report minutes it does not reach are NaN)."""
     counts = evaluation.tables_dataset({("m", e): t for e, (t, _) in tables.items()}, {e: c / pd.Timedelta(minutes=1) for e, (_, c) in tables.items()})
-    s = evaluation.scores(evaluation.pool_by_minutes(counts, REPORT_LEADS_MIN)).sel(method="m")
+    s = evaluation.scores(evaluation.pool_by_minutes(counts, REPORT_LEADS_MIN)).sel({"method": "m"})
     return {
         f"{metric}@{thr:g}": {str(m): float(s[metric].values[li, i]) for li, m in enumerate(REPORT_LEADS_MIN)}
         for metric in ("csi", "mcc")

@@ -30,6 +30,7 @@ class TrainOptions(BaseModel):
     crop_size: int | None = Field(128, ge=8, description="random square crop for training; None = full frame")
     val_crop_size: int | None = Field(None, ge=8, description="centre crop for validation; None = full frame")
     min_wet_fraction: float = Field(0.01, ge=0, le=1, description="skip windows whose last input frame has fewer wet covered cells")
+    window_stride: int = Field(1, ge=1, description="use every n-th candidate time (per store) as a window end; 2 halves the guide cost of 5-min data")
     wet_threshold: float = Field(0.1, gt=0, description="mm/h; a cell at or above is wet")
     augment: bool = Field(True, description="random flips and 90-degree rotations (training only)")
     samples_per_epoch: int | None = Field(None, ge=1, description="None = every training window once per epoch")

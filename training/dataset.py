@@ -68,7 +68,7 @@ def select_windows(
     stored = store.times()
     out: list[Window] = []
     n_frames = cfg.frames_needed
-    for t in pd.DatetimeIndex(sorted(set(times))):
+    for t in pd.DatetimeIndex(sorted(set(times)))[:: opts.window_stride]:
         if t not in stored:
             continue
         ds = store.window(t, n_frames)

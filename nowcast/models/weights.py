@@ -16,6 +16,8 @@ from typing import Any
 #: folder of the shipped weights
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DOMAINS = ("real", "synthetic")
+#: the training configuration of each domain's shipped weights
+TRAIN_CONFIGS = {"real": "configs/train-real-events.toml", "synthetic": "configs/train-synthetic.toml"}
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -30,7 +32,7 @@ def default_checkpoint(domain: str = "real") -> Path:
     if not path.is_file():
         raise MissingWeightsError(
             f"{path}: the shipped ConvLSTM weights ({domain}) are not installed; train them with "
-            f"`nowcast train --config configs/train-{domain}.toml` and pass checkpoint=..."
+            f"`nowcast train --config {TRAIN_CONFIGS[domain]}` and ship them (`python -m training.model_card ship`), or pass checkpoint=..."
         )
     return path
 

@@ -17,9 +17,25 @@ from nowcast.models.convlstm import CheckpointError, read_checkpoint
 from nowcast.models.motion import ForecastInputError
 
 
-def test_missing_option_and_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="checkpoint"):
+def test_no_checkpoint_means_the_shipped_weights(tmp_path: Path) -> None:
+    from nowcast.models.convlstm import file_hash
+    from nowcast.models.weights import default_checkpoint
+
+    shipped = default_checkpoint("real")
+    m = create_nowcaster("convlstm")
+    assert m.checkpoint == shipped and m.version == file_hash(shipped)
+    assert m.calibration is not None  # the shipped model cuts its probabilities as fitted on validation
+
+
+def test_missing_weights_name_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from nowcast.models import weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(weights.MissingWeightsError, match="nowcast train --config"):
         create_nowcaster("convlstm")
+
+
+def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="nope.pt: checkpoint file not found"):
         create_nowcaster("convlstm", checkpoint=tmp_path / "nope.pt")
 
@@ -77,8 +93,19 @@ def test_leads_beyond_the_network_are_refused(convlstm_checkpoint: Path) -> None
         m.forecast(h, [pd.Timedelta(minutes=80)])
     with pytest.raises(ForecastInputError, match="unsupported lead times"):
         m.forecast(h, [pd.Timedelta(minutes=7)])
-    with pytest.raises(ForecastInputError, match="cadence"):
+    with pytest.raises(ForecastInputError, match="multiples of the history cadence"):
         m.forecast(make_history(blob_frames(3), cadence="10min"))
+
+
+def test_any_cadence_forecasts_in_its_own_steps(convlstm_checkpoint: Path) -> None:
+    """A 6-minute store works (it failed with 'cadence differs' before): leads 6..90 min."""
+    m = create_nowcaster("convlstm", checkpoint=convlstm_checkpoint)
+    h = make_history(blob_frames(3), cadence="6min")
+    leads = [pd.Timedelta(minutes=6 * k) for k in range(1, 16)]
+    fc = m.forecast(h, leads)
+    assert fc[dims.RAIN_RATE].shape[0] == 15
+    same = m.forecast(make_history(blob_frames(3)), [pd.Timedelta(minutes=5 * k) for k in range(1, 16)])
+    np.testing.assert_allclose(fc[dims.RAIN_RATE].values, same[dims.RAIN_RATE].values)  # steps, not minutes
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")

@@ -161,6 +161,7 @@ class EventRunner:
         self.stores = {e.name: self._open(e) for e in self.events}
         self.starts = {e.name: start_times(self.stores[e.name], plan.scores.n_inputs, plan.scores.start_stride) for e in self.events}
         self.cadence_min = {e.name: self.stores[e.name].cadence / pd.Timedelta(minutes=1) for e in self.events}
+        self.splits = self.fold_plan()  # an unsatisfiable plan fails here, before any work
         out.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(out / "ledger.jsonl")
         torch.set_num_threads(plan.threads)
@@ -239,7 +240,7 @@ class EventRunner:
 
         tables: dict[tuple[str, str], ContingencyTable] = {}
         records = []
-        for split in self.fold_plan():
+        for split in self.splits:
             t0 = time.perf_counter()
             ckpt = self.train_split(split)
             train_s = json.loads((ckpt.parent / "done.json").read_text()).get("train_seconds")
@@ -269,8 +270,8 @@ class EventRunner:
             "code_version": code_version(), "packages": package_versions(), "time": now_iso(),
             "data": {e.name: {"store": self.catalogue.store_url(e), "store_version": str(self.stores[e.name].version), "n_start_times": len(self.starts[e.name]), "cadence_minutes": self.cadence_min[e.name], "fingerprint": data_fingerprint(self.stores[e.name])} for e in self.events},
         })
+        learned, records = self.run_splits()  # first: a separate `--stage baselines` may run meanwhile
         tables = self.run_baselines()
-        learned, records = self.run_splits()
         tables.update(learned)
         counts = self.results(tables)
         summary = summarise(counts, self.plan, {e.name: e.resolution_class for e in self.events})
@@ -293,7 +294,7 @@ def _bootstrap(counts: xr.Dataset, events: list[str], minutes: list[float], n: i
     """Percentile intervals of CSI/MCC of methods ``a``, ``b`` and of ``a - b``, resampling events."""
     rng = np.random.default_rng(seed)
     per_event = [pool_by_minutes(counts, minutes, [e]) for e in events]
-    stack = {c: np.stack([p[c].sel(method=[a, b]).values for p in per_event]) for c in COUNTS}  # (E, 2, L, T)
+    stack = {c: np.stack([p[c].sel({"method": [a, b]}).values for p in per_event]) for c in COUNTS}  # (E, 2, L, T)
     from nowcast.metrics.categorical import scores_from_counts
 
     draws = {"csi": [], "mcc": []}
@@ -320,7 +321,7 @@ def summarise(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str]) -> d
         s = scores(pooled)
         entry: dict[str, Any] = {"events": evs, "scores": {}}
         for m in s["method"].values:
-            entry["scores"][str(m)] = {k: s[k].sel(method=m).values.round(4).tolist() for k in ("csi", "mcc", "pod", "far", "bias")}
+            entry["scores"][str(m)] = {k: s[k].sel({"method": m}).values.round(4).tolist() for k in ("csi", "mcc", "pod", "far", "bias")}
         methods = list(s["method"].values)
         if LEARNED in methods and "sprog" in methods:
             entry["intervals"] = _bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, LEARNED, "sprog")
@@ -385,7 +386,11 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def write_outputs(out: Path, counts: xr.Dataset, summary: dict[str, Any]) -> None:
-    counts.to_netcdf(out / "results.nc")
+    import os
+
+    tmp = out / ".results.nc.tmp"
+    counts.to_netcdf(tmp)
+    os.replace(tmp, out / "results.nc")  # readers holding the old file keep a valid one
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=float))
     (out / "report.md").write_text(markdown(summary))
     plot(summary, out / "skill.png")

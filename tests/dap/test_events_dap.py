@@ -1,0 +1,148 @@
+"""The event-blocked DAP (training.dap.events), the event catalogue and the scoring kernel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from nowcast import evaluation
+from nowcast.metrics import ContingencyTable
+from training.dap.events import EventPlan, EventRunner, assign_folds, choose_validation
+from training.events import Catalogue, EventSpec
+
+START = pd.Timestamp("2024-06-01T12:00")
+
+
+def _events(n2: int = 3, n240: int = 3) -> list[EventSpec]:
+    return [EventSpec(name=f"a{i}", resolution_class="2km", paths=["x"]) for i in range(n2)] + [
+        EventSpec(name=f"b{i}", resolution_class="240m", paths=["x"]) for i in range(n240)
+    ]
+
+
+def test_every_event_is_held_out_exactly_once_per_repetition() -> None:
+    events = _events(5, 4)
+    for seed in (0, 1):
+        folds = assign_folds(events, ["2km", "240m"], 3, seed)
+        flat = [e for f in folds for e in f]
+        assert sorted(flat) == sorted(e.name for e in events)
+        for f in folds:  # stratified: each fold holds events of both classes
+            assert any(n.startswith("a") for n in f) and any(n.startswith("b") for n in f)
+    assert assign_folds(events, ["2km", "240m"], 3, 0) == assign_folds(events, ["2km", "240m"], 3, 0)
+    assert assign_folds(events, ["2km", "240m"], 3, 0) != assign_folds(events, ["2km", "240m"], 3, 1)
+    with pytest.raises(ValueError, match="fewer than 6 folds"):
+        assign_folds(events, ["2km"], 6, 0)
+
+
+def test_validation_events_come_from_the_training_events() -> None:
+    events = _events(4, 4)
+    val = choose_validation(events[1:], ["2km", "240m"], 1, 0)
+    assert len(val) == 2 and "a0" not in val
+    with pytest.raises(ValueError, match="cannot spare"):
+        choose_validation(events[:1], ["2km"], 1, 0)
+
+
+def test_catalogue_rejects_duplicates_and_bad_cadence() -> None:
+    with pytest.raises(ValueError, match="duplicate event names"):
+        Catalogue(event=[EventSpec(name="a", resolution_class="2km", paths=["x"])] * 2)
+    with pytest.raises(ValueError, match="not a duration"):
+        EventSpec(name="a", resolution_class="2km", paths=["x"], cadence="soon")
+
+
+def test_pooling_by_minutes_respects_each_events_cadence() -> None:
+    t5 = ContingencyTable.init([1.0], 3)
+    t10 = ContingencyTable.init([1.0], 3)
+    t5.hits[:] = [[1], [2], [3]]
+    t10.hits[:] = [[10], [20], [30]]
+    counts = evaluation.tables_dataset({("m", "five"): t5, ("m", "ten"): t10}, {"five": 5.0, "ten": 10.0})
+    pooled = evaluation.pool_by_minutes(counts, [5, 10, 15, 20, 30])
+    # 5 min: only the 5-min event (step 1); 10 min: 5-min step 2 + 10-min step 1; 20: 10-min step 2
+    np.testing.assert_array_equal(pooled["hits"].sel({"method": "m"}).values[:, 0], [1, 2 + 10, 3, 20, 30])
+
+
+@pytest.fixture(scope="module")
+def event_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four small synthetic 'events' (two per class), one store each, different days and seeds."""
+    from nowcast.sources.synthetic import SyntheticRadar
+    from nowcast.store import ObservationStore
+
+    root = tmp_path_factory.mktemp("events")
+    for i, (name, cls) in enumerate([("a0", "2km"), ("a1", "2km"), ("a2", "2km"), ("b0", "240m"), ("b1", "240m"), ("b2", "240m")]):
+        src = SyntheticRadar(SyntheticRadar.default_grid(nx=48, ny=48), seed=20 + i)
+        url = root / "stores" / cls / f"{name}.zarr"
+        url.parent.mkdir(parents=True, exist_ok=True)
+        store = ObservationStore.create(str(url), src.grid, cadence=pd.Timedelta("5min"))
+        for t in pd.date_range(START + pd.Timedelta(days=i), periods=16, freq="5min"):
+            f = src.frame(t)
+            store.append(f["rain_rate"], lightning=f["lightning"])
+    cat = root / "catalogue.toml"
+    lines = [f'data_root = "{root}"', f'store_root = "{root / "stores"}"']
+    for name, cls in [("a0", "2km"), ("a1", "2km"), ("a2", "2km"), ("b0", "240m"), ("b1", "240m"), ("b2", "240m")]:
+        lines += ["[[event]]", f'name = "{name}"', f'class = "{cls}"', 'paths = ["none"]']
+    cat.write_text("\n".join(lines) + "\n")
+    train = root / "train.toml"
+    train.write_text(
+        "[model]\nn_inputs = 3\nn_leads = 4\nchannels = [4, 8]\nkernels = [3, 3]\nstrides = [2, 2]\nstem_channels = 4\n"
+        'advection = "residual"\nresidual_zero_init = true\nlightning = false\nprobability_thresholds = [0.5, 1.0, 5.0]\nguide_smoothing = [2.0]\n'
+        "[train]\nepochs = 1\nbatch_size = 4\nlr = 3e-3\ncrop_size = 32\nval_crop_size = 32\nmin_wet_fraction = 0.001\nsamples_per_epoch = 4\n"
+        f'progress = false\ncache_dir = "{root / "cache"}"\n'
+    )
+    return root
+
+
+def test_unsatisfiable_plan_fails_before_any_work(event_stores: Path, tmp_path: Path) -> None:
+    plan = EventPlan(name="bad", catalogue=str(event_stores / "catalogue.toml"), train_config=str(event_stores / "train.toml"), splits={"folds": 2})
+    with pytest.raises(ValueError, match="cannot spare 1 for validation"):
+        EventRunner(plan, tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists()
+
+
+def test_event_plan_runs_end_to_end_and_resumes(event_stores: Path, tmp_path: Path) -> None:
+    plan = EventPlan(
+        name="tiny", catalogue=str(event_stores / "catalogue.toml"), train_config=str(event_stores / "train.toml"),
+        baselines=["persistence", "extrapolation"], threads=1,
+        splits={"folds": 3, "repetitions": 1, "validation_events": 1},
+        scores={"thresholds": [1.0], "n_leads": 4, "report_minutes": [5, 10, 20], "n_inputs": 3, "start_stride": 3, "bootstrap": 100},
+    )
+    out = tmp_path / "run"
+    summary = EventRunner(plan, out, progress=False).run()
+    records = [json.loads(line) for line in (out / "ledger.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records] == ["plan", "split", "split", "split", "summary"]
+    assert {r["plan_hash"] for r in records} == {summary["plan_hash"]}
+    tested = sorted(e for r in records if r["event"] == "split" for e in r["test"])
+    assert tested == ["a0", "a1", "a2", "b0", "b1", "b2"]  # every event held out exactly once
+    for r in records[1:4]:
+        assert not set(r["test"]) & set(r["train"] + r["validation"])
+    counts = xr.load_dataset(out / "results.nc")
+    assert set(counts["method"].values) == {"persistence", "extrapolation", "convlstm"}
+    assert (counts["hits"].values >= 0).all()  # every (method, event) scored
+    entry = summary["classes"]["2km"]
+    assert set(entry["scores"]) == {"persistence", "extrapolation", "convlstm"}
+    assert "csi:convlstm-sprog" not in entry.get("intervals", {})  # no S-PROG in this plan: no paired interval
+    for name in ("report.md", "skill.png", "results.json"):
+        assert (out / name).stat().st_size > 0
+    # a rerun reuses every checkpoint and table: no retraining
+    best = sorted((out / "folds").glob("*/best.pt"))
+    stamps = [p.stat().st_mtime_ns for p in best]
+    EventRunner(plan, out, progress=False).run()
+    assert [p.stat().st_mtime_ns for p in best] == stamps
+
+
+def test_train_command_on_events_writes_checkpoint_and_card(event_stores: Path, tmp_path: Path) -> None:
+    from nowcast.cli import main
+
+    cfg = tmp_path / "train-events.toml"
+    text = (event_stores / "train.toml").read_text()
+    cfg.write_text(f'seed = 1\nout_dir = "{tmp_path / "out"}"\n[events]\ncatalogue = "{event_stores / "catalogue.toml"}"\nvalidation = ["a2", "b2"]\n' + text)
+    assert main(["train", "--config", str(cfg), "--device", "cpu"]) == 0
+    card = json.loads((tmp_path / "out" / "best.card.json").read_text())
+    assert {k for k, v in card["data"].items() if v["role"] == "validation"} == {"a2", "b2"}
+    assert card["calibration"]["thresholds"] == [0.5, 1.0, 5.0] and len(card["calibration"]["cuts"]) == 4
+    assert card["train_seconds"] > 0 and card["hardware"]["device"] == "cpu" and len(card["data"]["a0"]["fingerprint"]) == 16
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'[events]\ncatalogue = "{event_stores / "catalogue.toml"}"\nvalidation = ["zz"]\n' + text)
+    assert main(["train", "--config", str(bad), "--device", "cpu"]) == 2

@@ -1,0 +1,111 @@
+"""Exceedance heads, smoothed guide channels and the validation-fitted probability cuts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_data import blob_frames, make_history
+
+from nowcast import dims
+from nowcast.models import create_nowcaster
+from nowcast.models.calibration import ExceedanceHistogram, ThresholdCalibration, apply_threshold_calibration
+from nowcast.models.network import EncoderForecaster, ModelConfig
+
+
+def _csi(f: np.ndarray, o: np.ndarray) -> float:
+    h = np.count_nonzero(f & o)
+    return h / max(1, np.count_nonzero(f | o))
+
+
+def test_histogram_cut_maximises_csi_like_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    k, t, n = 2, 2, 4000
+    prob = rng.random((k, t, 1, n)).astype(np.float32)
+    obs = np.where(rng.random((k, 1, n)) < prob[:, 0] * 0.8, 3.0, 0.2).astype(np.float32)
+    obs[:, :, :50] = np.nan  # unknown cells are never counted
+    hist = ExceedanceHistogram((1.0, 2.0), k)
+    hist.accumulate(prob, obs)
+    cuts = hist.optimal_cuts()
+    valid = np.isfinite(obs[0, 0])
+    for lead in range(k):
+        for j, thr in enumerate((1.0, 2.0)):
+            o = obs[lead, 0][valid] >= thr
+            p = prob[lead, j, 0][valid]
+            best = max(_csi(p >= c / 100, o) for c in range(2, 100))
+            assert _csi(p >= cuts[lead, j], o) == pytest.approx(best, abs=1e-12)
+            h, m, f = hist.counts_at(cuts)[lead, j]
+            assert h / (h + m + f) == pytest.approx(best, abs=1e-12)
+
+
+def test_histograms_merge_exactly() -> None:
+    rng = np.random.default_rng(0)
+    prob = rng.random((2, 3, 1, 8, 8)).astype(np.float32)
+    obs = rng.gamma(0.5, 3.0, (2, 3, 8, 8)).astype(np.float32)
+    whole = ExceedanceHistogram((1.0,), 3)
+    whole.accumulate(prob, obs)
+    a, b = ExceedanceHistogram((1.0,), 3), ExceedanceHistogram((1.0,), 3)
+    a.accumulate(prob[:1], obs[:1])
+    b.accumulate(prob[1:], obs[1:])
+    a.merge(b)
+    np.testing.assert_array_equal(a.positive, whole.positive)
+    np.testing.assert_array_equal(a.negative, whole.negative)
+    with pytest.raises(ValueError, match="different thresholds"):
+        a.merge(ExceedanceHistogram((2.0,), 3))
+
+
+def test_calibrated_field_exceeds_exactly_where_the_probability_reaches_its_cut() -> None:
+    rng = np.random.default_rng(1)
+    thr = (0.5, 1.0, 5.0)
+    cal = ThresholdCalibration(thr, np.array([[0.3, 0.4, 0.2]] * 2))
+    prob = np.sort(rng.random((2, 3, 16, 16)), axis=1)[:, ::-1].astype(np.float32)  # P decreasing in t
+    rate = rng.gamma(0.7, 3.0, (2, 16, 16)).astype(np.float32)
+    out = apply_threshold_calibration(rate, prob, cal)
+    for j, t in enumerate(thr):
+        expected = np.all(prob[:, : j + 1] >= cal.cuts[0, : j + 1, None, None], axis=1)
+        np.testing.assert_array_equal(out >= t, expected)
+    inside = (out > 0.5) & (out < 1.0) & (rate > 0.5) & (rate < 1.0)
+    np.testing.assert_array_equal(out[inside], rate[inside])  # the continuous field kept within a class
+    back = ThresholdCalibration.from_dict(cal.to_dict())
+    assert back.thresholds == thr and np.allclose(back.cuts, cal.cuts)
+    with pytest.raises(ValueError, match="cuts must be"):
+        ThresholdCalibration.from_dict({"thresholds": [1.0], "cuts": [0.5, 0.5]})
+
+
+def test_heads_start_at_the_guide_prior_and_smoothing_is_a_normalised_blur() -> None:
+    cfg = ModelConfig(n_inputs=3, n_leads=2, channels=[4, 8], kernels=[3, 3], strides=[2, 2], stem_channels=4, lightning=False, residual_zero_init=True, probability_thresholds=[1.0, 5.0], guide_smoothing=[2.0])
+    net = EncoderForecaster(cfg)
+    x = torch.rand(1, 3, 2, 32, 32)
+    g = torch.zeros(1, 2, 1, 32, 32)
+    g[..., 10:20, 10:20] = 2.0  # scaled rain well above 5 mm/h inside the square
+    out = net.forward_all(x, g)
+    p = torch.sigmoid(out.exceedance_logit)
+    assert out.exceedance_logit.shape == (1, 2, 2, 32, 32)
+    assert p[0, 0, 0, 15, 15] > 0.9 and p[0, 0, 0, 0, 0] < 0.01  # inside / far outside
+    sm = net._with_smoothed(g)
+    assert sm.shape == (1, 2, 2, 32, 32)
+    assert torch.isclose(sm[0, 0, 1].sum(), g[0, 0, 0].sum(), rtol=1e-3)  # mass kept (away from edges)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        ModelConfig(probability_thresholds=[5.0, 1.0])
+    with pytest.raises(ValueError, match="needs a guide"):
+        ModelConfig(advection="none", guide_smoothing=[2.0])
+
+
+def test_adapter_applies_the_checkpoint_calibration(tmp_path: Path) -> None:
+    from training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_inputs=3, n_leads=15, channels=[4, 8], kernels=[3, 3], strides=[2, 2], stem_channels=4, lightning=False, residual_zero_init=True, probability_thresholds=[1.0, 5.0])
+    net = EncoderForecaster(cfg)
+    cuts = np.full((15, 2), 0.3)
+    path = tmp_path / "cal.pt"
+    save_checkpoint(path, {"model_config": cfg.model_dump(), "state_dict": net.state_dict(), "calibration": ThresholdCalibration((1.0, 5.0), cuts).to_dict()})
+    m = create_nowcaster("convlstm", checkpoint=path)
+    h = make_history(blob_frames(3))
+    rain, light = h[dims.RAIN_RATE].values, h[dims.LIGHTNING].values
+    rate, _, exceed = m.predict_all(rain, light)
+    np.testing.assert_array_equal(rate >= 1.0, exceed[:, 0] >= 0.3)
+    fc = m.forecast(h)[dims.RAIN_RATE].values
+    np.testing.assert_array_equal(np.nan_to_num(fc) >= 1.0, exceed[:, 0] >= 0.3)
