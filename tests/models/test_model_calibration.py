@@ -11,7 +11,11 @@ from model_data import blob_frames, make_history
 
 from nowcast import dims
 from nowcast.models import create_nowcaster
-from nowcast.models.calibration import ExceedanceHistogram, ThresholdCalibration, apply_threshold_calibration
+from nowcast.models.calibration import (
+    ExceedanceHistogram,
+    ThresholdCalibration,
+    apply_threshold_calibration,
+)
 from nowcast.models.network import EncoderForecaster, ModelConfig
 
 
