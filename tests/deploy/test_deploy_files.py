@@ -169,6 +169,8 @@ def check_storage_env(env: dict[str, str]) -> None:
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cuda"])
 def test_dockerfile(name: str) -> None:
     instr = parse_dockerfile(DEPLOY / name)
+    defaults = dict(a.split("=", 1) for w, a in instr if w == "ARG" and "=" in a)  # build-arg defaults
+    instr = [(w, re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), a)) for w, a in instr]
     words = [w for w, _ in instr]
     assert words[0] in ("FROM", "ARG"), f"{name}: must start with FROM"
     assert set(words) <= DOCKERFILE_INSTRUCTIONS, f"{name}: unknown instructions {set(words) - DOCKERFILE_INSTRUCTIONS}"
