@@ -86,8 +86,10 @@ def bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, _, proto, _, address = infos[0]
+    # proto IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections of such sockets; without it
+    # every keep-alive response waits ~40 ms for the client's delayed ACK (Nagle)
+    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart while TIME_WAIT
         sock.bind(address)
@@ -102,8 +104,6 @@ def bind(host: str, port: int) -> socket.socket:
 
 def run(args: argparse.Namespace) -> int:
     import signal
-
-    import uvicorn
 
     from service.app import create_app
     from service.inference import InferenceLoop
@@ -122,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
         ingest = run_ingest_process(settings.ingest, store=settings.store)
     loop = InferenceLoop(settings) if settings.inference else None
     app = create_app(settings, loop, start_inference=True)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on", access_log=False)
+    from service.server import uvicorn_config
+
+    config = uvicorn_config(app, settings)  # request-head limits (414/431) of the API; see service/server.py
     server = _server_class()(config)
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
     print(f"nowcast serving on http://{host}:{port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
