@@ -56,7 +56,7 @@ TARGET_RATIO = 0.5
 TARGET_P99_MS_64 = 50.0
 TARGET_COLD_P99_MS_16 = 150.0
 
-#: wrk Lua: cycle through the paths in PATHS_FILE (each thread from its own offset); print a JSON summary
+#: wrk Lua: request the paths in PATHS_FILE in turn (each thread from its own offset); print a JSON summary
 WRK_LUA = r"""
 local paths = {}
 for line in io.lines(os.getenv("PATHS_FILE")) do paths[#paths + 1] = line end
@@ -69,18 +69,13 @@ function setup(thread)
 end
 function init(args)
   stride = tonumber(os.getenv("WRK_THREADS") or "1")
-  i = id
+  i = id - stride
   once = os.getenv("PATHS_ONCE") == "1"
 end
 function request()
-  i = i + stride
-  local k = i
-  if once then
-    if k > #paths then k = ((k - 1) % #paths) + 1 end
-  else
-    k = ((k - 1) % #paths) + 1
-  end
-  return wrk.format("GET", paths[k])
+  -- once: the threads take disjoint paths (thread id, id + stride, ...); else each cycles through all
+  if once then i = i + stride else i = i + 1 end
+  return wrk.format("GET", paths[(i % #paths) + 1])
 end
 function done(summary, latency, requests)
   local e = summary.errors

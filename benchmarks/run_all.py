@@ -33,7 +33,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ingest": ("bench_ingest.py", "ingest frames/s (backfill), drop-folder lag, synthetic frame cost"),
     "models": ("bench_models.py", "forecast wall time: convlstm vs extrapolation vs S-PROG"),
     "training": ("bench_training.py", "training samples/s"),
-    "api": ("bench_api.py", "API latency p50/p99 and requests/s, frame -> forecast latency"),
+    "api": ("bench_api.py", "API req/s and p50/p99 per endpoint at 1/16/64 connections (wrk), ratio to a minimal FastAPI app"),
     "dap": ("bench_dap.py", "DAP evaluation wall time vs dask workers"),
 }
 
@@ -58,9 +58,9 @@ ADAPTERS: dict[str, ScriptAdapter] = {
         "results",
     ),
     "api": ScriptAdapter(
-        lambda quick, out: (["--levels", "1", "16", "--requests", "100", "--seconds", "3", "--frames", "1", "--max-wait", "60"] if quick else []) + ["--out", str(out / "bench_api.json")],
+        lambda quick, out: (["--levels", "1", "16", "--seconds", "2", "--results", str(out / "bench_api.json")] if quick else ["--out", str(out / "bench_api.json")]),
         lambda out: out / "bench_api.json",
-        "load",
+        "rows",
     ),
     "dap": ScriptAdapter(
         lambda quick, out: (["--workers", "1", "--skip-learned", "--repetitions", "1", "--stride", "6"] if quick else []) + ["--out", str(out / "dap")],

@@ -123,6 +123,12 @@ class Snapshot:
     def versions(self) -> tuple[str, str]:
         return self.obs_version, self.fc_version
 
+    @property
+    def modified(self) -> float:
+        """Last change of either store (POSIX seconds): Last-Modified of documents built from both."""
+        fc = posix_seconds(self.latest_run.written_at) if self.latest_run is not None else 0.0
+        return max(self.obs_modified, fc)
+
     def version_of(self, ref: FrameRef) -> str:
         """The version of the store ``ref`` is read from."""
         return self.fc_version if ref.is_forecast else self.obs_version

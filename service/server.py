@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from typing import Any
 
 import uvicorn
@@ -34,6 +35,16 @@ class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol answering oversized request lines (414) and header blocks (431)."""
 
     _discarding: int = -1
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        # no Nagle delay whatever socket the server was given (asyncio sets it only for IPPROTO_TCP sockets)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._discarding >= 0:

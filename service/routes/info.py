@@ -203,15 +203,9 @@ async def get_frames(request: Request) -> Response:
     settings: ServiceSettings = request.app.state.settings
     snap = await access.snapshot_async()
     entry = await access.cached(
-        access.objects, ("frames", *snap.versions), lambda: json_body(_build_frames(access, settings, snap), _modified(snap))
+        access.objects, ("frames", *snap.versions), lambda: json_body(_build_frames(access, settings, snap), snap.modified)
     )
     return cached_response(request, entry, short_cache(settings))  # type: ignore[arg-type]
-
-
-def _modified(snap: Snapshot) -> float:
-    """Last change of either store: Last-Modified of documents built from both."""
-    fc = posix_seconds(snap.latest_run.written_at) if snap.latest_run is not None else 0.0
-    return max(snap.obs_modified, fc)
 
 
 def _build_frames(access: DataAccess, settings: ServiceSettings, snap: Snapshot) -> FramesResponse:
@@ -275,7 +269,7 @@ async def list_forecasts(request: Request) -> Response:
         fc = access.forecasts()
         times = list(fc.init_times()) if fc is not None else []
         doc = ForecastList(init_times=[iso(t) or "" for t in times], latest=iso(times[-1]) if times else None)
-        return json_body(doc, _modified(snap))
+        return json_body(doc, snap.modified)
 
     entry = await access.cached(access.objects, ("forecast-list", snap.fc_version), build)
     return cached_response(request, entry, short_cache(request.app.state.settings))  # type: ignore[arg-type]

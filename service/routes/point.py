@@ -14,7 +14,7 @@ import math
 import pandas as pd
 from fastapi import APIRouter, Query, Request, Response
 
-from service.cache import CachedBody, etag_of
+from service.cache import CachedBody, etag_of, http_date
 from service.data import DataAccess, Snapshot, iso
 from service.routes.deps import cached_response, error_responses, short_cache
 from service.schemas import ForecastPoint, ObservedPoint, PointResponse
@@ -90,5 +90,5 @@ async def get_point(
         access.points, ("point", *snap.versions, row, col), lambda: _tail(point_series(access, settings, snap, row, col))
     )
     body = b'{"lat":' + json.dumps(lat).encode() + b',"lon":' + json.dumps(lon).encode() + b"," + tail
-    entry = CachedBody(body, "application/json", etag_of(body))
+    entry = CachedBody(body, "application/json", etag_of(body), http_date(snap.modified))
     return cached_response(request, entry, short_cache(settings))

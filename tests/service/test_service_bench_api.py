@@ -1,0 +1,78 @@
+"""The API benchmark's parts (load clients, targets) and the README table generated from its results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_api  # noqa: E402
+import render_readme  # noqa: E402
+
+
+def test_readme_api_table_is_generated_from_the_committed_results() -> None:
+    """Fails when benchmarks/api.json changed and the README table was not regenerated (or edited by hand)."""
+    doc = json.loads((ROOT / "benchmarks" / "api.json").read_text())
+    assert doc["schema"] == bench_api.SCHEMA
+    readme = (ROOT / "README.md").read_text()
+    assert render_readme.current_section(readme) == render_readme.section(doc), "run: python benchmarks/render_readme.py"
+
+
+def test_committed_results_cover_every_endpoint_and_level() -> None:
+    doc = json.loads((ROOT / "benchmarks" / "api.json").read_text())
+    cells = {(r["endpoint"], r["connections"]) for r in doc["rows"]}
+    for endpoint in ("tile (cached)", "/v1/point", "/v1/frames", "/v1/forecasts/latest"):
+        assert {(endpoint, c) for c in (1, 16, 64)} <= cells, endpoint
+    assert ("tile (cold)", 16) in cells
+    assert doc["machine"]["loadavg_before"] and doc["machine"]["loadavg_after"]
+    for r in doc["rows"]:
+        assert r["ratio"] == pytest.approx(r["rps"] / r["ref_rps"], abs=1e-3)
+    assert doc["targets"] == bench_api.targets(doc["rows"])
+
+
+def test_update_readme_rewrites_only_the_marked_section(tmp_path: Path) -> None:
+    doc = json.loads((ROOT / "benchmarks" / "api.json").read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n\n{render_readme.BEGIN}\nold table\n{render_readme.END}\n\nafter\n")
+    assert render_readme.update_readme(doc, readme) is True
+    text = readme.read_text()
+    assert text.startswith("# x\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "old table" not in text
+    assert "| tile (cached) | 64 |" in text
+    assert render_readme.update_readme(doc, readme) is False
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no API benchmark section"):
+        render_readme.update_readme(doc, readme)
+
+
+def test_targets_follow_the_issue() -> None:
+    def row(endpoint: str, c: int, ratio: float, p99: float, errors: int = 0) -> dict:
+        return {"endpoint": endpoint, "connections": c, "ratio": ratio, "p99_ms": p99, "errors": errors, "non_2xx": 0}
+
+    ok = [row("tile (cached)", 1, 0.1, 500), row("tile (cached)", 16, 0.6, 90), row("tile (cached)", 64, 0.5, 49), row("tile (cold)", 16, 0.01, 149)]
+    assert bench_api.targets(ok)["all_met"] is True  # c=1 is not a target
+    assert bench_api.targets([*ok, row("/v1/point", 64, 0.7, 51)])["all_met"] is False  # p99 at 64
+    assert bench_api.targets([*ok, row("/v1/point", 16, 0.49, 5)])["all_met"] is False  # ratio
+    assert bench_api.targets([*ok, row("/v1/point", 16, 0.9, 5, errors=1)])["all_met"] is False
+    assert bench_api.targets([row("tile (cold)", 16, 0.01, 151)])["all_met"] is False
+
+
+@pytest.mark.parametrize("client", ["python", "wrk"])
+def test_load_clients_measure_a_live_server(shared_env, live_server, tmp_path: Path, client: str) -> None:  # noqa: ANN001
+    if client == "wrk" and shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (scripts/install-bench-tools.sh)")
+    paths = ["/v1/frames", "/v1/legend/rain", "/v1/tiles/rain/latest/7/67/45.png", "/v1/nope"]
+    with live_server(shared_env.app) as url:
+        if client == "wrk":
+            r = bench_api.run_wrk(url, paths, 2, 1.0, False, tmp_path)
+        else:
+            r = bench_api.run_python(url, paths, 2, 1.0, False, 2000)
+    assert r["requests"] > 20 and r["rps"] > 0
+    assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+    assert r["errors"] == 0
+    assert r["non_2xx"] == pytest.approx(r["requests"] / 4, abs=3)  # the 404 path, one request in four

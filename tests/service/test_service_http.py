@@ -1,0 +1,356 @@
+"""HTTP behaviour of the fast paths: validators and 304s, caches that follow the store versions,
+request limits (414 / 431 / 413 instead of a reset), 400 messages, OpenAPI patterns, imports."""
+
+from __future__ import annotations
+
+import ast
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.service.conftest import T0
+
+ROOT = Path(__file__).resolve().parents[2]
+LAST = "20250601T1200"
+T1 = T0 + pd.Timedelta("5min")
+
+CACHEABLE = [
+    f"/v1/tiles/rain/{LAST}/7/67/45.png",
+    "/v1/tiles/rain/latest+5/7/67/45.png",
+    f"/v1/maps/rain/{LAST}",
+    "/v1/point?lat=46.5&lon=10",
+    "/v1/frames",
+    "/v1/forecasts",
+    "/v1/forecasts/latest",
+    f"/v1/forecasts/{LAST}",
+    "/v1/legend/rain",
+]
+
+
+@pytest.mark.parametrize("url", CACHEABLE)
+def test_cacheable_responses_carry_validators_and_answer_304(shared_env, url: str) -> None:  # noqa: ANN001
+    c = shared_env.client
+    first = c.get(url)
+    assert first.status_code == 200, first.text
+    etag = first.headers["etag"]
+    assert re.fullmatch(r'"[0-9a-f]{32}"', etag)
+    assert "cache-control" in first.headers
+    again = c.get(url)  # the second answer may come from the response cache: identical
+    assert again.content == first.content and again.headers["etag"] == etag
+    nm = c.get(url, headers={"If-None-Match": etag})
+    assert nm.status_code == 304 and nm.content == b""
+    assert nm.headers["etag"] == etag and nm.headers["cache-control"] == first.headers["cache-control"]
+    assert c.get(url, headers={"If-None-Match": f'"other", W/{etag}'}).status_code == 304  # weak comparison, lists
+    assert c.get(url, headers={"If-None-Match": '"something-else"'}).status_code == 200
+    if "last-modified" in first.headers:
+        lm = first.headers["last-modified"]
+        assert c.get(url, headers={"If-Modified-Since": lm}).status_code == 304
+        assert c.get(url, headers={"If-Modified-Since": "Mon, 01 Jan 1990 00:00:00 GMT"}).status_code == 200
+        # If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2)
+        assert c.get(url, headers={"If-None-Match": '"x"', "If-Modified-Since": lm}).status_code == 200
+
+
+def test_every_data_route_sends_last_modified(shared_env) -> None:  # noqa: ANN001
+    for url in CACHEABLE[:-1]:  # the legend is static
+        assert "last-modified" in shared_env.client.get(url).headers, url
+
+
+def test_status_has_an_etag_but_stays_no_cache(shared_env) -> None:  # noqa: ANN001
+    r = shared_env.client.get("/v1/status")
+    assert r.headers["cache-control"] == "no-cache" and r.headers["etag"].startswith('"')
+
+
+def test_new_frame_changes_etags_and_is_not_hidden_by_the_response_cache(env) -> None:  # noqa: ANN001
+    """The ASGI response cache replays answers only while the store versions are unchanged."""
+    c = env.client
+    urls = ["/v1/tiles/rain/latest/7/67/45.png", "/v1/frames", "/v1/point?lat=46.5&lon=10", "/v1/forecasts/latest"]
+    before = {u: c.get(u) for u in urls}
+    for u in urls:  # now served by the response cache
+        assert c.get(u).content == before[u].content
+    env.add_frame(T1)
+    after = {u: c.get(u) for u in urls}
+    assert after["/v1/frames"].json()["observed"][-1]["key"] == "20250601T1205"
+    assert after["/v1/point?lat=46.5&lon=10"].json()["observed"][-1]["time"] == "2025-06-01T12:05:00Z"
+    assert after["/v1/tiles/rain/latest/7/67/45.png"].content == c.get("/v1/tiles/rain/20250601T1205/7/67/45.png").content
+    assert after["/v1/tiles/rain/latest/7/67/45.png"].headers["etag"] != before["/v1/tiles/rain/latest/7/67/45.png"].headers["etag"]
+    # a client revalidating with the old tag gets the new content, not a 304
+    r = c.get("/v1/frames", headers={"If-None-Match": before["/v1/frames"].headers["etag"]})
+    assert r.status_code == 200 and r.json()["observed"][-1]["key"] == "20250601T1205"
+    # a new forecast run (same frame count) is seen too
+    env.loop.step()
+    assert c.get("/v1/forecasts/latest").json()["init_time"] == "2025-06-01T12:05:00Z"
+
+
+def test_rerun_of_the_same_init_time_is_a_new_version(env) -> None:  # noqa: ANN001
+    import time
+
+    c = env.client
+    access = env.app.state.access
+    first = c.get("/v1/forecasts/latest")
+    version = access.snapshot().fc_version
+    time.sleep(1.1)  # written_at has a resolution of one second
+    assert c.post("/v1/admin/forecast", headers={"X-API-Key": "s3cret"}).status_code == 200
+    again = c.get("/v1/forecasts/latest")
+    assert again.json()["init_time"] == first.json()["init_time"] == "2025-06-01T12:00:00Z"
+    assert again.json()["written_at"] > first.json()["written_at"]  # not the cached document of the old run
+    assert access.snapshot().fc_version != version
+    assert again.headers["etag"] != first.headers["etag"]
+
+
+def test_change_stamp_sees_every_append(env) -> None:  # noqa: ANN001
+    """The cheap change stamps must change whenever the store versions do (guards the store layout they read)."""
+    access = env.app.state.access
+    snap = access.snapshot()
+    assert snap.obs_stamp is not None and snap.fc_stamp is not None  # local stores: stamped
+    assert access.current() is snap
+    env.add_frame(T1)
+    assert access.current() is None  # stale at once, without waiting for store_poll_s
+    new = access.snapshot()
+    assert new.obs_version != snap.obs_version and new.last_complete == T1
+    env.loop.step()
+    assert access.current() is None
+    assert access.snapshot().latest_run.init_time == T1
+
+
+# -- 400 messages and OpenAPI patterns --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("/v1/tiles/rain/00000101T0000/6/33/22.png", "malformed time key '00000101T0000': use YYYYmmddTHHMM"),
+        ("/v1/tiles/rain/20250230T1200/6/33/22.png", "2025-02-30 does not exist"),
+        ("/v1/maps/rain/20251301T1200", "malformed time key"),
+        ("/v1/forecasts/0000-01-01T00:00", "use YYYYmmddTHHMM[SS][Z] (e.g. 20250601T1200) or ISO 8601"),
+        ("/v1/forecasts/20250230T1200", "malformed init time"),
+        ("/v1/forecasts/2025-06-01T25:00", "malformed init time"),
+    ],
+)
+def test_400_says_what_format_is_expected(shared_env, url: str, needle: str) -> None:  # noqa: ANN001
+    r = shared_env.client.get(url)
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert needle in detail
+    assert "out of range" not in detail and "You might want" not in detail and "Timestamp" not in detail
+
+
+def test_openapi_declares_time_patterns_that_match_the_handlers(shared_env) -> None:  # noqa: ANN001
+    spec = shared_env.client.get("/openapi.json").json()
+    params = {
+        (path, p["name"]): p["schema"]
+        for path, item in spec["paths"].items()
+        for op in item.values()
+        for p in op.get("parameters", [])
+    }
+    key_pattern = params[("/v1/tiles/{layer}/{time_key}/{z}/{x}/{y}.png", "time_key")]["pattern"]
+    assert params[("/v1/maps/{layer}/{time_key}", "time_key")]["pattern"] == key_pattern
+    init_pattern = params[("/v1/forecasts/{init_time}", "init_time")]["pattern"]
+    for good in ("latest", "latest+15", "20250601T1200", "20250601T1200+75"):
+        assert re.match(key_pattern, good), good
+    for bad in ("noon", "00000101T0000", "20251301T1200", "20250601T2460", "20250601T1200+", "latest-5"):
+        assert not re.match(key_pattern, bad), bad
+    for good in ("20250601T1200", "20250601T120000Z", "2025-06-01T12:00:00Z", "2025-06-01 12:00", "2025-06-01T12:00+02:00"):
+        assert re.match(init_pattern, good), good
+    for bad in ("yesterday", "0000-01-01T00:00", "2025-13-01T00:00", "20250601"):
+        assert not re.match(init_pattern, bad), bad
+    # what the pattern admits, the handler accepts (200 or 404), never a 5xx
+    assert shared_env.client.get(f"/v1/forecasts/{LAST}").status_code == 200
+    assert shared_env.client.get("/v1/tiles/rain/21991231T2355/6/33/22.png").status_code == 404
+
+
+# -- request limits -----------------------------------------------------------------------------
+
+
+def test_app_limits_answer_414_431_413(shared_env) -> None:  # noqa: ANN001
+    c = shared_env.client
+    r = c.get("/v1/point?lat=46.5&lon=10&pad=" + "a" * 9000)
+    assert r.status_code == 414 and "query string" in r.json()["detail"]
+    r = c.get("/v1/frames", headers={f"x-pad-{i}": "b" * 1000 for i in range(17)})
+    assert r.status_code == 431 and "headers" in r.json()["detail"]
+    r = c.post("/v1/admin/forecast", content=b"x" * 70_000, headers={"X-API-Key": "s3cret"})
+    assert r.status_code == 413 and "at most 65536 bytes" in r.json()["detail"]
+
+    def chunks():  # noqa: ANN202 - no Content-Length: chunked
+        for _ in range(20):
+            yield b"y" * 5000
+
+    r = c.post("/v1/admin/forecast", content=chunks(), headers={"X-API-Key": "wrong"})
+    assert r.status_code == 413
+    r = c.post("/v1/admin/forecast", content=b"z" * 100, headers={"X-API-Key": "wrong"})
+    assert r.status_code == 401  # a small body goes on to the route
+    assert c.get("/v1/frames").status_code == 200
+
+
+def _raw(port: int, payload: bytes, read_timeout: float = 20.0) -> bytes:
+    """Send ``payload`` whole (as a plain client does), then read the answer until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
+        s.sendall(payload)
+        out = b""
+        while b"\r\n\r\n" not in out or len(out) < out.find(b"\r\n\r\n") + 4 + _length(out):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def _length(head: bytes) -> int:
+    m = re.search(rb"content-length: (\d+)", head, re.I)
+    return int(m.group(1)) if m else 0
+
+
+def test_oversized_requests_get_an_answer_not_a_reset(shared_env, free_port) -> None:  # noqa: ANN001
+    """Through uvicorn with service.server's protocol: 200 KB query, 500 KB header, 5 MB body."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from service.server import uvicorn_config
+
+    port = free_port()
+    config = uvicorn_config(shared_env.app, shared_env.settings, port=port, lifespan="off")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/legend/rain", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        big_query = b"GET /v1/point?lat=46.5&lon=10&pad=" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        out = _raw(port, big_query)
+        assert out.startswith(b"HTTP/1.1 414 "), out[:200]
+        assert b"request line longer than" in out
+        big_header = b"GET /v1/frames HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"b" * 500_000 + b"\r\n\r\n"
+        out = _raw(port, big_header)
+        assert out.startswith(b"HTTP/1.1 431 "), out[:200]
+        big_body = b"POST /v1/admin/forecast HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n" + b"c" * 5_000_000
+        out = _raw(port, big_body)
+        assert out.startswith(b"HTTP/1.1 413 "), out[:200]
+        assert b"at most 65536 bytes" in out
+        # a query between the app limit and the parser's buffer: the app's 414
+        out = _raw(port, b"GET /v1/point?lat=46.5&lon=10&pad=" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 414 "), out[:200]
+        # and normal requests still work
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/frames", timeout=10).status_code == 200
+        bad = _raw(port, b"GARBAGE\r\n\r\n")
+        assert bad.startswith(b"HTTP/1.1 400 ")  # malformed (not oversized): uvicorn's own answer
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+# -- imports before threads (issue 13 item 5) ----------------------------------------------------
+
+
+def test_create_app_imports_heavy_modules_before_threads(tmp_path: Path) -> None:
+    """In a fresh interpreter: create_app (with an inference loop that has not run yet) imports the
+    modules that request threads and the loop import lazily, so the loop's first forecast and the
+    first requests, started together in many threads, all succeed (once failed with ``cannot import
+    name 'annotate' from partially initialized module 'dask.base'``)."""
+    script = textwrap.dedent(
+        f"""
+        import sys, threading, importlib.util
+        sys.path.insert(0, {str(ROOT)!r})
+        import pandas as pd
+        from nowcast.store import ObservationStore
+        from tests.service.conftest import T0, N_FRAMES, append_synthetic, small_grid
+        store = ObservationStore.create({str(tmp_path / "obs.zarr")!r}, small_grid())
+        append_synthetic(store, pd.date_range(end=T0, periods=N_FRAMES, freq="5min"))
+        from service.settings import ServiceSettings
+        from service.inference import InferenceLoop
+        from service.app import WARM_MODULES, INFERENCE_MODULES, create_app
+        settings = ServiceSettings(store={str(tmp_path / "obs.zarr")!r}, forecast_store={str(tmp_path / "fc.zarr")!r}, model="extrapolation")
+        loop = InferenceLoop(settings)
+        wanted = [m for m in WARM_MODULES + INFERENCE_MODULES if importlib.util.find_spec(m.split(".")[0])]
+        before = [m for m in wanted if m in sys.modules]
+        app = create_app(settings, loop)
+        missing = [m for m in wanted if m not in sys.modules]
+        from fastapi.testclient import TestClient
+        client = TestClient(app)
+        errors = []
+        def forecast():
+            try:
+                loop.step()
+            except Exception as exc:
+                errors.append("loop: " + repr(exc))
+        def request(i):
+            try:
+                r = client.get(f"/v1/tiles/{{('rain', 'lightning')[i % 2]}}/latest/7/{{66 + i % 3}}/45.png")
+                assert r.status_code == 200, r.text
+                r = client.get("/v1/maps/rain/latest?format=nc")
+                assert r.status_code == 200, r.text
+            except Exception as exc:
+                errors.append(repr(exc))
+        threads = [threading.Thread(target=forecast)] + [threading.Thread(target=request, args=(i,)) for i in range(8)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        print("RESULT", {{"before": before, "missing": missing, "errors": errors, "forecast": loop.status.last_error}})
+        """
+    )
+    env = {"PYSTEPS_SILENT_IMPORT": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line is not None, proc.stderr[-3000:]
+    result = ast.literal_eval(line[len("RESULT ") :])
+    assert "pysteps" not in result["before"]  # create_app is what imports it
+    assert result["missing"] == [], f"imported lazily, after threads may start: {result['missing']}"
+    assert result["errors"] == [] and result["forecast"] is None
+
+
+def test_keep_alive_answers_are_not_held_by_nagle(shared_env) -> None:  # noqa: ANN001
+    """A listening socket made without IPPROTO_TCP (as `nowcast serve` once did) gets no TCP_NODELAY from
+    asyncio: each keep-alive answer (head and body written apart) then waited ~40 ms for a delayed ACK.
+    The API's protocol sets TCP_NODELAY itself, and `nowcast serve` binds a TCP socket."""
+    import statistics
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from nowcast.commands.serve import bind
+    from service.server import uvicorn_config
+
+    probe = bind("127.0.0.1", 0)
+    assert probe.proto == socket.IPPROTO_TCP
+    probe.close()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # proto 0: asyncio leaves Nagle on
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn_config(shared_env.app, shared_env.settings, lifespan="off"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                try:
+                    client.get("/v1/legend/rain")
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            times = []
+            for _ in range(20):  # one keep-alive connection
+                t0 = time.perf_counter()
+                assert client.get("/v1/legend/rain").status_code == 200
+                times.append(time.perf_counter() - t0)
+        assert statistics.median(times) < 0.025, times
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
