@@ -212,7 +212,10 @@ class ObservationStore:
         except storage.StorageError as exc:
             raise StoreError(str(exc)) from exc
         fs, base = _filesystem(url, storage_options)
-        previous = _read_json(fs, f"{base}/zarr.json")
+        try:
+            previous = _read_json(fs, f"{base}/zarr.json")
+        except ValueError as exc:
+            raise StoreError(f"{url}: a store already exists there (unreadable zarr.json: {exc})") from exc
         if previous is not None:
             prev_attrs = previous.get("attributes") or {}
             if not (prev_attrs.get(CREATING) and prev_attrs.get("format") != FORMAT):
