@@ -28,17 +28,20 @@ COUNTS = ("hits", "misses", "false_alarms", "correct_negatives")
 
 def start_times(store: Any, n_inputs: int, stride: int = 1, periods: Sequence[tuple[object, object]] | None = None) -> pd.DatetimeIndex:
     """Stored times (optionally within ``periods``) whose ``n_inputs`` input frames are all stored
-    and whose first target is stored; every ``stride``-th of them (from the first)."""
+    and whose first target is stored, at every ``stride``-th position of the stored record
+    (the positions training windows use with ``window_stride``, so their guides are shared)."""
     stored = store.times()
     have = set(stored)
     cad = store.cadence
     keep = []
-    for t in stored:
+    for i, t in enumerate(stored):
+        if i % max(1, int(stride)):
+            continue
         if periods is not None and not any(dims.to_utc_timestamp(a) <= t <= dims.to_utc_timestamp(b) for a, b in periods):
             continue
         if all((t - cad * k) in have for k in range(n_inputs)) and (t + cad) in have:
             keep.append(t)
-    return pd.DatetimeIndex(keep)[:: max(1, int(stride))]
+    return pd.DatetimeIndex(keep)
 
 
 def score_starts(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,21 +27,12 @@ import torch
 from torch.utils.data import Dataset
 
 from nowcast import dims
-from nowcast.models.convlstm import guide_features, input_features
+from nowcast.models.convlstm import cached_guide, input_features
 from nowcast.models.network import EncoderForecaster, ModelConfig
 from nowcast.transforms import rainrate_to_scaled
 from training.config import TrainOptions
 
 log = logging.getLogger(__name__)
-
-
-def _guide_key(inputs: np.ndarray, lightning: np.ndarray, cfg: ModelConfig) -> str:
-    h = hashlib.sha256()
-    h.update(f"{cfg.oflow}|{cfg.oflow_inputs}|{cfg.n_leads}|{cfg.lightning}|{cfg.advection != 'none'}|v1".encode())
-    h.update(np.ascontiguousarray(inputs).tobytes())
-    if cfg.lightning:
-        h.update(np.ascontiguousarray(np.nan_to_num(lightning[-1], nan=-1.0)).tobytes())
-    return h.hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -83,13 +73,7 @@ def select_windows(
         guide_file = None
         if cfg.advection != "none":
             light = ds[dims.LIGHTNING].values.astype(dims.FLOAT)
-            path = cache_dir / f"guide-{_guide_key(rain[-cfg.oflow_inputs:], light, cfg)}.npy"
-            if not path.is_file():
-                g = guide_features(rain, light, cfg)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-                np.save(tmp, g.astype(np.float16))
-                os.replace(tmp, path)  # atomic: concurrent ranks never read half a file
-            guide_file = str(path)
+            guide_file = str(cached_guide(rain, light, cfg, cache_dir)[1])
         out.append(Window(end=t, guide_file=guide_file))
     log.info("selected %d of %d windows (min wet fraction %.3g)", len(out), len(times), opts.min_wet_fraction)
     return out

@@ -5,7 +5,8 @@ inference cannot drift apart) and how checkpoints are read and checked.
 
 Options: ``checkpoint`` (path; default: the weights shipped with the package, see
 :mod:`nowcast.models.weights`), ``device`` ("cpu", "cuda", "auto"), ``min_rain`` (mm/h;
-smaller forecast rates become 0, default 0.1).
+smaller forecast rates become 0, default 0.1), ``guide_cache`` (evaluation: a folder of
+content-keyed float16 guides shared with training, see :func:`cached_guide`).
 
 With exceedance heads and a ``calibration`` in the checkpoint (probability cuts per lead and
 threshold, fitted on validation data by the training loop), the deterministic rain field is
@@ -95,6 +96,42 @@ def guide_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig)
     return np.stack(chans, axis=1)
 
 
+def guide_key(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig) -> str:
+    """Content key of a guide: the guide settings and the bytes of the frames it is made from.
+
+    rain: the last ``config.oflow_inputs`` frames (N, y, x) float32; lightning: (N', y, x).
+    """
+    h = hashlib.sha256()
+    h.update(f"{config.oflow}|{config.oflow_inputs}|{config.n_leads}|{config.lightning}|{config.advection != 'none'}|v1".encode())
+    h.update(np.ascontiguousarray(rain).tobytes())
+    if config.lightning:
+        h.update(np.ascontiguousarray(np.nan_to_num(lightning[-1], nan=-1.0)).tobytes())
+    return h.hexdigest()[:32]
+
+
+def cached_guide(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig, cache_dir: Path) -> tuple[np.ndarray, Path]:
+    """:func:`guide_features` through a content-keyed on-disk cache of float16 ``.npy`` files.
+
+    rain/lightning: (N, y, x) float32 history (the last ``oflow_inputs`` frames key the entry).
+    Returns ``(guide (K, G, y, x) float32, file)``. Writes are atomic, so concurrent training
+    ranks and evaluation workers can share one cache; the training dataset reads the same files.
+    """
+    import os
+
+    rain = np.asarray(rain, dtype=dims.FLOAT)
+    path = Path(cache_dir) / f"guide-{guide_key(rain[-config.oflow_inputs :], lightning, config)}.npy"
+    if path.is_file():
+        return np.load(path).astype(dims.FLOAT), path
+    g = guide_features(rain, lightning, config)
+    if g is None:
+        raise ValueError("cached_guide: the model has no guide (advection = 'none')")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, g.astype(np.float16))
+    os.replace(tmp, path)  # atomic: concurrent readers never see half a file
+    return g.astype(np.float16).astype(dims.FLOAT), path
+
+
 # -- checkpoints ----------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and check a checkpoint file; raises :class:`CheckpointError` naming file and reason."""
@@ -179,7 +216,7 @@ class ConvLSTMNowcaster:
 
     name = "convlstm"
 
-    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", min_rain: float = 0.1) -> None:
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu", min_rain: float = 0.1, guide_cache: str | Path | None = None) -> None:
         import torch
 
         if checkpoint is None:
@@ -193,6 +230,8 @@ class ConvLSTMNowcaster:
         self.device = resolve_device(device)
         self.net = build_network(ckpt, self.checkpoint).to(self.device).eval()
         self.min_rain = float(min_rain)
+        #: evaluation only: read/write guides through the training's content-keyed cache (float16)
+        self.guide_cache = Path(guide_cache) if guide_cache else None
         self.n_inputs = self.config.frames_needed
         self.cadence = pd.Timedelta(minutes=self.config.cadence_minutes)
         self._version = file_hash(self.checkpoint)
@@ -230,7 +269,10 @@ class ConvLSTMNowcaster:
         torch = self._torch
         cfg = self.config
         x = input_features(rain, lightning, cfg)
-        g = guide_features(rain, lightning, cfg)
+        if self.guide_cache is not None and cfg.advection != "none":
+            g = cached_guide(rain, lightning, cfg, self.guide_cache)[0]
+        else:
+            g = guide_features(rain, lightning, cfg)
         mult = max(1, int(np.prod(cfg.strides)))
         x, (ny, nx) = pad_to_multiple(x, mult)
         xt = torch.from_numpy(x)[None].to(self.device)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from nowcast.models.network import ModelConfig
-from training import dataset as ds_mod
 from training.config import TrainOptions
 from training.dataset import WindowDataset, select_windows
 
@@ -26,7 +25,9 @@ def test_guides_are_computed_once_and_cached(tiny_store, splits, cfg: ModelConfi
     def boom(*a, **k):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("guide recomputed although cached")
 
-    monkeypatch.setattr(ds_mod, "guide_features", boom)
+    import nowcast.models.convlstm as convlstm_mod
+
+    monkeypatch.setattr(convlstm_mod, "guide_features", boom)
     again = select_windows(tiny_store, times, cfg, TrainOptions(), tmp_path)
     assert again == first
     # other guide settings -> other cache entries (never a stale guide)

@@ -244,7 +244,8 @@ class EventRunner:
             t0 = time.perf_counter()
             ckpt = self.train_split(split)
             train_s = json.loads((ckpt.parent / "done.json").read_text()).get("train_seconds")
-            model = create_nowcaster(LEARNED, checkpoint=ckpt, device=self.device)
+            cache = self.train_options.get("train", {}).get("cache_dir")
+            model = create_nowcaster(LEARNED, checkpoint=ckpt, device=self.device, guide_cache=cache)
             for name in split["test"]:
                 key = self._key(LEARNED, file_hash(ckpt), name, {"split": f"r{split['repetition']}-f{split['fold']}"})
                 t = self._score(LEARNED, model, name, key, self.out / "tables" / LEARNED / f"r{split['repetition']}" / f"{name}.json")
