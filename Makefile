@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: setup run test test-slow test-all bench lint clean
+.PHONY: setup run test test-fast test-slow test-all bench lint clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt scripts/setup.sh
 	bash scripts/setup.sh
@@ -13,7 +13,16 @@ setup: $(VENV)/.installed
 run: setup
 	$(BIN)/nowcast serve --port $(PORT)
 
+# `make test` is what .ci/run calls: every test but the `network` ones - the fast suite and the
+# `slow` tests behind README claims (DDP = one process, dask = in-process, --verify with a real
+# ConvLSTM, end-to-end `nowcast serve`, every real file, the crash-point harness); `gpu` tests
+# skip without CUDA. About 15 minutes on 2 cores (README, Tests).
 test: setup
+	bash scripts/install-test-services.sh
+	$(BIN)/pytest -q -m "not network"
+
+# the fast suite alone (a few minutes): the edit-test loop
+test-fast: setup
 	bash scripts/install-test-services.sh
 	$(BIN)/pytest -q
 

@@ -5,7 +5,7 @@ forecast run) exactly once, the "latest" markers right and the status counts exa
 
 Ingest runs ``nowcast ingest --once`` against real KNMI files served over loopback HTTP.
 Each case starts two or three Python processes; the fast suite keeps one ingest and one
-forecast case, the others are ``slow`` (``.ci/run`` runs them all: ``make test-ci``).
+forecast case, the others are ``slow`` (``make test``, and so ``.ci/run``, runs them all).
 """
 
 from __future__ import annotations
