@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from nowcast import dims, transforms
 from nowcast.io.base import (
@@ -237,7 +237,12 @@ class Product(_Strict):
     data: DataSpec
     grid: GridSpec
     time: TimeSpec
-    source_file: str = Field("", exclude=True)
+    _source_file: str = PrivateAttr("")
+
+    @property
+    def source_file(self) -> str:
+        """The product file this was loaded from ('' when built in code)."""
+        return self._source_file
 
     def label(self) -> str:
         return f"product {self.source_file or self.product.name}"
@@ -245,12 +250,11 @@ class Product(_Strict):
 
 def load_product(path: str | Path) -> Product:
     """Read and validate a product file (TOML / YAML); ConfigError naming every bad field."""
-    from nowcast.config import ConfigError, load_config
+    from nowcast.config import load_config
 
     prod = load_config(Product, path)
-    if prod.source_file:
-        raise ConfigError(f"{path}: invalid configuration: source_file: not a product field")
-    return prod.model_copy(update={"source_file": str(path)})
+    prod._source_file = str(path)
+    return prod
 
 
 class GriddedReader:
@@ -297,9 +301,11 @@ def _read_dataset(src: Source, prod: Product, where: str) -> np.ndarray:
     path = str(src.path)
     fmt = prod.data.format
     hdf5 = is_hdf5(src.head)
+    netcdf3 = src.head.startswith(NETCDF3_MAGIC)
     if fmt == "auto":
-        fmt = "netcdf" if src.head.startswith(NETCDF3_MAGIC) else "hdf5" if hdf5 else ""
-    if fmt == "hdf5" and not hdf5 or fmt == "netcdf" and not (hdf5 or src.head.startswith(NETCDF3_MAGIC)) or not fmt:
+        fmt = "netcdf" if netcdf3 else "hdf5" if hdf5 else ""
+    readable = {"hdf5": hdf5, "netcdf": hdf5 or netcdf3}.get(fmt, False)  # netCDF4 files are HDF5
+    if not readable:
         kind = {"hdf5": "an HDF5", "netcdf": "a netCDF"}.get(fmt, "an HDF5 or netCDF")
         raise ReaderError(path, f"{where}: data.format: not {kind} file (first bytes {src.head[:8]!r})")
     name = prod.data.dataset

@@ -82,12 +82,13 @@ def test_toy_hdf5_values_flags_grid_and_time(toy) -> None:  # noqa: ANN001
     assert da.attrs["source_format"] == "gridded" and da.attrs["product"] == "toy dBZ"
 
 
-def test_netcdf_lower_origin_mm_per_interval_and_transform(tmp_path: Path) -> None:
+@pytest.mark.parametrize("nc_format", ["NETCDF4", "NETCDF3_CLASSIC"])
+def test_netcdf_lower_origin_mm_per_interval_and_transform(tmp_path: Path, nc_format: str) -> None:
     import netCDF4
 
     acc = np.array([[0.0, 0.5, 1.0], [2.0, -1.0, 3.0]], dtype=np.float32)  # row 0 = SOUTH edge
     path = tmp_path / "acc-2023-001-0010.nc"
-    with netCDF4.Dataset(path, "w") as nc:
+    with netCDF4.Dataset(path, "w", format=nc_format) as nc:
         nc.createDimension("r", 2)
         nc.createDimension("c", 3)
         nc.createVariable("precip", "f4", ("r", "c"))[:] = acc
@@ -102,6 +103,19 @@ def test_netcdf_lower_origin_mm_per_interval_and_transform(tmp_path: Path) -> No
     # transform with dy > 0: row 0 is the south edge; the frame comes out north-up
     np.testing.assert_allclose(da[dims.Y].values, [5001500, 5000500])
     np.testing.assert_allclose(da.values[0], [[12.0, np.nan, 18.0], [0.0, 3.0, 6.0]])
+
+
+def test_gzipped_file_reads_like_the_plain_one(tmp_path: Path, toy) -> None:  # noqa: ANN001
+    import gzip
+
+    path, prod = toy
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    (gz / path.name).write_bytes(gzip.compress(path.read_bytes()))
+    a = read_radar(path, reader="gridded", product=prod)
+    b = read_radar(gz / path.name, reader="gridded", product=prod)
+    np.testing.assert_array_equal(a.values, b.values)
+    assert np.isfinite(a.values).sum() == 8
 
 
 def test_gridded_is_never_sniffed_and_needs_a_product(toy) -> None:  # noqa: ANN001
