@@ -43,6 +43,8 @@ CRASH_POINTS: tuple[str, ...] = (
     "store.append.marked",  # the slot marked complete, the root last_complete not yet moved
     "ingest.frame.stored",  # the frame stored, the source state not yet saved
     "ingest.state.saved",  # the source state saved, the status document not yet flushed
+    "store.lightning.data",  # a lightning slot's chunk written, the slot not yet marked complete
+    "ingest.lightning.stored",  # a lightning slot stored, the source state not yet saved
     "forecast.create.begun",  # forecasts store folders made, its root document not yet written
     "forecast.write.data",  # a run's data written, its "complete" marker not yet published
 )

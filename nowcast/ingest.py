@@ -822,6 +822,7 @@ class SourceRunner:
             counts = grid_counts(Flashes.concat(parts), self.store.grid, self.store.cadence, times=[t]).isel({dims.TIME: 0})
             with self.write_lock:
                 self.store.append_lightning(t, counts.values, overwrite=bool(entry["written"]))
+            durability.crash_point("ingest.lightning.stored")
             entry["written"] = sorted(entry["files"])
             rep.lightning_slots += 1
             self._save_state(state)

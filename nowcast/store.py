@@ -545,6 +545,7 @@ class ObservationStore:
             if slot.index in done and not overwrite:
                 return False
             self._array(slot.day, dims.LIGHTNING)[slot.index] = light  # type: ignore[index]
+            durability.crash_point("store.lightning.data")
             self._write_attrs(f"days/{slot.day}", {f"{dims.LIGHTNING}_slots": sorted(done | {slot.index})})
             self._bump(rain=None, lightning=True)
         return True

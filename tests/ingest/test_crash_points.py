@@ -52,7 +52,7 @@ def _cases(steps: list[tuple[str, int]]) -> list[object]:
 
 
 def test_every_crash_point_is_exercised() -> None:
-    assert {p for p, _ in INGEST_STEPS + FORECAST_STEPS} == set(CRASH_POINTS)
+    assert {p for p, _ in INGEST_STEPS + FORECAST_STEPS + LIGHTNING_STEPS} == set(CRASH_POINTS)
 
 
 def _env(crash: str | None) -> dict[str, str]:
@@ -179,3 +179,53 @@ def test_forecast_publication_killed_at_each_step_then_restarted(point: str, nth
     # nothing left to do: a further step publishes nothing
     idle = _publish(obs_url, fc_url, None, tmp_path)
     assert idle.returncode == 0 and "published None" in idle.stdout and ForecastStore.open(fc_url).run_keys() == expected
+
+
+LIGHTNING_STEPS = [("store.lightning.data", 1), ("ingest.lightning.stored", 1)]
+
+
+def _lightning_script(url: str, drop: Path, quarantine: Path) -> str:
+    return (
+        "import pandas as pd\n"
+        "from nowcast.ingest import IngestSettings, IngestStatus, SourceRunner\n"
+        "from nowcast.sources import create_source\n"
+        "from nowcast.store import ObservationStore\n"
+        f"store = ObservationStore.open({url!r}, 'a')\n"
+        f"src = create_source('directory', name='glm', kind='lightning', path={str(drop)!r}, pattern='*.nc')\n"
+        f"st = IngestSettings(quarantine_dir={str(quarantine)!r}, missing_retry=pd.Timedelta(0), lightning_settle=pd.Timedelta('30s'))\n"
+        "rep = SourceRunner(src, store, st, IngestStatus(store)).run_once(pd.Timestamp('2018-07-02 04:36'))\n"
+        "print('lightning slots', rep.lightning_slots, rep.errors)\n"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("point", "nth"), LIGHTNING_STEPS, ids=[p for p, _ in LIGHTNING_STEPS])
+def test_lightning_ingest_killed_at_each_write_step_then_restarted(point: str, nth: int, shared_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from nowcast.lightning import Flashes, grid_counts, read_lightning
+
+    glm = sorted((shared_data / "lightning" / "glm" / "20180702").glob("OR_GLM-L2-LCFA_*.nc"))[:2]
+    if len(glm) < 2:
+        pytest.skip("real data not available: GLM LCFA files")
+    grid = Grid.from_bounds("EPSG:4326", -120.0, -37.0, -47.0, 53.0, 0.5)
+    url = str(tmp_path / "obs.zarr")
+    ObservationStore.create(url, grid)
+    drop = tmp_path / "glm"
+    drop.mkdir()
+    for f in glm:
+        shutil.copy(f, drop)
+    script = _lightning_script(url, drop, tmp_path / "quarantine")
+    run = [sys.executable, "-c", script]
+    killed = subprocess.run(run, cwd=tmp_path, env=_env(f"{point}#{nth}"), capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, f"not killed at {point}: rc {killed.returncode}\n{killed.stderr[-3000:]}"
+    again = subprocess.run(run, cwd=tmp_path, env=_env(None), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "[]" in again.stdout, again.stdout + again.stderr[-3000:]
+
+    slot_t = pd.Timestamp("2018-07-02 04:35")
+    store = ObservationStore.open(url)
+    assert list(store.times(dims.LIGHTNING)) == [slot_t]
+    assert store._root_attrs()["lightning_written"] == 1, "the slot was stored exactly once"
+    direct = grid_counts(Flashes.concat([read_lightning(f) for f in glm]), grid, times=[slot_t]).isel(time=0).values
+    np.testing.assert_array_equal(store.read_times([slot_t])[dims.LIGHTNING].isel(time=0).values, direct)
+    assert read_ingest_status(store)["sources"]["glm"]["lightning_slots"] == 1
