@@ -395,7 +395,7 @@ class ObservationStore:
         else:
             chunks, shards = (1, ny, nx), None
         for var in VARIABLES:
-            arr = group.create_array(
+            group.create_array(
                 var,
                 shape=(n, ny, nx),
                 dtype="float32",

@@ -232,7 +232,7 @@ def test_interrupted_creation_is_finished_by_the_next_create(tmp_path, grid):
     url = str(tmp_path / "obs.zarr")
     code = (
         "from nowcast.grid import Grid; from nowcast.store import ObservationStore; "
-        "ObservationStore.create(%r, Grid.from_bounds('EPSG:3035', 4_000_000, 2_500_000, 4_064_000, 2_548_000, 1000))" % url
+        f"ObservationStore.create({url!r}, Grid.from_bounds('EPSG:3035', 4_000_000, 2_500_000, 4_064_000, 2_548_000, 1000))"
     )
     for point in ("store.create.begun", "store.create.coords"):
         proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "NOWCAST_CRASH_AT": point}, capture_output=True, timeout=120)
@@ -256,8 +256,8 @@ def test_interrupted_day_creation_is_redone(tmp_path, grid):
     ObservationStore.create(url, grid)
     code = (
         "import numpy as np, pandas as pd; from nowcast import dims; from nowcast.store import ObservationStore; "
-        "s = ObservationStore.open(%r, 'a'); g = s.grid; "
-        "s.append(dims.make_frames(np.ones(g.shape, np.float32), pd.Timestamp('2024-03-01 23:40'), g.x, g.y, g.crs_wkt))" % url
+        f"s = ObservationStore.open({url!r}, 'a'); g = s.grid; "
+        "s.append(dims.make_frames(np.ones(g.shape, np.float32), pd.Timestamp('2024-03-01 23:40'), g.x, g.y, g.crs_wkt))"
     )
     for point in ("store.day.begun", "store.day.arrays", "store.append.data"):
         proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "NOWCAST_CRASH_AT": point}, capture_output=True, timeout=120)
