@@ -167,6 +167,7 @@ class DataAccess:
         self._fc: ForecastStore | None = None
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
+        self._rechecking = False
         self._snapshot: Snapshot | None = None
         budget = settings.field_cache_mb * 2**20
         self.fields: LRUCache[np.ndarray] = LRUCache(max(8, settings.cache_items // 8), max_bytes=budget // 2)
@@ -256,20 +257,45 @@ class DataAccess:
         return (names, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
     def current(self) -> Snapshot | None:
-        """The snapshot when still valid (cheap: no store API call), else None (call :meth:`refresh`)."""
+        """The snapshot when still valid (cheap: no store API call), else None (call :meth:`refresh`).
+
+        Local stores: valid while both change stamps are unchanged; when ``store_poll_s`` has
+        passed as well, the versions are re-read through the store API in a background thread
+        while this snapshot keeps serving (its stamps say nothing changed). Object storage:
+        valid for ``store_poll_s``.
+        """
         snap = self._snapshot
-        if snap is None or time.monotonic() - snap.checked_at > self.settings.store_poll_s:
+        if snap is None:
             return None
-        if snap.obs_stamp is None or snap.fc_stamp is None:  # object storage: valid until the poll interval ends
-            return snap
+        stale = time.monotonic() - snap.checked_at > self.settings.store_poll_s
+        if snap.obs_stamp is None or snap.fc_stamp is None:
+            return None if stale else snap
         if self._obs_stamp() != snap.obs_stamp or self._fc_stamp() != snap.fc_stamp:
             return None
+        if stale:
+            self._recheck_in_background()
         return snap
 
-    def refresh(self) -> Snapshot:
+    def _recheck_in_background(self) -> None:
+        with self._lock:
+            if self._rechecking:
+                return
+            self._rechecking = True
+
+        def run() -> None:
+            try:
+                self.refresh(force=True)
+            except Exception as exc:  # noqa: BLE001 - the next request refreshes in the foreground
+                log.warning("background re-check of the store versions failed: %s", exc)
+            finally:
+                self._rechecking = False
+
+        threading.Thread(target=run, name="nowcast-version-recheck", daemon=True).start()
+
+    def refresh(self, force: bool = False) -> Snapshot:
         """Re-read both stores' versions, newest frame and newest run (blocking: store I/O)."""
         with self._refresh_lock:
-            snap = self.current()  # another thread may have refreshed while this one waited
+            snap = None if force else self.current()  # another thread may have refreshed while this one waited
             if snap is not None:
                 return snap
             # stamps first: a write landing during the reads below changes them again
@@ -295,7 +321,7 @@ class DataAccess:
                 fc_version=fc_version,
                 latest_run=run,
                 obs_stamp=obs_stamp,
-                fc_stamp=fc_stamp if fc is not None or fc_stamp is None else ("none", fc_stamp),
+                fc_stamp=fc_stamp,
                 checked_at=time.monotonic(),
             )
             if self._snapshot is None or snap.versions != self._snapshot.versions:
@@ -403,7 +429,32 @@ class DataAccess:
                 raise NotFound("no forecast yet")
             self._check_lead(run, lead_minutes)
             return FrameRef(run.init_time, lead_minutes, immutable=False, model=run.model)
-        return self.refs.get((snap.fc_version if lead_minutes else snap.obs_version, key))
+        cache_key = (snap.fc_version if lead_minutes else snap.obs_version, key)
+        ref = self.refs.get(cache_key)
+        if ref is not None:
+            return ref
+        run = snap.latest_run
+        if lead_minutes is not None and run is not None and base == time_key(run.init_time):  # the newest run: known
+            self._check_lead(run, lead_minutes)
+            ref = FrameRef(run.init_time, lead_minutes, immutable=True, model=run.model)
+        elif lead_minutes is None and (times := self.objects.get(("obs-times", snap.obs_version))) is not None:
+            t = parse_key_time(base, key)
+            if t not in times:  # type: ignore[operator]
+                raise NotFound(f"no observed frame at {iso(t)}")
+            ref = FrameRef(t, None, immutable=True)
+        else:
+            return None
+        self.refs.put(cache_key, ref)
+        return ref
+
+    def observed_times(self, snap: Snapshot) -> frozenset[pd.Timestamp]:
+        """Times of the complete observed frames at ``snap`` (blocking the first time per version)."""
+        key = ("obs-times", snap.obs_version)
+        times = self.objects.get(key)
+        if times is None:
+            times = frozenset(self.obs().times())
+            self.objects.put(key, times)
+        return times  # type: ignore[return-value]
 
     def _resolve_fixed(self, key: str, snap: Snapshot) -> FrameRef:
         m = _KEY_RE.match(key)
@@ -412,12 +463,7 @@ class DataAccess:
         lead_minutes = (int(lead) or None) if lead is not None else None
         t = parse_key_time(base, key)
         if lead_minutes is None:
-            obs = self.obs()
-            try:
-                present = obs.has(t)
-            except Exception as exc:  # not on the cadence
-                raise NotFound(f"no observed frame at {iso(t)} (not on the store cadence of {obs.cadence})") from exc
-            if not present:
+            if t not in self.observed_times(snap):
                 raise NotFound(f"no observed frame at {iso(t)}")
             ref = FrameRef(t, None, immutable=True)
             self.refs.put((snap.obs_version, key), ref)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,8 @@ from nowcast import basemap, dims, plotting
 from service.data import DataAccess, FrameRef, iso
 
 _LAYER_TITLES = {"rain": "Rain rate", "lightning": "Lightning"}
+#: the HDF5 library under netCDF4 is process-wide state, so is the lock serialising its use here
+_HDF5_LOCK = threading.Lock()
 
 
 def map_title(ref: FrameRef, layer: str) -> tuple[str, str]:
@@ -66,7 +69,8 @@ def to_netcdf_bytes(access: DataAccess, ref: FrameRef) -> bytes:
     fd, path = tempfile.mkstemp(suffix=".nc")
     os.close(fd)
     try:
-        ds.to_netcdf(path, engine="netcdf4")
+        with _HDF5_LOCK:  # netCDF4/HDF5 is not thread-safe: two exports at once crashed the process
+            ds.to_netcdf(path, engine="netcdf4")
         with open(path, "rb") as f:
             return f.read()
     finally:

@@ -301,9 +301,9 @@ def test_create_app_imports_heavy_modules_before_threads(tmp_path: Path) -> None
         """
     )
     env = {"PYSTEPS_SILENT_IMPORT": "1", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    assert line is not None, proc.stderr[-3000:]
+    assert line is not None, f"exit {proc.returncode}: {proc.stdout[-1000:]} {proc.stderr[-3000:]}"
     result = ast.literal_eval(line[len("RESULT ") :])
     assert "pysteps" not in result["before"]  # create_app is what imports it
     assert result["missing"] == [], f"imported lazily, after threads may start: {result['missing']}"
