@@ -9,10 +9,15 @@ bytes and time) before closing, so the client reads the answer.
 
     config = uvicorn_config(app, settings)      # settings.host / port, limits, no access log
     uvicorn.Server(config).run()
+
+``python -m service.server --workers N`` runs N API-only workers (``create_app()`` from the
+``NOWCAST_*`` variables, no ingest, no inference) on one port, for a deployment with the
+inference in its own process and a reverse proxy or CDN in front (docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import socket
@@ -98,3 +103,37 @@ def uvicorn_config(app: Any, settings: ServiceSettings, **overrides: Any) -> uvi
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m service.server",
+        description="API-only uvicorn workers (settings from NOWCAST_* variables; no ingest, no inference).",
+    )
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
+    p.add_argument("--host", default=None, help="bind address (default: NOWCAST_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: NOWCAST_PORT or 8000)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m service.server [--workers N] [--host H] [--port P]``: API-only workers of create_app()."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be >= 1")
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = ServiceSettings(**overrides)
+    config = uvicorn_config("service.app:create_app", settings, factory=True, workers=args.workers)
+    log.info("serving the API with %d worker(s) on %s:%d", args.workers, settings.host, settings.port)
+    if args.workers == 1:
+        uvicorn.Server(config).run()
+    else:  # as `uvicorn --workers`: one socket, a supervisor restarting workers that die
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
