@@ -16,15 +16,17 @@ from pathlib import Path
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nowcast.forecast_store import ForecastStoreError
+from service.cache import CachedBody
 from service.data import BadRequest, DataAccess, NotFound, Unavailable
 from service.inference import InferenceLoop
 from service.metrics import ServiceMetrics
 from service.middleware import HotCache, RequestGuard
+from service.routes.deps import cached_response
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -185,8 +187,15 @@ def create_app(settings: ServiceSettings | None = None, inference: InferenceLoop
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/", include_in_schema=False)
-    def dashboard() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    def dashboard(request: Request) -> Response:
+        page = STATIC_DIR / "index.html"
+        st = page.stat()
+        key = ("dashboard", st.st_mtime_ns, st.st_size)
+        entry = access.objects.get(key)
+        if entry is None:
+            entry = CachedBody.of(page.read_bytes(), "text/html; charset=utf-8", st.st_mtime)
+            access.objects.put(key, entry)
+        return cached_response(request, entry, "no-cache")  # type: ignore[arg-type]
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

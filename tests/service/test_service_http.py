@@ -354,3 +354,12 @@ def test_keep_alive_answers_are_not_held_by_nagle(shared_env) -> None:  # noqa: 
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def test_dashboard_and_static_assets_answer_304(shared_env) -> None:  # noqa: ANN001
+    c = shared_env.client
+    for url in ("/", "/static/app.js"):
+        r = c.get(url)
+        assert r.status_code == 200 and r.headers["etag"] and r.headers["last-modified"]
+        assert c.get(url, headers={"If-None-Match": r.headers["etag"]}).status_code == 304, url
+    assert c.get("/").headers["cache-control"] == "no-cache"
