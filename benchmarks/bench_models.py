@@ -2,8 +2,10 @@
 
 Every model gets the same seeded synthetic history (``SyntheticRadar``, 2 km cells) and the
 same 15 leads (5..75 min) in the same process; times are medians over repeats after one warm-up
-call. The ConvLSTM is an *untrained* network of the default ``ModelConfig`` (seeded weights):
-its cost does not depend on the weights. Ratios are relative to extrapolation on the same grid.
+call. The ConvLSTM is the shipped real-data model (``nowcast/models/weights/convlstm-real.pt``:
+its architecture, guide smoothing, exceedance heads and calibration), or, when no weights are
+installed, an untrained network of the default ``ModelConfig``; its cost does not depend on
+the weights. Ratios are relative to extrapolation on the same grid.
 With ``--device cuda`` the ConvLSTM runs on the GPU (bf16 autocast, as in the service) and the
 network alone is also timed in bf16 and fp32.
 
@@ -34,6 +36,13 @@ def _history(size: int, n: int, seed: int = 11):
 
 def _checkpoint(folder: Path) -> Path:
     import torch
+
+    from nowcast.models.weights import MissingWeightsError, default_checkpoint
+
+    try:
+        return default_checkpoint("real")
+    except MissingWeightsError:
+        pass
 
     from nowcast.models.network import EncoderForecaster, ModelConfig
     from training.checkpoint import save_checkpoint

@@ -20,7 +20,8 @@ Shapes (B batch, N input frames, C input channels, K leads, G guide channels):
   ``scale_t * (guide - scaled(threshold_t))``, to which the head adds its correction.
 
 ``guide_smoothing`` (cells): Gaussian-smoothed copies of the guide's rain channel are appended
-to the guide inside the network (fixed separable kernels, zero outside the domain), so the
+to the guide inside the network (three passes of a box filter of matching variance, zero
+outside the domain; cheap on CPU, unlike wide convolution kernels), so the
 network can trade the sharp extrapolation for smoother fields as the lead grows, which is what
 S-PROG's scale-dependent AR(2) smoothing does; the cached guide stays one channel.
 
@@ -162,12 +163,18 @@ class NetworkOutput(NamedTuple):
     exceedance_logit: torch.Tensor  #: (B, K, T, H, W), T = len(probability_thresholds)
 
 
-def gaussian_kernel1d(sigma: float) -> torch.Tensor:
-    """Normalised 1-D Gaussian (radius 3 sigma), float32."""
-    r = max(1, int(math.ceil(3.0 * sigma)))
-    x = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
+def box_width(sigma: float, passes: int = 3) -> int:
+    """Odd box width whose ``passes``-fold repetition has a standard deviation close to ``sigma``."""
+    w = math.sqrt(12.0 * sigma * sigma / passes + 1.0)
+    return max(3, int(round((w - 1) / 2)) * 2 + 1)
+
+
+def gaussian_like_blur(x: torch.Tensor, sigma: float, passes: int = 3) -> torch.Tensor:
+    """Approximate Gaussian blur of (N, C, H, W) by repeated box filters (zero outside)."""
+    w = box_width(sigma, passes)
+    for _ in range(passes):
+        x = nn.functional.avg_pool2d(x, w, stride=1, padding=w // 2, count_include_pad=True)
+    return x
 
 
 class EncoderForecaster(nn.Module):
@@ -180,8 +187,6 @@ class EncoderForecaster(nn.Module):
         n = len(ch)
         gch = config.guide_channels or [max(1, c // 2) for c in ch]
         self.guided = config.advection != "none"
-        for i, sigma in enumerate(config.guide_smoothing):
-            self.register_buffer(f"smooth_{i}", gaussian_kernel1d(sigma), persistent=False)
         self.stem = nn.Sequential(nn.Conv2d(config.input_channels, config.stem_channels, 3, padding=1), nn.LeakyReLU(0.2))
         self.enc_down = nn.ModuleList()
         self.enc_cells = nn.ModuleList()
@@ -238,13 +243,7 @@ class EncoderForecaster(nn.Module):
             return guide
         b, k, _, h, w = guide.shape
         rain = guide[:, :, 0].reshape(b * k, 1, h, w)
-        extra = []
-        for i in range(len(self.config.guide_smoothing)):
-            kern = getattr(self, f"smooth_{i}").to(rain.dtype)
-            r = kern.numel() // 2
-            y = nn.functional.conv2d(rain, kern.view(1, 1, 1, -1), padding=(0, r))
-            y = nn.functional.conv2d(y, kern.view(1, 1, -1, 1), padding=(r, 0))
-            extra.append(y.reshape(b, k, 1, h, w))
+        extra = [gaussian_like_blur(rain, sigma).reshape(b, k, 1, h, w) for sigma in self.config.guide_smoothing]
         return torch.cat([guide, *extra], dim=2)
 
     def forward(self, inputs: torch.Tensor, guide: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
