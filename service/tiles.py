@@ -8,9 +8,10 @@ and ``(z, x, y)`` and is kept in a bounded LRU.
 Transforming all 65,536 pixel centres with pyproj costs 15-25 ms, most of a cold tile. The
 projection is smooth at the scale of a few pixels, so :class:`TileSampler` transforms a
 33 x 33 lattice (every 8 pixels) and interpolates bilinearly between its nodes; the result is
-checked against exact transforms of 1,024 pixel centres between the nodes, and when the error
-exceeds ``1e-3`` of a grid cell (strong distortion, e.g. near a pole) the tile falls back to
-transforming every pixel.
+checked against exact transforms of the 1,024 pixel centres midway between the nodes, and when
+the error there exceeds ``1e-3`` of a grid cell (strong distortion, e.g. near a pole) the tile
+falls back to transforming every pixel. So only pixels within about 1/100 of a cell from a cell
+edge may get the neighbouring cell (tested against the exact transform).
 
 A tile is encoded as a palette PNG: each cell's colour level (an index into the layer's colour
 table, 0 = transparent) is computed once per frame (:func:`level_field`), a tile gathers the
@@ -34,6 +35,8 @@ from service.cache import LRUCache
 TILE_SIZE = 256
 #: pixels between the nodes of the interpolation lattice
 LATTICE = 8
+#: largest interpolation error accepted, in grid cells (else every pixel is transformed)
+TOLERANCE_CELLS = 1e-3
 #: half the side of the Web Mercator square, metres
 ORIGIN = 20037508.342789244
 
@@ -72,7 +75,9 @@ class TileSampler:
         self._to_grid = Transformer.from_crs("EPSG:3857", self.grid.crs, always_xy=True)
         self._cache: LRUCache[np.ndarray] = LRUCache(self.max_items)
         self._bbox = self._grid_bbox_3857()
-        self._tolerance = 1e-3 * min(abs(self.grid.dx), abs(self.grid.dy))
+        self._nodes = np.arange(0, TILE_SIZE + 1, LATTICE, dtype=float)
+        self._weights = _interpolation_matrix(self._nodes, np.arange(TILE_SIZE) + 0.5)
+        self._mid = np.arange(LATTICE // 2, TILE_SIZE, LATTICE)
 
     def _grid_bbox_3857(self) -> tuple[float, float, float, float]:
         from pyproj import Transformer
@@ -90,44 +95,48 @@ class TileSampler:
         return not (a[2] < b[0] or a[0] > b[2] or a[3] < b[1] or a[1] > b[3])
 
     def index(self, z: int, x: int, y: int) -> np.ndarray:
-        """Flat grid indices (TILE_SIZE, TILE_SIZE) int64 of each pixel's nearest cell; -1 outside."""
+        """Flat grid indices (TILE_SIZE, TILE_SIZE) int32 of each pixel's nearest cell; -1 outside."""
         key = (z, x, y)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         if not self.intersects(z, x, y):
-            out = np.full((TILE_SIZE, TILE_SIZE), -1, dtype=np.int64)
+            out = np.full((TILE_SIZE, TILE_SIZE), -1, dtype=np.int32)
         else:
-            gx, gy = self._pixel_coords(z, x, y)
-            with np.errstate(invalid="ignore"):
-                ok = np.isfinite(gx) & np.isfinite(gy)
-                row, col, inside = self.grid.index_of(np.where(ok, gx, -1e30), np.where(ok, gy, -1e30))
-            inside &= ok
-            out = np.where(inside, row * self.grid.shape[1] + col, -1).astype(np.int64)
+            cx, cy = self._cell_coords(z, x, y)
+            ny, nx = self.grid.shape
+            with np.errstate(invalid="ignore"):  # NaN (not projectable) -> outside
+                col = np.rint(cx, out=cx)
+                row = np.rint(cy, out=cy)
+                inside = (col >= 0) & (col < nx) & (row >= 0) & (row < ny)
+                out = (row * nx + col).astype(np.int32)
+            out[~inside] = -1
         self._cache.put(key, out)
         return out
 
-    def _pixel_coords(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
-        """Store-CRS coordinates (TILE_SIZE, TILE_SIZE) of the tile's pixel centres (see the module docstring)."""
+    def _cell_coords(self, z: int, x: int, y: int) -> tuple[np.ndarray, np.ndarray]:
+        """Fractional (column, row) of the grid (TILE_SIZE, TILE_SIZE) at the tile's pixel centres (see the module docstring).
+
+        Column ``c`` is at ``x[0] + c * dx``, row ``r`` at ``y[0] + r * dy``: rounding gives the nearest cell.
+        """
         xmin, ymin, xmax, ymax = tile_bounds(z, x, y)
         step = (xmax - xmin) / TILE_SIZE
-        centres = np.arange(TILE_SIZE) + 0.5
-        nodes = np.arange(0, TILE_SIZE + 1, LATTICE, dtype=float)
+        x0, y0, dx, dy = float(self.grid.x[0]), float(self.grid.y[0]), self.grid.dx, self.grid.dy
         with np.errstate(invalid="ignore", over="ignore"):
-            nx_, ny_ = np.meshgrid(xmin + nodes * step, ymax - nodes * step)
+            nx_, ny_ = np.meshgrid(xmin + self._nodes * step, ymax - self._nodes * step)
             lx, ly = self._to_grid.transform(nx_, ny_)
             if np.isfinite(lx).all() and np.isfinite(ly).all():
-                w = _interpolation_matrix(nodes, centres)
-                gx, gy = w @ lx @ w.T, w @ ly @ w.T
+                w = self._weights
+                cx, cy = w @ ((lx - x0) / dx) @ w.T, w @ ((ly - y0) / dy) @ w.T
                 # exact transforms of pixel centres halfway between the nodes (worst case of the interpolation)
-                mid = np.arange(LATTICE // 2, TILE_SIZE, LATTICE)
-                cx, cy = np.meshgrid(xmin + (mid + 0.5) * step, ymax - (mid + 0.5) * step)
-                ex, ey = self._to_grid.transform(cx, cy)
-                err = np.maximum(np.abs(ex - gx[np.ix_(mid, mid)]), np.abs(ey - gy[np.ix_(mid, mid)]))
-                if np.isfinite(err).all() and float(err.max()) <= self._tolerance:
-                    return gx, gy
-            mx, my = np.meshgrid(xmin + centres * step, ymax - centres * step)
-            return self._to_grid.transform(mx, my)
+                mid = self._mid
+                ex, ey = self._to_grid.transform(*np.meshgrid(xmin + (mid + 0.5) * step, ymax - (mid + 0.5) * step))
+                err = np.maximum(np.abs((ex - x0) / dx - cx[np.ix_(mid, mid)]), np.abs((ey - y0) / dy - cy[np.ix_(mid, mid)]))
+                if np.isfinite(err).all() and float(err.max()) <= TOLERANCE_CELLS:
+                    return cx, cy
+            centres = np.arange(TILE_SIZE) + 0.5
+            gx, gy = self._to_grid.transform(*np.meshgrid(xmin + centres * step, ymax - centres * step))
+            return (np.asarray(gx) - x0) / dx, (np.asarray(gy) - y0) / dy
 
     def sample(self, field: np.ndarray, z: int, x: int, y: int) -> np.ndarray:
         """Values (TILE_SIZE, TILE_SIZE) float32 of ``field`` (y, x) at the tile pixels; NaN outside."""
