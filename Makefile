@@ -16,7 +16,7 @@ run: setup
 # `make test` is what .ci/run calls: every test but the `network` ones - the fast suite and the
 # `slow` tests behind README claims (DDP = one process, dask = in-process, --verify with a real
 # ConvLSTM, end-to-end `nowcast serve`, every real file, the crash-point harness); `gpu` tests
-# skip without CUDA. About 15 minutes on 2 cores (README, Tests).
+# skip without CUDA. About 20 minutes on 2 loaded cores (README, Tests); CI allows 90, budget 30.
 test: setup
 	bash scripts/install-test-services.sh
 	$(BIN)/pytest -q -m "not network"
