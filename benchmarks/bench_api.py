@@ -328,15 +328,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         first_forecast_s = round(time.time() - t_start, 1)
         print(f"nowcast serve up, first forecast after {first_forecast_s} s", file=sys.stderr, flush=True)
         paths = make_paths(api_url, args.seed)
-        reference: dict[int, dict[str, Any]] = {}
-        for c in args.levels:
-            reference[c] = load(ref_url, ["/tile.png"], c)
-            print(f"  reference  c={c:3d}: {reference[c]['rps']} req/s, p99 {reference[c]['p99_ms']} ms", file=sys.stderr, flush=True)
-        for endpoint, ps in paths.items():
-            levels = [c for c in args.levels if c == 16] if endpoint == "tile (cold)" else args.levels
-            for c in levels:
+        for c in args.levels:  # the reference right before the endpoints at the same level: same load
+            ref_r = load(ref_url, ["/tile.png"], c)
+            print(f"  reference              c={c:3d}: {ref_r['rps']} req/s, p99 {ref_r['p99_ms']} ms", file=sys.stderr, flush=True)
+            for endpoint, ps in paths.items():
+                if endpoint == "tile (cold)" and c != 16:
+                    continue
                 r = load(api_url, ps, c, once=endpoint == "tile (cold)")
-                ref_r = reference.get(c)
                 row = {"endpoint": endpoint, "connections": c, **r}
                 if ref_r:
                     row.update(ref_rps=ref_r["rps"], ref_p99_ms=ref_r["p99_ms"], ratio=round(r["rps"] / ref_r["rps"], 3) if ref_r["rps"] else None)

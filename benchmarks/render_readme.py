@@ -49,7 +49,8 @@ def api_table(doc: dict[str, Any]) -> str:
         "| endpoint | connections | req/s | p50 | p99 | reference req/s | reference p99 | ratio | errors |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in doc["rows"]:
+    order = {e: i for i, e in enumerate(dict.fromkeys(r["endpoint"] for r in doc["rows"]))}
+    for r in sorted(doc["rows"], key=lambda r: (order[r["endpoint"]], r["connections"])):
         errors = r["errors"] + r["non_2xx"]
         lines.append(
             f"| {r['endpoint']} | {r['connections']} | {_num(r['rps'])} | {_num(r['p50_ms'], ' ms')} | {_num(r['p99_ms'], ' ms')} "
