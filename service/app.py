@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nowcast.forecast_store import ForecastStoreError
-from service.cache import CachedBody
+from service.cache import CachedBody, LRUCache
 from service.data import BadRequest, DataAccess, NotFound, Unavailable
 from service.inference import InferenceLoop
 from service.metrics import ServiceMetrics
@@ -103,7 +103,12 @@ def create_app(settings: ServiceSettings | None = None, inference: InferenceLoop
     settings = settings or ServiceSettings()
     warm_imports(WARM_MODULES + (INFERENCE_MODULES if inference is not None else ()))
     access = DataAccess(settings)
-    metrics = ServiceMetrics(ages=lambda: _ages(access), cache_stats=lambda: (access.responses.hits, access.responses.misses))
+    #: responses replayed by HotCache (bounded like the other caches)
+    replay: LRUCache[tuple] = LRUCache(max(1024, settings.cache_items * 8), max_bytes=settings.field_cache_mb * 2**20 // 8)
+    metrics = ServiceMetrics(
+        ages=lambda: _ages(access),
+        cache_stats=lambda: (access.responses.hits + replay.hits, access.responses.misses + replay.misses),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
@@ -126,6 +131,7 @@ def create_app(settings: ServiceSettings | None = None, inference: InferenceLoop
     app.state.access = access
     app.state.metrics = metrics
     app.state.inference = inference
+    app.state.replay = replay
     if inference is not None:
         inference.listeners.append(metrics.observe_forecast)
         inference.listeners.append(lambda _e: metrics.set_model(inference.model_status.active, inference.model_status.version, inference.model_status.fallback))
@@ -163,8 +169,7 @@ def create_app(settings: ServiceSettings | None = None, inference: InferenceLoop
         HotCache,
         access=access,
         templates=HOT_ROUTES,
-        max_items=max(1024, settings.cache_items * 8),
-        max_bytes=settings.field_cache_mb * 2**20 // 8,
+        entries=replay,
     )
     app.add_middleware(  # outermost: limits and request metrics
         RequestGuard,

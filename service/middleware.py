@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from service.cache import LRUCache
 from service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -165,13 +166,12 @@ class HotCache:
     Bounded by ``max_items`` and ``max_bytes``.
     """
 
-    def __init__(self, app: ASGIApp, access: Any, templates: frozenset[str], max_items: int = 4096, max_bytes: int = 64 * 2**20) -> None:
-        from service.cache import LRUCache
-
+    def __init__(self, app: ASGIApp, access: Any, templates: frozenset[str], entries: LRUCache[tuple] | None = None) -> None:
         self.app = app
         self.access = access
         self.templates = templates
-        self.entries: LRUCache[tuple] = LRUCache(max_items, max_bytes=max_bytes)
+        #: URL -> (versions, headers, body, etag, last-modified, route); bounded by the caller
+        self.entries: LRUCache[tuple] = entries if entries is not None else LRUCache(4096, max_bytes=64 * 2**20)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET":

@@ -363,3 +363,18 @@ def test_dashboard_and_static_assets_answer_304(shared_env) -> None:  # noqa: AN
         assert r.status_code == 200 and r.headers["etag"] and r.headers["last-modified"]
         assert c.get(url, headers={"If-None-Match": r.headers["etag"]}).status_code == 304, url
     assert c.get("/").headers["cache-control"] == "no-cache"
+
+
+def test_response_replay_is_bounded_and_keeps_only_cacheable_answers(env) -> None:  # noqa: ANN001
+    c, replay = env.client, env.app.state.replay
+    assert replay.max_items >= 1024 and replay.max_bytes is not None
+    url = "/v1/tiles/rain/latest/7/67/45.png"
+    first = c.get(url)
+    hits = replay.hits
+    assert c.get(url).content == first.content and replay.hits == hits + 1  # replayed
+    assert c.get("/v1/tiles/rain/20250601T1100/7/67/45.png").status_code == 404
+    assert c.get("/v1/status").status_code == 200
+    assert c.post("/v1/admin/forecast").status_code == 401
+    stored = {k[0] for k in list(replay._data)}  # noqa: SLF001 - what the replay holds
+    assert stored == {url}  # errors, status and admin are never replayed
+    assert "nowcast_cache_hits" in c.get("/metrics").text
