@@ -131,7 +131,12 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.model = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.cuda else None)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+        # the few parameters of the exceedance prior (mixture logits, indicator slopes) learn
+        # with a larger step: they are a handful of numbers that the whole data set informs
+        prior = [p for n, p in self.net.named_parameters() if n in ("prior_logits", "prob_scale")]
+        rest = [p for n, p in self.net.named_parameters() if n not in ("prior_logits", "prob_scale")]
+        groups = [{"params": rest}] + ([{"params": prior, "lr": opts.lr * opts.prior_lr_multiplier, "weight_decay": 0.0}] if prior else [])
+        self.optimizer = torch.optim.AdamW(groups, lr=opts.lr, weight_decay=opts.weight_decay)
         self.sampler = EpochSampler(len(train_ds), opts.samples_per_epoch, ctx.rank, ctx.world_size, seed)
         self.history: list[dict[str, Any]] = []
         self.state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0}

@@ -16,8 +16,12 @@ Shapes (B batch, N input frames, C input channels, K leads, G guide channels):
   (with ``residual_zero_init`` zero at initialisation, so an untrained network forecasts the
   extrapolation nowcast). :meth:`EncoderForecaster.forward_all` also returns the
   exceedance logits (B, K, T, H, W) of ``P(rain >= probability_thresholds[t])`` (T = 0 when
-  none are configured); with a guide they start from a prior on the guide's rain,
-  ``scale_t * (guide - scaled(threshold_t))``, to which the head adds its correction.
+  none are configured). With a guide they start from a **learned multiscale neighbourhood
+  prior**: the guide's exceedance indicator is averaged over a pyramid of scales (1, 2, 4, ...
+  cells, ``prior_levels`` levels) and mixed with per-lead, per-threshold softmax weights, so
+  the forecast learns how far the extrapolated rain may be trusted at each lead (what S-PROG's
+  scale-dependent smoothing does, fitted to the data by a proper score); the ConvLSTM head adds
+  a correction to the logit of that prior (zero at initialisation).
 
 ``guide_smoothing`` (cells): Gaussian-smoothed copies of the guide's rain channel are appended
 to the guide inside the network (three passes of a box filter of matching variance, zero
@@ -67,6 +71,7 @@ class ModelConfig(BaseModel):
     residual_zero_init: bool = Field(False, description="residual mode: start with a zero correction (untrained network = extrapolation)")
     probability_thresholds: list[float] = Field(default_factory=list, description="mm/h; exceedance-probability heads P(rain >= t), increasing")
     guide_smoothing: list[float] = Field(default_factory=list, description="cells; Gaussian sigmas of smoothed guide-rain channels added inside the network")
+    prior_levels: int = Field(0, ge=0, le=8, description="exceedance heads: pyramid levels (scales 1, 2, 4, ... cells) of the learned neighbourhood prior; 0 = sharp guide prior")
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -86,8 +91,8 @@ class ModelConfig(BaseModel):
             raise ValueError(f"probability_thresholds must be positive and strictly increasing, got {t}")
         if any(v <= 0 for v in self.guide_smoothing):
             raise ValueError(f"guide_smoothing sigmas must be positive, got {self.guide_smoothing}")
-        if self.guide_smoothing and self.advection == "none":
-            raise ValueError("guide_smoothing needs a guide (advection 'input' or 'residual')")
+        if (self.guide_smoothing or self.prior_levels) and self.advection == "none":
+            raise ValueError("guide_smoothing and prior_levels need a guide (advection 'input' or 'residual')")
         return self
 
     @property
@@ -223,6 +228,13 @@ class EncoderForecaster(nn.Module):
             self.register_buffer("prob_offsets", torch.tensor(scaled, dtype=torch.float32), persistent=False)
             # prior logit slope per threshold (1/scaled units); learned
             self.prob_scale = nn.Parameter(torch.full((n_prob,), 8.0 if self.guided else 0.0))
+            if config.prior_levels and self.guided:
+                # per (lead, threshold) softmax weights over the pyramid levels; start near the
+                # scale that grows with lead (about 0.75 cells per step, Germann-Zawadzki-like)
+                lvl = torch.arange(config.prior_levels, dtype=torch.float32)
+                want = torch.log2(1.0 + 0.75 * torch.arange(1, config.n_leads + 1, dtype=torch.float32))
+                w = -2.0 * (lvl.view(1, 1, -1) - want.view(-1, 1, 1)).abs()
+                self.prior_logits = nn.Parameter(w.expand(config.n_leads, n_prob, config.prior_levels).clone())
         if config.advection == "residual" and config.residual_zero_init:
             # zero correction at initialisation: training starts from the extrapolation nowcast
             with torch.no_grad():
@@ -245,6 +257,27 @@ class EncoderForecaster(nn.Module):
         rain = guide[:, :, 0].reshape(b * k, 1, h, w)
         extra = [gaussian_like_blur(rain, sigma).reshape(b, k, 1, h, w) for sigma in self.config.guide_smoothing]
         return torch.cat([guide, *extra], dim=2)
+
+    def neighbourhood_prior(self, guide_rain: torch.Tensor, lead: int) -> torch.Tensor:
+        """Logit of the learned multiscale neighbourhood probability of exceedance at ``lead``.
+
+        guide_rain: (B, H, W) scaled rain of the guide at that lead. Returns (B, T, H, W).
+        """
+        b, h, w = guide_rain.shape
+        offsets = self.prob_offsets.view(1, -1, 1, 1).to(guide_rain.dtype)
+        ind = torch.sigmoid(self.prob_scale.view(1, -1, 1, 1) * (guide_rain[:, None] - offsets))  # (B, T, H, W)
+        weights = torch.softmax(self.prior_logits[lead], dim=-1)  # (T, L)
+        level = ind
+        mix = weights[:, 0].view(1, -1, 1, 1) * level
+        for lv in range(1, self.config.prior_levels):
+            if min(level.shape[-2:]) < 2:
+                up = level.mean(dim=(-2, -1), keepdim=True).expand(-1, -1, h, w)
+            else:
+                level = nn.functional.avg_pool2d(level, 2, ceil_mode=True)
+                up = nn.functional.interpolate(level, size=(h, w), mode="bilinear", align_corners=False)
+            mix = mix + weights[:, lv].view(1, -1, 1, 1) * up
+        mix = mix.clamp(1e-4, 1.0 - 1e-4)
+        return torch.log(mix) - torch.log1p(-mix)
 
     def forward(self, inputs: torch.Tensor, guide: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rain, lightning_logit)``, each (B, K, H, W); see :meth:`forward_all`."""
@@ -300,7 +333,9 @@ class EncoderForecaster(nn.Module):
             lights.append(out[:, 1])
             if cfg.probability_thresholds:
                 logit = out[:, 2:]
-                if self.guided:
+                if self.guided and cfg.prior_levels:
+                    logit = logit + self.neighbourhood_prior(guide[:, k, 0], k)
+                elif self.guided:
                     prior = guide[:, k, :1] - self.prob_offsets.view(1, -1, 1, 1).to(logit.dtype)
                     logit = logit + self.prob_scale.view(1, -1, 1, 1) * prior
                 probs.append(logit)

@@ -93,8 +93,24 @@ def test_heads_start_at_the_guide_prior_and_smoothing_is_a_normalised_blur() -> 
     assert torch.isclose(sm[0, 0, 1].sum(), g[0, 0, 0].sum(), rtol=1e-3)  # mass kept (away from edges)
     with pytest.raises(ValueError, match="strictly increasing"):
         ModelConfig(probability_thresholds=[5.0, 1.0])
-    with pytest.raises(ValueError, match="needs a guide"):
+    with pytest.raises(ValueError, match="need a guide"):
         ModelConfig(advection="none", guide_smoothing=[2.0])
+    with pytest.raises(ValueError, match="need a guide"):
+        ModelConfig(advection="none", prior_levels=4)
+
+
+def test_neighbourhood_prior_spreads_with_lead_and_is_a_probability() -> None:
+    """The learned multiscale prior starts sharp at short leads and broad at long ones."""
+    cfg = ModelConfig(n_inputs=3, n_leads=15, channels=[4, 8], kernels=[3, 3], strides=[2, 2], stem_channels=4, lightning=False, residual_zero_init=True, probability_thresholds=[1.0], prior_levels=6)
+    net = EncoderForecaster(cfg)
+    g = torch.zeros(1, 15, 1, 64, 64)
+    g[..., 24:40, 24:40] = 1.5  # ~20 mm/h square
+    p = torch.sigmoid(net.forward_all(torch.rand(1, 3, 2, 64, 64), g).exceedance_logit)[0, :, 0]
+    assert ((p >= 0) & (p <= 1)).all()
+    assert p[0, 32, 32] > 0.9 and p[0, 32, 44] < 0.05  # lead 1: sharp
+    assert p[14, 32, 32] < p[0, 32, 32] and p[14, 32, 44] > p[0, 32, 44]  # lead 15: spread out
+    # the mixture weights are trainable parameters (with their own learning rate in the loop)
+    assert net.prior_logits.shape == (15, 1, 6) and net.prior_logits.requires_grad
 
 
 def test_adapter_applies_the_checkpoint_calibration(tmp_path: Path) -> None:
