@@ -35,6 +35,7 @@ test-all: setup
 	$(BIN)/pytest -q -m "slow or not slow"
 
 bench: setup
+	bash scripts/install-bench-tools.sh || echo "wrk not installed: the API benchmark uses its Python client"
 	$(BIN)/nowcast bench
 
 lint: setup

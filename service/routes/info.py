@@ -180,13 +180,8 @@ def get_status(request: Request, access: Access) -> Response:
 
 
 def frame_count(access: DataAccess, snap: Snapshot) -> int:
-    """Complete observed frames (cached per store version)."""
-    key = ("frame-count", snap.obs_version)
-    n = access.objects.get(key)
-    if n is None:
-        n = len(access.obs().times())
-        access.objects.put(key, n)
-    return n  # type: ignore[return-value]
+    """Complete observed frames (their set is cached per store version)."""
+    return len(access.observed_times(snap))
 
 
 NOT_MODIFIED = {304: {"description": "not modified (If-None-Match / If-Modified-Since matched)"}}
