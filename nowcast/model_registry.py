@@ -891,6 +891,27 @@ def code_version() -> str:
 
 
 # --------------------------------------------------------------------------- service helpers
+def seed_shipped_champion(registry: ModelRegistry, domain: str = "real") -> ModelVersion | None:
+    """Register the ConvLSTM weights shipped with the package (with their model card) and make
+    them the champion, when the registry has no champion yet; returns the version, or None when
+    a champion exists. ``domain``: "real" or "synthetic" (:mod:`nowcast.models.weights`)."""
+    from nowcast.models.weights import default_checkpoint, model_card
+
+    if registry.status().champion is not None:
+        return None
+    path = default_checkpoint(domain)
+    card = model_card(domain)
+    version = registry.register(
+        path,
+        model="convlstm",
+        data=card.get("data", {}),
+        training={k: card.get(k) for k in ("config", "config_sha256", "seed", "train_seconds", "hardware", "code_version")},
+        evaluation=card.get("evaluation", {}),
+        extra={"shipped": domain},
+    )
+    return registry.promote(version.version_id, reason=f"initial champion: the shipped {domain} weights")
+
+
 def load_champion(
     registry_url: str, storage_options: dict[str, Any] | None = None, cache_dir: str | Path | None = None, **overrides: Any
 ) -> Any:

@@ -23,8 +23,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="model registry path or s3:// URL (default: $NOWCAST_MODEL_REGISTRY)",
     )
     sub = p.add_subparsers(dest="action", metavar="ACTION")
-    i = sub.add_parser("init", help="create an empty registry")
+    i = sub.add_parser("init", help="create a registry whose initial champion is the shipped ConvLSTM")
     i.add_argument("url", nargs="?", help="registry path or URL (default: --registry)")
+    i.add_argument("--domain", choices=["real", "synthetic"], default="real", help="which shipped weights become the initial champion")
+    i.add_argument("--empty", action="store_true", help="no initial champion")
     ls = sub.add_parser("list", help="list versions with status, creation time and score")
     ls.add_argument("--json", action="store_true", help="print JSON")
     sh = sub.add_parser("show", help="print a version's manifest (default: the champion)")
@@ -63,6 +65,16 @@ def run(args: argparse.Namespace) -> int:
             if not url:
                 raise CommandError("no registry given")
             reg = ModelRegistry.create(url)
+            if not args.empty:
+                from nowcast.model_registry import seed_shipped_champion
+                from nowcast.models.weights import MissingWeightsError
+
+                try:
+                    v = seed_shipped_champion(reg, args.domain)
+                except MissingWeightsError as exc:
+                    raise CommandError(f"{exc} (or use --empty)") from exc
+                if v is not None:
+                    print(f"{reg.url}: initial champion {v.version_id} (shipped {args.domain} weights)")
             print(f"{reg.url}: model registry ready")
             return 0
         reg = _registry(args)

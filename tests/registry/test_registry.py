@@ -21,6 +21,7 @@ from nowcast.model_registry import (
     UnknownVersionError,
     VersionExistsError,
     load_champion,
+    sha256_file,
 )
 
 
@@ -208,9 +209,25 @@ def test_watcher_follows_the_champion(reg: ModelRegistry, tmp_path: Path) -> Non
     assert w.current == "v1"  # two failures in a row: still the last good one
 
 
+def test_init_makes_the_shipped_convlstm_the_initial_champion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nowcast.model_registry import ModelRegistry
+    from nowcast.models.weights import default_checkpoint, model_card
+
+    url = str(tmp_path / "seeded")
+    assert main(["models", "init", url]) == 0
+    reg = ModelRegistry(url)
+    champ = reg.champion()
+    assert champ is not None and champ.model == "convlstm" and champ.manifest["shipped"] == "real"
+    assert champ.checksum == sha256_file(default_checkpoint("real"))
+    assert champ.manifest["evaluation"] == model_card("real").get("evaluation", {})
+    assert reg.load(champ.version_id).calibration is not None  # loads as the shipped nowcaster
+    assert main(["models", "init", url]) == 0  # idempotent: a champion exists, nothing registered
+    assert len(reg.list()) == 1
+
+
 def test_models_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = str(tmp_path / "r")
-    assert main(["models", "init", url]) == 0
+    assert main(["models", "init", url, "--empty"]) == 0
     ck = shift_checkpoint(tmp_path / "1.json")
     assert main(["models", "--registry", url, "add", str(ck), "--model", "test-shift", "--version", "a"]) == 0
     assert main(["models", "--registry", url, "add", str(ck), "--model", "test-shift", "--version", "b", "--parent", "a"]) == 0
