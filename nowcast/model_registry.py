@@ -864,30 +864,10 @@ def _user() -> str:
 
 
 def code_version() -> str:
-    """Package version plus the git commit of the source tree when available."""
-    try:
-        from importlib.metadata import version
+    """The code version stamped on registered versions (:func:`nowcast.provenance.code_version_string`)."""
+    from nowcast.provenance import code_version_string
 
-        pkg = version("nowcast")
-    except Exception:
-        pkg = "unknown"
-    root = Path(__file__).resolve().parents[1]
-    head = root / ".git" / "HEAD"
-    try:
-        ref = head.read_text().strip()
-        if ref.startswith("ref: "):
-            ref_file = root / ".git" / ref[5:]
-            commit = ref_file.read_text().strip() if ref_file.is_file() else ""
-            if not commit:
-                packed = root / ".git" / "packed-refs"
-                for line in packed.read_text().splitlines() if packed.is_file() else []:
-                    if line.endswith(ref[5:]):
-                        commit = line.split()[0]
-        else:
-            commit = ref
-        return f"{pkg}+g{commit[:10]}" if commit else pkg
-    except OSError:
-        return pkg
+    return code_version_string()
 
 
 # --------------------------------------------------------------------------- service helpers

@@ -24,8 +24,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from nowcast.models.convlstm import (
     read_checkpoint,
 )
 from nowcast.models.network import ModelConfig
+from nowcast.provenance import code_version_string
 
 __all__ = ["CheckpointError", "code_version", "data_fingerprint", "load_for_resume", "read_checkpoint", "save_checkpoint", "build_network"]
 
@@ -46,20 +45,8 @@ log = logging.getLogger(__name__)
 
 
 def code_version() -> str:
-    """``git describe --always --dirty`` of the source tree, else the installed package version."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--tags"], cwd=here, capture_output=True, text=True, timeout=5, check=False
-        )
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        return version("nowcast")
-    except PackageNotFoundError:
-        return "unknown"
+    """The code version stamped on checkpoints (:func:`nowcast.provenance.code_version_string`)."""
+    return code_version_string()
 
 
 def data_fingerprint(windows_hash: str, store_version: str) -> str:

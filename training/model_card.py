@@ -64,7 +64,7 @@ def write_model_card(
     """Write ``<checkpoint stem>.card.json`` beside ``checkpoint``; returns its path."""
     import torch
 
-    from training.dap.events import data_fingerprint
+    from nowcast.provenance import data_fingerprint
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg_text = Path(config_path).read_bytes()

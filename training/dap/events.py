@@ -50,6 +50,7 @@ from nowcast.evaluation import (
     tables_dataset,
 )
 from nowcast.metrics import ContingencyTable
+from nowcast.provenance import data_fingerprint
 from training.dap.ledger import Ledger, code_version, now_iso, package_versions
 from training.events import Catalogue, EventSpec, load_catalogue, open_event_store, training_parts
 
@@ -280,15 +281,6 @@ class EventRunner:
         write_outputs(self.out, counts, summary)
         self.ledger.append({"event": "summary", "plan_hash": self.hash, "time": now_iso(), "wall_seconds": summary["wall_seconds"], "outputs": ["results.nc", "results.json", "report.md", "skill.png"]})
         return summary
-
-
-def data_fingerprint(store: Any) -> str:
-    """SHA-256 (first 16 hex) of the rain bytes of every stored frame, in time order."""
-    h = hashlib.sha256()
-    for t in store.times():
-        v = store.window(t, 1)["rain_rate"].values
-        h.update(np.ascontiguousarray(np.nan_to_num(v, nan=-1.0)).tobytes())
-    return h.hexdigest()[:16]
 
 
 def _bootstrap(counts: xr.Dataset, events: list[str], minutes: list[float], n: int, seed: int, a: str, b: str) -> dict[str, Any]:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from nowcast.provenance import code_version  # noqa: F401  (re-exported: the ledger records it)
 
 PACKAGES = (
     "nowcast",
@@ -59,37 +60,6 @@ def package_versions() -> dict[str, str | None]:
         except PackageNotFoundError:
             out[name] = None
     return out
-
-
-def code_version() -> dict[str, Any]:
-    """Git commit (and whether the tree is dirty) of the source checkout, plus the package version."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    repo = Path(__file__).resolve().parents[2]
-    info: dict[str, Any] = {"commit": None, "dirty": None}
-    try:
-        info["package"] = version("nowcast")
-    except PackageNotFoundError:
-        info["package"] = None
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-        info.update(commit=commit or None, dirty=bool(status.strip()))
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
 
 
 def device_info(device: str) -> dict[str, Any]:

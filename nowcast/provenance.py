@@ -1,0 +1,68 @@
+"""Provenance: which code and which data a number came from.
+
+One :func:`code_version` (package version, git commit, dirty flag) and one content
+:func:`data_fingerprint` (SHA-256 of the bytes of every stored rain frame, in time order), used
+by checkpoints, model cards, the model registry and the DAP ledgers alike. A fingerprint
+changes when any stored value changes, and only then (it does not depend on the store's write
+counter or on where the store lives).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@lru_cache(maxsize=1)
+def _git() -> tuple[str | None, bool | None]:
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+        return commit or None, bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def code_version() -> dict[str, Any]:
+    """``{"package": version or None, "commit": git commit or None, "dirty": bool or None}``.
+
+    The git state is read once per process (a long run reports the code it started with).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg = version("nowcast")
+    except PackageNotFoundError:
+        pkg = None
+    commit, dirty = _git()
+    return {"package": pkg, "commit": commit, "dirty": dirty}
+
+
+def code_version_string() -> str:
+    """:func:`code_version` in one token: ``<package>+g<commit[:10]>[.dirty]`` (or the package alone)."""
+    v = code_version()
+    pkg = v["package"] or "unknown"
+    if not v["commit"]:
+        return pkg
+    return f"{pkg}+g{v['commit'][:10]}" + (".dirty" if v["dirty"] else "")
+
+
+def data_fingerprint(store: Any, variable: str = "rain_rate") -> str:
+    """SHA-256 (first 16 hex digits) of every stored frame of ``variable``, in time order.
+
+    ``store``: an observation store. NaN (no coverage) hashes as -1, so coverage counts too.
+    """
+    h = hashlib.sha256()
+    for t in store.times():
+        v = store.window(t, 1)[variable].values
+        h.update(np.ascontiguousarray(np.nan_to_num(v, nan=-1.0)).tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,40 @@
+"""One code version and one content fingerprint for checkpoints, cards, registry and ledgers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nowcast import provenance
+from nowcast.model_registry import code_version as registry_version
+from training.checkpoint import code_version as checkpoint_version
+from training.dap.ledger import code_version as ledger_version
+
+
+def test_every_stamp_is_the_same_code_version() -> None:
+    v = provenance.code_version()
+    assert ledger_version() == v
+    assert checkpoint_version() == registry_version() == provenance.code_version_string()
+    if v["commit"]:
+        assert v["commit"][:10] in provenance.code_version_string()
+
+
+def test_fingerprint_is_content_not_write_count(tmp_path: Path) -> None:
+    from nowcast.sources.synthetic import SyntheticRadar
+    from nowcast.store import ObservationStore
+
+    src = SyntheticRadar(SyntheticRadar.default_grid(nx=16, ny=16), seed=3)
+    times = pd.date_range("2024-06-01T12:00", periods=3, freq="5min")
+    a = ObservationStore.create(str(tmp_path / "a.zarr"), src.grid, cadence=pd.Timedelta("5min"))
+    b = ObservationStore.create(str(tmp_path / "b.zarr"), src.grid, cadence=pd.Timedelta("5min"))
+    for t in times:
+        a.append(src.frame(t)["rain_rate"])
+    for t in times[::-1]:  # other write order, same content
+        b.append(src.frame(t)["rain_rate"])
+    assert provenance.data_fingerprint(a) == provenance.data_fingerprint(b)
+    frame = src.frame(times[1])["rain_rate"].copy()
+    frame.values[..., 0, 0] = np.float32(frame.values[..., 0, 0] + 1.0)
+    a.append(frame, overwrite=True)
+    assert provenance.data_fingerprint(a) != provenance.data_fingerprint(b)
