@@ -38,7 +38,7 @@ def test_histogram_cut_maximises_csi_like_brute_force() -> None:
         for j, thr in enumerate((1.0, 2.0)):
             o = obs[lead, 0][valid] >= thr
             p = prob[lead, j, 0][valid]
-            best = max(_csi(p >= c / 100, o) for c in range(2, 100))
+            best = max(_csi(p >= (c / 100) ** 2, o) for c in range(4, 100))
             assert _csi(p >= cuts[lead, j], o) == pytest.approx(best, abs=1e-12)
             h, m, f = hist.counts_at(cuts)[lead, j]
             assert h / (h + m + f) == pytest.approx(best, abs=1e-12)
