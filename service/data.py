@@ -170,7 +170,8 @@ class DataAccess:
         self._rechecking = False
         self._snapshot: Snapshot | None = None
         budget = settings.field_cache_mb * 2**20
-        self.fields: LRUCache[np.ndarray] = LRUCache(max(8, settings.cache_items // 8), max_bytes=budget // 2)
+        #: decoded fields and their colour levels (tiles), a few per frame
+        self.fields: LRUCache[np.ndarray] = LRUCache(max(64, settings.cache_items), max_bytes=budget // 2)
         #: rendered tiles, maps and netCDF files (CachedBody)
         self.responses: LRUCache[CachedBody] = LRUCache(settings.cache_items, max_bytes=budget // 4)
         #: point series (JSON after the lat/lon fields), keyed on versions and grid cell
@@ -324,10 +325,47 @@ class DataAccess:
                 fc_stamp=fc_stamp,
                 checked_at=time.monotonic(),
             )
-            if self._snapshot is None or snap.versions != self._snapshot.versions:
-                log.debug("store versions now %s / %s", obs_version, fc_version)
+            changed = self._snapshot is None or snap.versions != self._snapshot.versions
             self._snapshot = snap
+            if changed:
+                log.debug("store versions now %s / %s", obs_version, fc_version)
+                if self.settings.prewarm_tiles:
+                    self._prewarm_in_background(snap)
             return snap
+
+    def _prewarm_in_background(self, snap: Snapshot) -> None:
+        """Decode the newest frame and every lead of the newest run into colour levels, in a background thread.
+
+        Those are the tiles a dashboard asks for right after a new frame, so their first tile
+        then costs only its own sampling and encoding. Skipped when they would take more than
+        a quarter of the field cache's bytes (very large grids) or more than its entries.
+        """
+        refs: list[FrameRef] = []
+        if snap.last_complete is not None:
+            refs.append(FrameRef(snap.last_complete, None, immutable=True))
+        if snap.latest_run is not None:
+            run = snap.latest_run
+            refs += [FrameRef(run.init_time, m, immutable=True, model=run.model) for m in run.lead_minutes()]
+        try:
+            cells = int(np.prod(self.grid().shape))
+        except Unavailable:
+            return
+        budget = self.fields.max_bytes or 0
+        entries = len(refs) * len(LAYERS) * 2  # a field and its levels each
+        if not refs or entries > self.fields.max_items or entries * cells * 5 // 2 > budget // 4:  # float32 + uint8
+            return
+
+        def run() -> None:
+            for ref in refs:
+                for layer in LAYERS:
+                    if self._snapshot is not snap:  # newer data: that refresh warms its own frames
+                        return
+                    try:
+                        self.levels(ref, layer, snap.version_of(ref))
+                    except Exception as exc:  # noqa: BLE001 - a request will report it
+                        log.debug("prewarm of %s %s skipped: %s", ref.key, layer, exc)
+
+        threading.Thread(target=run, name="nowcast-prewarm", daemon=True).start()
 
     def snapshot(self) -> Snapshot:
         """The current snapshot (blocking when it must be refreshed)."""
