@@ -8,6 +8,7 @@ app's lifespan when ``start_inference`` is true.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 from contextlib import asynccontextmanager
@@ -114,9 +115,13 @@ def create_app(settings: ServiceSettings | None = None, inference: InferenceLoop
     async def lifespan(app: FastAPI):  # noqa: ANN202
         if inference is not None and start_inference:
             inference.start()
+        # the heap after imports and start-up (numpy, pandas, xarray, dask, pysteps...) is long-lived:
+        # keep it out of the cyclic GC, whose full collections otherwise stall every request in flight
+        gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             if inference is not None and start_inference:
                 inference.stop()
 

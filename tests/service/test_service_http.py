@@ -395,3 +395,18 @@ def test_new_frame_and_run_are_prewarmed_for_tiles(env) -> None:  # noqa: ANN001
     while time.time() < deadline and not all(k in access.fields for k in wanted):
         time.sleep(0.1)
     assert all(k in access.fields for k in wanted), [k for k in wanted if k not in access.fields]
+
+
+def test_startup_heap_is_kept_out_of_the_cyclic_gc(tmp_path: Path) -> None:
+    """Full collections of the start-up heap (~200k objects, ~100 ms) stalled requests in flight: frozen while serving."""
+    import gc
+
+    from tests.service.conftest import make_env
+
+    gc.unfreeze()
+    e = make_env(tmp_path)  # enters the app's lifespan
+    try:
+        assert gc.get_freeze_count() > 1000
+    finally:
+        e.client.__exit__(None, None, None)
+    assert gc.get_freeze_count() == 0
