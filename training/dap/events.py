@@ -91,7 +91,8 @@ class EventPlan(BaseModel):
     splits: EventSplits = Field(default_factory=EventSplits)
     scores: EventScores = Field(default_factory=EventScores)
     baselines: list[str] = Field(default_factory=lambda: ["persistence", "extrapolation", "sprog"])
-    train_config: str = Field("configs/train-real.toml", description="[model] and [train] tables of the ConvLSTM")
+    train_config: str = Field("configs/train-real-events.toml", description="[model] and [train] tables of the ConvLSTM")
+    train_overrides: list[str] = Field(default_factory=list, description="KEY=VALUE overrides of the training config for the folds (e.g. a CPU budget)")
     threads: int = Field(2, ge=1, description="torch threads")
 
 
@@ -155,9 +156,10 @@ class EventRunner:
         self.plan, self.out, self.device, self.progress = plan, out, device, progress
         self.catalogue: Catalogue = load_catalogue(plan.catalogue)
         self.events = [e for e in self.catalogue.event if e.resolution_class in plan.classes]
-        from nowcast.config import read_mapping
+        from nowcast.config import apply_overrides, read_mapping
 
-        self.train_options = {k: v for k, v in read_mapping(plan.train_config).items() if k in ("model", "train")}
+        options = apply_overrides(read_mapping(plan.train_config), plan.train_overrides)
+        self.train_options = {k: v for k, v in options.items() if k in ("model", "train")}
         self.hash = plan_hash(plan, self.train_options)
         self.stores = {e.name: self._open(e) for e in self.events}
         self.starts = {e.name: start_times(self.stores[e.name], plan.scores.n_inputs, plan.scores.start_stride) for e in self.events}
