@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import readme_sections  # type: ignore[import-not-found]  # noqa: E402
+
 BENCH_DIR = Path(__file__).resolve().parent
 README = BENCH_DIR.parent / "README.md"
 RESULTS = BENCH_DIR / "api.json"
@@ -74,10 +77,7 @@ def section(doc: dict[str, Any]) -> str:
 
 def current_section(text: str) -> str:
     """The marked section of a README text (ValueError when the markers are missing)."""
-    i, j = text.find(BEGIN), text.find(END)
-    if i < 0 or j < i:
-        raise ValueError(f"README has no API benchmark section ({BEGIN!r} ... {END!r})")
-    return text[i : j + len(END)]
+    return readme_sections.current_section(text, BEGIN, END, "API benchmark")
 
 
 def update_readme(doc: dict[str, Any] | None = None, readme: Path = README) -> bool:

@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import readme_sections  # type: ignore[import-not-found]  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RESULTS = ROOT / "results" / "real-events-kfold" / "results.json"
@@ -74,10 +77,7 @@ def section(doc: dict[str, Any]) -> str:
 
 
 def current_section(text: str) -> str:
-    i, j = text.find(BEGIN), text.find(END)
-    if i < 0 or j < i:
-        raise ValueError(f"README has no skill section ({BEGIN!r} ... {END!r})")
-    return text[i : j + len(END)]
+    return readme_sections.current_section(text, BEGIN, END, "skill")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -506,17 +506,21 @@ class DataAccess:
             ref = FrameRef(t, None, immutable=True)
             self.refs.put((snap.obs_version, key), ref)
             return ref
-        fc = self.forecasts()
-        if fc is None or not fc.has(t):
-            raise NotFound(f"no forecast run initialised at {iso(t)}")
-        try:
-            run = fc.run_info(t)
-        except ForecastStoreError as exc:
-            raise NotFound(str(exc)) from exc
+        run = self.run_info_at(t)
         self._check_lead(run, lead_minutes)
         ref = FrameRef(t, lead_minutes, immutable=True, model=run.model)
         self.refs.put((snap.fc_version, key), ref)
         return ref
+
+    def run_info_at(self, t: pd.Timestamp):  # -> RunInfo
+        """The forecast run initialised at ``t``; :class:`NotFound` when there is none."""
+        fc = self.forecasts()
+        if fc is None or not fc.has(t):
+            raise NotFound(f"no forecast run initialised at {iso(t)}")
+        try:
+            return fc.run_info(t)
+        except ForecastStoreError as exc:
+            raise NotFound(str(exc)) from exc
 
     @staticmethod
     def _check_lead(run: RunInfo, lead_minutes: int) -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 from fastapi import APIRouter, Path, Request, Response
 
 from nowcast import dims
-from nowcast.forecast_store import ForecastStoreError, RunInfo
+from nowcast.forecast_store import RunInfo
 from service.cache import CachedBody
 from service.data import (
     BadRequest,
@@ -330,13 +330,7 @@ async def forecast_by_time(
     snap = await access.snapshot_async()
 
     def build() -> CachedBody:
-        fc = access.forecasts()
-        if fc is None or not fc.has(t):
-            raise NotFound(f"no forecast run initialised at {iso(t)}")
-        try:
-            run = fc.run_info(t)
-        except ForecastStoreError as exc:
-            raise NotFound(str(exc)) from exc
+        run = access.run_info_at(t)
         return json_body(forecast_meta(access, run), posix_seconds(run.written_at))
 
     entry = await access.cached(access.objects, ("forecast-meta-at", snap.fc_version, t), build)
