@@ -46,6 +46,16 @@ def test_validation_events_come_from_the_training_events() -> None:
         choose_validation(events[:1], ["2km"], 1, 0)
 
 
+def test_validation_events_share_the_models_cadence() -> None:
+    """Cuts are fitted per lead step: a 15-minute event must not set a 5-minute step's cut."""
+    events = [EventSpec(name=f"slow{i}", resolution_class="2km", paths=["x"], cadence="15min") for i in range(5)]
+    events += [EventSpec(name="five0", resolution_class="2km", paths=["x"]), EventSpec(name="five1", resolution_class="2km", paths=["x"])]
+    for seed in range(10):
+        assert choose_validation(events, ["2km"], 1, seed)[0].startswith("five")
+    with pytest.raises(ValueError, match="at cadence 5min cannot spare 2"):
+        choose_validation(events, ["2km"], 2, 0)
+
+
 def test_catalogue_rejects_duplicates_and_bad_cadence() -> None:
     with pytest.raises(ValueError, match="duplicate event names"):
         Catalogue(event=[EventSpec(name="a", resolution_class="2km", paths=["x"])] * 2)

@@ -115,14 +115,18 @@ def assign_folds(events: list[EventSpec], classes: list[str], folds: int, seed: 
     return out
 
 
-def choose_validation(train_events: list[EventSpec], classes: list[str], n: int, seed: int) -> list[str]:
-    """``n`` training events per class (seeded) used only for early stopping and calibration."""
+def choose_validation(train_events: list[EventSpec], classes: list[str], n: int, seed: int, cadence: str = "5min") -> list[str]:
+    """``n`` training events per class (seeded) used only for early stopping and calibration.
+
+    Only events at the model's ``cadence`` qualify: the probability cuts are fitted per lead
+    *step*, and a 15-minute event's step 6 (90 min) would set the cut of a 5-minute step 6.
+    """
     rng = np.random.default_rng(seed + 7919)
     out: list[str] = []
     for c in classes:
-        names = sorted(e.name for e in train_events if e.resolution_class == c)
+        names = sorted(e.name for e in train_events if e.resolution_class == c and pd.Timedelta(e.cadence) == pd.Timedelta(cadence))
         if len(names) <= n:
-            raise ValueError(f"class {c!r}: {len(names)} training events cannot spare {n} for validation")
+            raise ValueError(f"class {c!r}: {len(names)} training events at cadence {cadence} cannot spare {n} for validation")
         out += [names[i] for i in rng.choice(len(names), size=n, replace=False)]
     return out
 
@@ -217,7 +221,8 @@ class EventRunner:
             folds = assign_folds(self.events, self.plan.classes, self.plan.splits.folds, seed)
             for f, test in enumerate(folds):
                 train = [e for e in self.events if e.name not in test]
-                val = choose_validation(train, self.plan.classes, self.plan.splits.validation_events, seed + f)
+                cadence = f"{self.train_options.get('model', {}).get('cadence_minutes', 5)}min"
+                val = choose_validation(train, self.plan.classes, self.plan.splits.validation_events, seed + f, cadence)
                 splits.append({"repetition": r, "fold": f, "seed": seed + f, "test": sorted(test), "validation": sorted(val), "train": sorted(e.name for e in train if e.name not in val)})
         return splits
 
