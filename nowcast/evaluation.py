@@ -33,11 +33,12 @@ def start_times(store: Any, n_inputs: int, stride: int = 1, periods: Sequence[tu
     stored = store.times()
     have = set(stored)
     cad = store.cadence
+    bounds = None if periods is None else [(dims.to_utc_timestamp(a), dims.to_utc_timestamp(b)) for a, b in periods]
     keep = []
     for i, t in enumerate(stored):
         if i % max(1, int(stride)):
             continue
-        if periods is not None and not any(dims.to_utc_timestamp(a) <= t <= dims.to_utc_timestamp(b) for a, b in periods):
+        if bounds is not None and not any(a <= t <= b for a, b in bounds):
             continue
         if all((t - cad * k) in have for k in range(n_inputs)) and (t + cad) in have:
             keep.append(t)

@@ -126,7 +126,8 @@ class Trainer:
             net = build_network(read_checkpoint(opts.init_checkpoint), opts.init_checkpoint, expected=model_cfg)
             log.info("initialised from %s", opts.init_checkpoint)
         self.net = net.to(self.device)
-        self.model: torch.nn.Module = AllOutputs(self.net)
+        self.eval_model = AllOutputs(self.net)  # validation: no DDP wrapper, all outputs
+        self.model: torch.nn.Module = self.eval_model
         if ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -212,7 +213,7 @@ class Trainer:
 
         for batch in self._loader(self.val_ds, None):
             batch = self._to_device(batch)
-            rain, light, exceed = self._forward(AllOutputs(self.net), batch)
+            rain, light, exceed = self._forward(self.eval_model, batch)
             loss_sum += float(total_loss(rain, light, batch, self.opts, self.cfg.lightning, exceed, heads).item())
             n_batches += 1
             if hist is not None:

@@ -22,15 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nowcast.model_registry import sha256_file
 from training.checkpoint import code_version
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def hardware(device: str) -> dict[str, Any]:
@@ -70,7 +63,7 @@ def write_model_card(
     cfg_text = Path(config_path).read_bytes()
     card = {
         "model": "convlstm",
-        "checkpoint_sha256": _sha256_file(checkpoint),
+        "checkpoint_sha256": sha256_file(checkpoint),
         "code_version": code_version(),
         "config": str(config_path),
         "config_sha256": hashlib.sha256(cfg_text).hexdigest(),
@@ -98,7 +91,7 @@ def attach_evaluation(card: dict[str, Any], results_path: Path) -> dict[str, Any
     card = dict(card)
     card["evaluation"] = {
         "results": str(results_path),
-        "results_sha256": _sha256_file(results_path),
+        "results_sha256": sha256_file(results_path),
         "plan": res.get("plan"),
         "plan_hash": res.get("plan_hash"),
         "minutes": res.get("minutes"),
@@ -124,7 +117,7 @@ def ship(checkpoint: Path, domain: str, evaluation: Path | None = None) -> tuple
     os.replace(tmp, dst)
     src_card = checkpoint.with_name(checkpoint.stem + ".card.json")
     card = json.loads(src_card.read_text()) if src_card.is_file() else {}
-    card["shipped_sha256"] = _sha256_file(dst)
+    card["shipped_sha256"] = sha256_file(dst)
     card["source_checkpoint"] = str(checkpoint)
     if evaluation is not None:
         card = attach_evaluation(card, evaluation)

@@ -165,16 +165,13 @@ class EventRunner:
         options = apply_overrides(read_mapping(plan.train_config), plan.train_overrides)
         self.train_options = {k: v for k, v in options.items() if k in ("model", "train")}
         self.hash = plan_hash(plan, self.train_options)
-        self.stores = {e.name: self._open(e) for e in self.events}
+        self.stores = {e.name: open_event_store(self.catalogue, e) for e in self.events}
         self.starts = {e.name: start_times(self.stores[e.name], plan.scores.n_inputs, plan.scores.start_stride) for e in self.events}
         self.cadence_min = {e.name: self.stores[e.name].cadence / pd.Timedelta(minutes=1) for e in self.events}
         self.splits = self.fold_plan()  # an unsatisfiable plan fails here, before any work
         out.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(out / "ledger.jsonl")
         torch.set_num_threads(plan.threads)
-
-    def _open(self, ev: EventSpec) -> Any:
-        return open_event_store(self.catalogue, ev)
 
     def _key(self, method: str, version: str, event: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         starts = self.starts[event]
