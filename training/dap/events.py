@@ -326,28 +326,48 @@ def summarise(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str]) -> d
     return out
 
 
-def markdown(summary: dict[str, Any]) -> str:
-    """The report's tables: CSI and MCC per class, method, threshold, lead (with intervals)."""
-    lines = [f"# Event-blocked DAP: {summary['plan']}", "", f"plan hash `{summary.get('plan_hash', '')[:16]}`", ""]
+#: display names of the methods in the tables
+METHOD_NAMES = {"persistence": "persistence", "extrapolation": "LK extrapolation", "sprog": "S-PROG", LEARNED: "ConvLSTM"}
+
+
+def _cell(v: float | None, ci: dict[str, Any] | None, li: int, ti: int) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{v:.3f} [{ci['lo'][li][ti]:.3f}, {ci['hi'][li][ti]:.3f}]" if ci else f"{v:.3f}"
+
+
+def class_tables(summary: dict[str, Any], cls: str, shown: list[float] | None = None) -> list[str]:
+    """Markdown tables of one class: CSI and MCC per threshold, one row per method (with
+    intervals), the paired difference ConvLSTM - S-PROG and the relative difference.
+    ``shown``: lead times (minutes) to show (default all of the summary's)."""
+    entry = summary["classes"][cls]
     minutes = summary["minutes"]
+    cols = [minutes.index(m) for m in (shown or minutes) if m in minutes]
+    intervals = entry.get("intervals", {})
+    lines: list[str] = []
+    for metric in ("csi", "mcc"):
+        for ti, thr in enumerate(summary["thresholds"]):
+            lines += [f"{metric.upper()} at {thr:g} mm/h, pooled over the {len(entry['events'])} held-out events (95 % bootstrap interval over events):", ""]
+            lines += ["| method | " + " | ".join(f"{minutes[c]:g} min" for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+            for method, sc in entry["scores"].items():
+                ci = intervals.get(f"{metric}:{method}")
+                lines.append(f"| {METHOD_NAMES.get(method, method)} | " + " | ".join(_cell(sc[metric][c][ti], ci, c, ti) for c in cols) + " |")
+            d = intervals.get(f"{metric}:{LEARNED}-sprog")
+            if d:
+                a, b = entry["scores"][LEARNED][metric], entry["scores"]["sprog"][metric]
+                lines.append("| ConvLSTM - S-PROG | " + " | ".join(f"{a[c][ti] - b[c][ti]:+.3f} [{d['lo'][c][ti]:+.3f}, {d['hi'][c][ti]:+.3f}]" for c in cols) + " |")
+                rel = [(a[c][ti] / b[c][ti] - 1.0) * 100 if b[c][ti] else float("nan") for c in cols]
+                lines.append("| ConvLSTM vs S-PROG | " + " | ".join(f"{r:+.1f} %" for r in rel) + " |")
+            lines.append("")
+    return lines
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The report: every class's tables at every lead time of the plan."""
+    lines = [f"# Event-blocked DAP: {summary['plan']}", "", f"plan hash `{summary.get('plan_hash', '')[:16]}`", ""]
     for c, entry in summary["classes"].items():
         lines += [f"## Class {c}: {len(entry['events'])} events held out once each", "", ", ".join(entry["events"]), ""]
-        for metric in ("csi", "mcc"):
-            for ti, thr in enumerate(summary["thresholds"]):
-                lines += [f"### {metric.upper()} at {thr:g} mm/h", "", "| method | " + " | ".join(f"{m:g} min" for m in minutes) + " |", "|---" * (len(minutes) + 1) + "|"]
-                for method, sc in entry["scores"].items():
-                    cells = []
-                    for li in range(len(minutes)):
-                        v = sc[metric][li][ti]
-                        ci = entry.get("intervals", {}).get(f"{metric}:{method}")
-                        cells.append("-" if v is None or v != v else (f"{v:.3f} [{ci['lo'][li][ti]:.3f}, {ci['hi'][li][ti]:.3f}]" if ci else f"{v:.3f}"))
-                    lines.append(f"| {method} | " + " | ".join(cells) + " |")
-                d = entry.get("intervals", {}).get(f"{metric}:{LEARNED}-sprog")
-                if d:
-                    a, b = entry["scores"][LEARNED][metric], entry["scores"]["sprog"][metric]
-                    diff = [a[li][ti] - b[li][ti] for li in range(len(minutes))]
-                    lines.append("| ConvLSTM - S-PROG | " + " | ".join(f"{x:+.3f} [{d['lo'][li][ti]:+.3f}, {d['hi'][li][ti]:+.3f}]" for li, x in enumerate(diff)) + " |")
-                lines.append("")
+        lines += class_tables(summary, c)
     return "\n".join(lines)
 
 
