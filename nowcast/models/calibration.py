@@ -104,13 +104,6 @@ class ExceedanceHistogram:
         take = lambda a: np.take_along_axis(a, b, axis=-1)[..., 0]  # noqa: E731
         return np.stack([take(hits), take(misses), take(false)], axis=-1).astype(np.float64)
 
-    def brier(self) -> np.ndarray:
-        """(K, T) Brier score with probabilities at bin centres (an approximation, 1/N_BINS)."""
-        centre = ((np.arange(N_BINS) + 0.5) / N_BINS) ** 2
-        n = self.positive.sum(-1) + self.negative.sum(-1)
-        se = (self.positive * (1 - centre) ** 2 + self.negative * centre**2).sum(-1)
-        return np.where(n > 0, se / np.maximum(n, 1), np.nan)
-
 
 @dataclass(frozen=True)
 class ThresholdCalibration:
