@@ -309,7 +309,8 @@ class DataAccess:
             fc_version = fc.version if fc is not None else "none"
             if run is not None:  # a run replaced under the same init time (admin re-forecast) is a new version
                 fc_version = f"{fc_version}@{run.written_at.isoformat()}"
-            modified = time.time()
+            # a remote store has no mtime: its newest frame's valid time is stable across workers
+            modified = posix_seconds(pd.Timestamp(last)) if last is not None else 0.0
             if self._obs_meta is not None:
                 try:
                     modified = os.stat(self._obs_meta).st_mtime

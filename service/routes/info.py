@@ -204,7 +204,11 @@ async def get_frames(request: Request) -> Response:
 
 
 def _build_frames(access: DataAccess, settings: ServiceSettings, snap: Snapshot) -> FramesResponse:
-    """The frame index at ``snap``; ``generated_at`` is when it was built (it changes with the versions only)."""
+    """The frame index at ``snap``.
+
+    ``generated_at`` is the last change of either store (``snap.modified``), not the wall clock: every
+    worker of a multi-worker deployment then builds the same bytes, hence the same ETag, for one state.
+    """
     obs = access.obs()
     times = obs.times()[-settings.frames_in_index :]
     observed = [frame_entry(time_key(t), t, None) for t in times]
@@ -215,7 +219,7 @@ def _build_frames(access: DataAccess, settings: ServiceSettings, snap: Snapshot)
             frame_entry(time_key(run.init_time, m), run.init_time + pd.Timedelta(minutes=m), m) for m in run.lead_minutes()
         ]
     return FramesResponse(
-        generated_at=iso(_now()) or "",
+        generated_at=iso(pd.Timestamp(snap.modified, unit="s", tz="UTC")) or "",
         observed=observed,
         forecast=forecast,
         forecast_init_time=iso(run.init_time) if run else None,
