@@ -38,8 +38,10 @@ bench: setup
 	bash scripts/install-bench-tools.sh || echo "wrk not installed: the API benchmark uses its Python client"
 	$(BIN)/nowcast bench
 
+# ruff, then the layering contract (pyproject.toml [tool.importlinter]): cli -> service | training -> nowcast
 lint: setup
-	$(BIN)/ruff check nowcast service training tests benchmarks
+	$(BIN)/ruff check cli nowcast service training tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf var artifacts benchmarks/out .pytest_cache

@@ -126,7 +126,7 @@ def start_nowcast(workdir: Path, port: int) -> subprocess.Popen:
     env.update(PYSTEPS_SILENT_IMPORT="1", MPLBACKEND="Agg", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
     log = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
-        [sys.executable, "-m", "nowcast.cli", "serve", "--port", str(port)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
     )
 
 

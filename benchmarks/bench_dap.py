@@ -41,7 +41,7 @@ def ensure_real_store(store: Path) -> bool:
     cmd = [
         sys.executable,
         "-m",
-        "nowcast.cli",
+        "cli",
         "import",
         str(data),
         "--store",

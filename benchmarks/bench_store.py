@@ -65,7 +65,7 @@ def _bench_dataset(label: str, files: list[Path], work: Path, repeats: int) -> l
     import pandas as pd
 
     from nowcast import dims
-    from nowcast.commands.import_ import import_files
+    from nowcast.bulk_import import import_files
     from nowcast.io import read_radar
     from nowcast.store import ObservationStore
 

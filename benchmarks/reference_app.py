@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8900)
     args = p.parse_args(argv)
-    # the options nowcast serve gives uvicorn (nowcast/commands/serve.py)
+    # the options nowcast serve gives uvicorn (cli/commands/serve.py)
     config = uvicorn.Config(create_reference_app(), host=args.host, port=args.port, log_level="warning", lifespan="on", access_log=False)
     uvicorn.Server(config).run()
     return 0

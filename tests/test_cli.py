@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from nowcast.cli import COMMANDS, build_parser, main
+from cli import COMMANDS, build_parser, main
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -30,7 +30,7 @@ def test_each_subcommand_has_help(name, capsys):
 
 def test_info_on_missing_store_is_one_line_error(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "nowcast.cli", "info", str(tmp_path / "missing.zarr")],
+        [sys.executable, "-m", "cli", "info", str(tmp_path / "missing.zarr")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cli import main
 from nowcast import dims
-from nowcast.cli import main
 from nowcast.grid import Grid
 from nowcast.store import ObservationStore
 

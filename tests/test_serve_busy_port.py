@@ -18,7 +18,7 @@ def test_busy_port_is_refused_before_ingest_starts(tmp_path: Path) -> None:
     port = taken.getsockname()[1]
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "nowcast.cli", "serve", "--port", str(port), "--store", str(tmp_path / "obs.zarr"),
+            [sys.executable, "-m", "cli", "serve", "--port", str(port), "--store", str(tmp_path / "obs.zarr"),
              "--forecast-store", str(tmp_path / "fc.zarr")],
             cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -36,7 +36,7 @@ def test_busy_port_is_refused_before_ingest_starts(tmp_path: Path) -> None:
 
 
 def test_bind_gives_the_socket_uvicorn_serves_on() -> None:
-    from nowcast.commands.serve import bind
+    from cli.commands.serve import bind
 
     sock = bind("127.0.0.1", 0)
     try:

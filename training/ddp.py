@@ -1,6 +1,6 @@
 """Distributed data parallel helpers: initialisation from the torchrun environment.
 
-``torchrun --nproc_per_node=N -m nowcast.cli train ...`` (or ``nowcast train`` under torchrun)
+``torchrun --nproc_per_node=N -m cli train ...`` (or ``nowcast train`` under torchrun)
 sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``; the process group
 uses NCCL on GPUs and gloo on CPU. Without those variables everything runs in one process.
 """

@@ -94,7 +94,7 @@ def build_stores(catalogue: Catalogue, only: list[str] | None = None, progress: 
 
     Raises ``FileNotFoundError`` naming the folder when an event's source data are absent.
     """
-    from nowcast.commands.import_ import expand_paths, import_files, parse_grid
+    from nowcast.bulk_import import expand_paths, import_files, parse_grid
 
     out: dict[str, dict[str, int]] = {}
     events = [catalogue.get(n) for n in only] if only else list(catalogue.event)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from nowcast.cli import main
+from cli import main
 from training.dap.ledger import Ledger
 from training.dap.plan import PlanError, load_plan
 from training.dap.runner import evaluate, prepare

@@ -143,7 +143,7 @@ def test_event_plan_runs_end_to_end_and_resumes(event_stores: Path, tmp_path: Pa
 
 
 def test_train_command_on_events_writes_checkpoint_and_card(event_stores: Path, tmp_path: Path) -> None:
-    from nowcast.cli import main
+    from cli import main
 
     cfg = tmp_path / "train-events.toml"
     text = (event_stores / "train.toml").read_text()

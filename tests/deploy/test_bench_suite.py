@@ -104,7 +104,7 @@ def test_only_updates_one_benchmark_and_keeps_the_others(bench_dir: Path) -> Non
 def test_nowcast_bench_command(bench_dir: Path) -> None:
     env = {"NOWCAST_BENCHMARKS": str(bench_dir), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from nowcast.cli import main; sys.exit(main())", "bench", "--quick", "--only", "store", "--only", "models"],
+        [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", "bench", "--quick", "--only", "store", "--only", "models"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2, proc.stderr

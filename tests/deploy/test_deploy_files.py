@@ -73,7 +73,7 @@ def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cli_parser():
-    from nowcast.cli import build_parser
+    from cli import build_parser
 
     return build_parser()
 
@@ -118,7 +118,7 @@ def validate_config(command: str, flag: str, path: str) -> Any:
 
 def check_nowcast_args(parser, args: list[str]) -> tuple[str, Any]:
     """Parse a ``nowcast`` argument vector with the real CLI parser; validate configs it names."""
-    from nowcast.cli import COMMANDS
+    from cli import COMMANDS
 
     assert args and args[0] in COMMANDS, f"{args}: not a nowcast subcommand ({', '.join(COMMANDS)})"
     try:
@@ -316,7 +316,7 @@ def test_k8s_commands_env_and_references(cli_parser, monkeypatch) -> None:
         elif command == ["torchrun"]:
             args = list(c["args"])
             i = args.index("-m")
-            assert args[i + 1] == "nowcast.cli"
+            assert args[i + 1] == "cli"
             check_nowcast_args(cli_parser, args[i + 2 :])
         else:
             assert command[0] == "dask", f"{where}: unexpected command {command}"
@@ -392,7 +392,7 @@ def test_deploy_docs_name_the_files() -> None:
     for p in sorted(K8S.glob("*.yaml")) + [DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.cuda", DEPLOY / "docker-compose.yml"]:
         assert p.name in text, f"{p.name} is not documented in deploy/README.md or docs/deploy.md"
     # commands quoted in the docs parse with the real CLI parser
-    from nowcast.cli import COMMANDS, build_parser
+    from cli import COMMANDS, build_parser
 
     parser = build_parser()
     for line in re.findall(r"^\s*(?:\$ )?nowcast (\w[^\n`]*)$", text, re.M):

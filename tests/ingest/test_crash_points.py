@@ -91,7 +91,7 @@ clock_offset = "{int(offset.total_seconds())}s"
 
 def _run(args: list[str], crash: str | None, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "nowcast.cli", *args], cwd=cwd, env=_env(crash), capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "cli", *args], cwd=cwd, env=_env(crash), capture_output=True, text=True, timeout=300
     )
 
 

@@ -47,7 +47,7 @@ clock_offset = "{int(offset.total_seconds())}s"
 def _ingest(cfg: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-m", "nowcast.cli", "-v", "ingest", "--config", str(cfg), *extra],
+        [sys.executable, "-m", "cli", "-v", "ingest", "--config", str(cfg), *extra],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -208,8 +208,8 @@ def test_cli_once_check_and_bad_values(tmp_path: Path, capsys: pytest.CaptureFix
     import argparse
     import logging
 
-    from nowcast.cli import CommandError
-    from nowcast.commands import ingest as command
+    from cli import CommandError
+    from cli.commands import ingest as command
 
     def run(*argv: str) -> int:
         p = argparse.ArgumentParser()

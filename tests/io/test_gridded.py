@@ -190,7 +190,7 @@ def test_cli_import_with_product_and_one_line_error(tmp_path: Path, toy) -> None
     (tmp_path / "wrong").mkdir()
     bad = write_toy(tmp_path / "wrong", name="toy_20240601_1210.h5", raw=np.zeros((5, 5), dtype=np.uint8))
     store = tmp_path / "s.zarr"
-    cmd = [sys.executable, "-m", "nowcast.cli", "import", str(path), str(tmp_path / "toy_20240601_1205.h5"), str(bad),
+    cmd = [sys.executable, "-m", "cli", "import", str(path), str(tmp_path / "toy_20240601_1205.h5"), str(bad),
            "--product", str(tmp_path / "toy.toml"), "--store", str(store), "--no-progress"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "2 frames written" in r.stdout and "1 failed" in r.stdout, (r.stdout, r.stderr)
@@ -210,7 +210,7 @@ def test_cli_import_with_product_and_one_line_error(tmp_path: Path, toy) -> None
 def test_import_help_lists_every_format_with_an_example() -> None:
     from nowcast.io import _load_builtins
 
-    r = subprocess.run([sys.executable, "-m", "nowcast.cli", "import", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "cli", "import", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and "--product PRODUCT" in r.stdout
     _load_builtins()
     for name in READERS.names():

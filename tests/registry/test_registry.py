@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cli import main
 from nowcast import model_registry as mr
-from nowcast.cli import main
 from nowcast.model_registry import (
     ChampionWatcher,
     CorruptModelError,

@@ -15,7 +15,7 @@ import pytest
 import registry_tiny
 from registry_helpers import TIMES, build_store, retrain_settings
 
-from nowcast.cli import main
+from cli import main
 from nowcast.model_registry import CorruptModelError, ModelRegistry, RegistryError
 from training.retrain import (
     EXIT_SKIPPED,

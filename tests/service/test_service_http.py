@@ -321,7 +321,7 @@ def test_keep_alive_answers_are_not_held_by_nagle(shared_env) -> None:  # noqa: 
     import httpx
     import uvicorn
 
-    from nowcast.commands.serve import bind
+    from cli.commands.serve import bind
     from service.server import uvicorn_config
 
     probe = bind("127.0.0.1", 0)

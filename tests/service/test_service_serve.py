@@ -37,7 +37,7 @@ def test_serve_with_no_configuration(tmp_path: Path, free_port) -> None:  # noqa
     env["PYSTEPS_SILENT_IMPORT"] = "1"
     t0 = time.time()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nowcast.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

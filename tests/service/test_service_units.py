@@ -94,7 +94,7 @@ def test_settings_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_serve_rejects_bad_settings_before_starting(tmp_path, capsys) -> None:  # noqa: ANN001
-    from nowcast.cli import main
+    from cli import main
 
     bad = tmp_path / "serve.toml"
     bad.write_text('port = "eighty"\nno_such_key = 1\n')

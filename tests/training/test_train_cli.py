@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nowcast.cli import main
+from cli import main
 
 CONFIG = """
 seed = 0

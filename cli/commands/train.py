@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nowcast.cli import CommandError
+from cli import CommandError
 from nowcast.config import ConfigError, load_config
 
 log = logging.getLogger(__name__)

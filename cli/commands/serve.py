@@ -39,7 +39,7 @@ def load_settings(args: argparse.Namespace) -> Any:
     """ServiceSettings from the file, env (NOWCAST_*), then flags; CommandError listing every problem."""
     from pydantic import ValidationError
 
-    from nowcast.cli import CommandError
+    from cli import CommandError
     from nowcast.config import ConfigError, apply_overrides, read_mapping
     from service.settings import ServiceSettings
 
@@ -80,7 +80,7 @@ def _server_class():  # noqa: ANN202
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port``; CommandError naming the address when it is taken."""
-    from nowcast.cli import CommandError
+    from cli import CommandError
 
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nowcast.cli import CommandError
+    from cli import CommandError
     from training.dap.ledger import LedgerError
     from training.dap.plan import PlanError, load_plan
 

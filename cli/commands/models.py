@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from nowcast.cli import CommandError
+from cli import CommandError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nowcast.cli import CommandError
+    from cli import CommandError
     from nowcast.config import ConfigError, apply_overrides, read_mapping
     from service.ingest_process import IngestConfig, main
 

@@ -1,6 +1,10 @@
 """The ``nowcast`` command line: one entry point whose subcommands follow the data.
 
-Each subcommand lives in ``nowcast/commands/<name>.py`` and exposes ``help`` (one line),
+The top layer of the tree: it may import the library (``nowcast``), ``service`` and
+``training``; nothing imports it (the contract in ``pyproject.toml``, checked by ``make lint``).
+Run it as ``nowcast ...`` or ``python -m cli ...``.
+
+Each subcommand lives in ``cli/commands/<name>.py`` and exposes ``help`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
 subcommand runs, so ``nowcast --help`` stays fast. Exit codes: 0 success; non-zero with a
 one-line reason on stderr.
@@ -15,15 +19,15 @@ import sys
 
 #: subcommand -> (module, one-line help); order follows the data flow
 COMMANDS: dict[str, tuple[str, str]] = {
-    "import": ("nowcast.commands.import_", "bulk-load archived radar files into an observation store"),
-    "info": ("nowcast.commands.info", "describe a store: time range, gaps, grid, CRS, sizes"),
-    "ingest": ("nowcast.commands.ingest", "run the scheduled ingest of live sources into the store"),
-    "serve": ("nowcast.commands.serve", "run the live system: ingest + inference + API + dashboard"),
-    "train": ("nowcast.commands.train", "train a ConvLSTM nowcaster from a store"),
-    "evaluate": ("nowcast.commands.evaluate", "run a DAP evaluation plan (ledger + skill report); --verify"),
-    "retrain": ("nowcast.commands.retrain", "train a challenger, compare with the champion, promote if better"),
-    "models": ("nowcast.commands.models", "model registry: list, show, promote, rollback"),
-    "bench": ("nowcast.commands.bench", "run the benchmark suite and write benchmarks/results.json"),
+    "import": ("cli.commands.import_", "bulk-load archived radar files into an observation store"),
+    "info": ("cli.commands.info", "describe a store: time range, gaps, grid, CRS, sizes"),
+    "ingest": ("cli.commands.ingest", "run the scheduled ingest of live sources into the store"),
+    "serve": ("cli.commands.serve", "run the live system: ingest + inference + API + dashboard"),
+    "train": ("cli.commands.train", "train a ConvLSTM nowcaster from a store"),
+    "evaluate": ("cli.commands.evaluate", "run a DAP evaluation plan (ledger + skill report); --verify"),
+    "retrain": ("cli.commands.retrain", "train a challenger, compare with the champion, promote if better"),
+    "models": ("cli.commands.models", "model registry: list, show, promote, rollback"),
+    "bench": ("cli.commands.bench", "run the benchmark suite and write benchmarks/results.json"),
 }
 
 
@@ -86,11 +90,3 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("nowcast").exception("failed")
         print(f"nowcast {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    # run as ``python -m nowcast.cli``: use the canonical module so that CommandError from
-    # command modules is the same class as the one caught in main()
-    from nowcast.cli import main as _main
-
-    sys.exit(_main())

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nowcast.cli import CommandError
+    from cli import CommandError
 
     folder = benchmarks_dir()
     runner = load_runner(folder)
