@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,12 +21,15 @@ import xarray as xr
 from nowcast import dims
 from nowcast.metrics import ContingencyTable
 
+if TYPE_CHECKING:
+    from nowcast.store import ObservationStoreLike
+
 log = logging.getLogger(__name__)
 
 COUNTS = ("hits", "misses", "false_alarms", "correct_negatives")
 
 
-def start_times(store: Any, n_inputs: int, stride: int = 1, periods: Sequence[tuple[object, object]] | None = None) -> pd.DatetimeIndex:
+def start_times(store: ObservationStoreLike, n_inputs: int, stride: int = 1, periods: Sequence[tuple[object, object]] | None = None) -> pd.DatetimeIndex:
     """Stored times (optionally within ``periods``) whose ``n_inputs`` input frames are all stored
     and whose first target is stored, at every ``stride``-th position of the stored record
     (the positions training windows use with ``window_stride``, so their guides are shared)."""
@@ -47,7 +50,7 @@ def start_times(store: Any, n_inputs: int, stride: int = 1, periods: Sequence[tu
 
 def score_starts(
     model: Any,
-    store: Any,
+    store: ObservationStoreLike,
     times: Iterable[pd.Timestamp],
     thresholds: Sequence[float],
     n_leads: int,

@@ -53,7 +53,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,9 @@ from nowcast.sources.base import (
     SourceError,
     TransientError,
 )
+
+if TYPE_CHECKING:
+    from nowcast.store import ObservationStore
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +156,7 @@ class IngestStatus:
     Counters continue from the stored document, so they survive restarts.
     """
 
-    def __init__(self, store: Any, write_lock: threading.Lock | None = None) -> None:
+    def __init__(self, store: ObservationStore, write_lock: threading.Lock | None = None) -> None:
         self.store = store
         self._lock = threading.Lock()
         self._write_lock = write_lock or threading.Lock()
@@ -240,7 +243,7 @@ class IngestStatus:
             log.warning("could not write ingest status: %s", exc)
 
 
-def read_ingest_status(store: Any) -> dict[str, Any]:
+def read_ingest_status(store: ObservationStore) -> dict[str, Any]:
     """The ingest status document of ``store`` ({} before the first ingest).
 
     ``{"updated", "started", "pid", "host", "sources": {name: {"kind", "frames_ingested",
@@ -466,7 +469,7 @@ class SourceRunner:
     ``write_lock`` serialises writes of runners sharing one store object (one process).
     """
 
-    def __init__(self, source: Source, store: Any, settings: IngestSettings | None = None, status: IngestStatus | None = None, write_lock: threading.Lock | None = None) -> None:
+    def __init__(self, source: Source, store: ObservationStore, settings: IngestSettings | None = None, status: IngestStatus | None = None, write_lock: threading.Lock | None = None) -> None:
         self.source = source
         self.store = store
         self.settings = settings or IngestSettings()

@@ -13,9 +13,12 @@ import hashlib
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nowcast.store import ObservationStoreLike
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +59,7 @@ def code_version_string() -> str:
     return f"{pkg}+g{v['commit'][:10]}" + (".dirty" if v["dirty"] else "")
 
 
-def data_fingerprint(store: Any, variable: str = "rain_rate") -> str:
+def data_fingerprint(store: ObservationStoreLike, variable: str = "rain_rate") -> str:
     """SHA-256 (first 16 hex digits) of every stored frame of ``variable``, in time order.
 
     ``store``: an observation store. NaN (no coverage) hashes as -1, so coverage counts too.

@@ -48,7 +48,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -166,6 +166,61 @@ def _short_crs(crs) -> str:  # noqa: ANN001
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return crs.to_proj4()
+
+
+@runtime_checkable
+class ObservationStoreLike(Protocol):
+    """What readers of an observation store use (training, evaluation, inference, provenance).
+
+    :class:`ObservationStore` is the implementation; anything with these members can stand in
+    for it (e.g. :class:`training.ddp` opens one lazily in each worker). Writers (ingest,
+    import) take the concrete class: it is the only one that writes.
+    """
+
+    @property
+    def url(self) -> str:
+        """Where the store lives (a path or ``s3://`` URL); workers reopen it from here."""
+        ...
+
+    @property
+    def storage_options(self) -> dict[str, Any] | None:
+        """fsspec options needed to reopen :attr:`url` (None: from the environment)."""
+        ...
+
+    @property
+    def grid(self) -> Grid:
+        """The grid of every frame."""
+        ...
+
+    @property
+    def cadence(self) -> pd.Timedelta:
+        """The time step between slots."""
+        ...
+
+    @property
+    def version(self) -> str:
+        """Changes whenever a frame becomes complete (a cache key, not a content hash)."""
+        ...
+
+    def last_complete(self) -> pd.Timestamp | None:
+        """Time of the newest complete rain frame, None when empty."""
+        ...
+
+    def times(self, variable: str = dims.RAIN_RATE) -> pd.DatetimeIndex:
+        """Times of the complete frames of ``variable``, sorted."""
+        ...
+
+    def has(self, time: object, variable: str = dims.RAIN_RATE) -> bool:
+        """Whether the frame of ``variable`` at ``time`` is complete."""
+        ...
+
+    def window(self, end: object, n: int, rows: slice | None = None, cols: slice | None = None) -> xr.Dataset:
+        """``n`` slots ending at ``end``: Dataset(time, y, x), missing slots NaN."""
+        ...
+
+    def read_times(self, times: object, rows: slice | None = None, cols: slice | None = None) -> xr.Dataset:
+        """The given slots, as :meth:`window`."""
+        ...
 
 
 class ObservationStore:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -25,12 +25,15 @@ from training.config import parse_options, resolve_out_dir
 from training.dataset import MultiStoreDataset, WindowDataset, select_windows, windows_fingerprint
 from training.loop import Trainer, seed_everything
 
+if TYPE_CHECKING:
+    from nowcast.store import ObservationStoreLike
+
 log = logging.getLogger(__name__)
 
 
 def fit(
     options: dict[str, Any],
-    store: Any,
+    store: ObservationStoreLike,
     train_times: pd.DatetimeIndex,
     val_times: pd.DatetimeIndex,
     *,
@@ -45,7 +48,8 @@ def fit(
     ----------
     options: ``{"model": {...}, "train": {...}}`` (the tables of a training config;
         :class:`nowcast.models.network.ModelConfig`, :class:`training.config.TrainOptions`).
-    store: an :class:`nowcast.store.ObservationStore` (its URL is reopened by data workers).
+    store: an observation store (:class:`nowcast.store.ObservationStoreLike`; its URL is
+        reopened by data workers).
     train_times, val_times: candidate last-input-frame times (UTC); absent or too dry ones
         are skipped.
     seed: seeds python/numpy/torch, the sample order, crops and augmentation.
@@ -106,7 +110,7 @@ def fit(
 
 def fit_many(
     options: dict[str, Any],
-    parts: list[tuple[Any, pd.DatetimeIndex, pd.DatetimeIndex]],
+    parts: list[tuple[ObservationStoreLike, pd.DatetimeIndex, pd.DatetimeIndex]],
     *,
     seed: int,
     device: str = "auto",

@@ -10,9 +10,19 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
+
+from nowcast import dims
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import xarray as xr
+
+    from nowcast.grid import Grid
+    from nowcast.store import ObservationStore
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +127,50 @@ def fit_local(world_size: int, threads_per_rank: int = 1, **fit_kwargs: object) 
 
 
 class _StoreByUrl:
-    """Picklable stand-in that opens the observation store on first use in the worker."""
+    """Picklable :class:`nowcast.store.ObservationStoreLike` that opens the observation store
+    (read-only) on first use in the worker process; only its URL travels to the worker."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._store = None
+        self._store: ObservationStore | None = None
 
     def __getstate__(self) -> dict:
         return {"url": self.url, "_store": None}
 
-    def __getattr__(self, name: str):  # noqa: ANN204
-        if name.startswith("__") or name in ("url", "_store"):
-            raise AttributeError(name)
+    def _opened(self) -> ObservationStore:
         if self._store is None:
             from nowcast.store import ObservationStore
 
             self._store = ObservationStore.open(self.url, mode="r")
-        return getattr(self._store, name)
+        return self._store
+
+    @property
+    def storage_options(self) -> dict[str, Any] | None:
+        return self._opened().storage_options
+
+    @property
+    def grid(self) -> Grid:
+        return self._opened().grid
+
+    @property
+    def cadence(self) -> pd.Timedelta:
+        return self._opened().cadence
+
+    @property
+    def version(self) -> str:
+        return self._opened().version
+
+    def last_complete(self) -> pd.Timestamp | None:
+        return self._opened().last_complete()
+
+    def times(self, variable: str = dims.RAIN_RATE) -> pd.DatetimeIndex:
+        return self._opened().times(variable)
+
+    def has(self, time: object, variable: str = dims.RAIN_RATE) -> bool:
+        return self._opened().has(time, variable)
+
+    def window(self, end: object, n: int, rows: slice | None = None, cols: slice | None = None) -> xr.Dataset:
+        return self._opened().window(end, n, rows, cols)
+
+    def read_times(self, times: object, rows: slice | None = None, cols: slice | None = None) -> xr.Dataset:
+        return self._opened().read_times(times, rows, cols)

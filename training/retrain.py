@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,9 @@ from nowcast.model_registry import (
     _iso,
     now_utc,
 )
+
+if TYPE_CHECKING:
+    from nowcast.store import ObservationStoreLike
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +290,7 @@ def _times_in(times: pd.DatetimeIndex, period: tuple[pd.Timestamp, pd.Timestamp]
     return times[(times >= period[0]) & (times <= period[1])]
 
 
-def data_summary(store: Any, times: pd.DatetimeIndex, wet_threshold: float, batch: int = 48) -> dict[str, Any]:
+def data_summary(store: ObservationStoreLike, times: pd.DatetimeIndex, wet_threshold: float, batch: int = 48) -> dict[str, Any]:
     """Wet fraction over ``times`` (covered cells >= wet_threshold) and a fingerprint of the frames.
 
     The fingerprint is the sha256 of the store URL, the frame times and each frame's bytes
@@ -363,7 +366,7 @@ def block_bootstrap(
 
 def evaluate_methods(
     methods: dict[str, Any],
-    store: Any,
+    store: ObservationStoreLike,
     period: tuple[pd.Timestamp, pd.Timestamp],
     ev: EvaluationConfig,
     progress: bool = False,
@@ -542,7 +545,7 @@ def _opts(url: str, options: dict[str, Any] | None) -> dict[str, Any] | None:
 def _cycle(
     cfg: RetrainConfig,
     reg: ModelRegistry,
-    store: Any,
+    store: ObservationStoreLike,
     champ: Any,
     trainer: Trainer | None,
     lock: Any,

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,9 @@ from nowcast.metrics import ScoreSuite
 from training.dap.ledger import Ledger, code_version, device_info, package_versions
 from training.dap.plan import MethodSpec, Plan, PlanError, canonical_json, plan_hash
 from training.dap.splits import Geometry, Split, embargo_of, make_splits
+
+if TYPE_CHECKING:
+    from nowcast.store import ObservationStoreLike
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +201,7 @@ def _file_sha256(path: Path) -> str:
 class _FrameCache:
     """Frames read from the store once each, in time order; their bytes feed the fingerprint."""
 
-    def __init__(self, store: Any, rows: slice | None, cols: slice | None) -> None:
+    def __init__(self, store: ObservationStoreLike, rows: slice | None, cols: slice | None) -> None:
         self.store, self.rows, self.cols = store, rows, cols
         self.frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.digest = hashlib.sha256()
