@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -135,8 +136,8 @@ def test_read_only_registry_changes_nothing(reg: ModelRegistry, tmp_path: Path, 
     def denied(*a: object, **k: object) -> None:
         raise PermissionError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(mr.tempfile, "mkstemp", denied)
-    monkeypatch.setattr(mr.os, "open", denied)
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    monkeypatch.setattr(os, "open", denied)
     with pytest.raises(RegistryError, match="registry is not writable"):
         reg.promote("v2")
     with pytest.raises(RegistryError, match="registry is not writable"):

@@ -1,0 +1,54 @@
+"""Errors, clock and checksum shared by the model-registry modules."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+FORMAT = "nowcast-model-registry"
+FORMAT_VERSION = 1
+STATUSES = ("candidate", "champion", "retired")
+CHECKPOINT_NAME = "checkpoint"
+_CHUNK = 1 << 20
+
+
+class RegistryError(RuntimeError):
+    """A registry that cannot be opened/written, or an operation that is not allowed."""
+
+
+class VersionExistsError(RegistryError):
+    """A version id that is already in the registry (versions are immutable)."""
+
+
+class UnknownVersionError(RegistryError, KeyError):
+    """A version id that is not in the registry; the message lists the known ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class CorruptModelError(RegistryError):
+    """A checkpoint whose checksum does not match its manifest, or that cannot be loaded."""
+
+
+class LockHeldError(RegistryError):
+    """The retrain lock is held by another live job."""
+
+
+def now_utc() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC")
+
+
+def _iso(t: pd.Timestamp) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a local file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
