@@ -10,6 +10,12 @@ DAP plans (:mod:`training.dap.events`): an event is held out whole, never split.
 
     python -m training.events build [--catalogue configs/events-real.toml] [--only NAME ...]
     python -m training.events list
+    python -m training.events guides --config configs/train-real-events.toml [--workers 2]
+
+``guides`` fills the content-keyed guide cache of a training recipe for every event, in
+parallel worker processes (one event per task, largest first): the windows training selects
+(every ``window_stride``-th stored time) are the start times the event DAP scores, so one warm-up
+serves the shipped model and every fold.
 """
 
 from __future__ import annotations
@@ -131,9 +137,67 @@ def training_parts(stores: dict[str, object], train: list[str], validation: list
     return parts
 
 
+def _warm_event(task: tuple[str, str, dict, str]) -> tuple[str, int, float]:
+    """Worker: compute the cached guides of one event store (one torch/BLAS thread)."""
+    import os
+    import time
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from nowcast.store import ObservationStore
+    from training.config import parse_options
+    from training.dataset import select_windows
+
+    name, url, options, cache = task
+    cfg, opts = parse_options(options)
+    t0 = time.perf_counter()
+    store = ObservationStore.open(url)
+    windows = select_windows(store, store.times(), cfg, opts, Path(cache))
+    return name, len(windows), time.perf_counter() - t0
+
+
+def warm_guides(catalogue: Catalogue, train_config: str | Path, workers: int = 2, only: list[str] | None = None,
+                classes: list[str] | None = None, progress: bool = True) -> dict[str, tuple[int, float]]:
+    """Fill the guide cache of the recipe ``train_config`` for the catalogue's events.
+
+    Returns ``{event: (windows, seconds)}``. Events are processed largest store first, ``workers``
+    at a time (processes; the cache's atomic writes make concurrent fills safe).
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    from nowcast.config import read_mapping
+
+    recipe = read_mapping(train_config)
+    options = {k: v for k, v in recipe.items() if k in ("model", "train")}
+    # where training reads them: [train] cache_dir, else <out_dir>/cache (training.api)
+    cache = options.get("train", {}).get("cache_dir") or str(Path(recipe.get("out_dir", "runs/train")) / "cache")
+    if options.get("model", {}).get("advection", "residual") == "none":
+        raise ValueError(f"{train_config}: the model has no guide (advection = 'none')")
+    events = [e for e in catalogue.event if (only is None or e.name in only) and (classes is None or e.resolution_class in classes)]
+    missing = [e.name for e in events if not Path(catalogue.store_url(e)).exists()]
+    if missing:
+        raise FileNotFoundError(f"stores missing for {missing}; build them with `python -m training.events build`")
+
+    def size(e: EventSpec) -> int:
+        return sum(f.stat().st_size for f in Path(catalogue.store_url(e)).rglob("*") if f.is_file())
+
+    tasks = [(e.name, catalogue.store_url(e), options, cache) for e in sorted(events, key=size, reverse=True)]
+    out: dict[str, tuple[int, float]] = {}
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(total=len(tasks), desc="guides", disable=not progress) as bar:
+        for fut in as_completed([pool.submit(_warm_event, t) for t in tasks]):
+            name, n, seconds = fut.result()
+            out[name] = (n, seconds)
+            log.info("guides of %s: %d windows in %.0f s", name, n, seconds)
+            bar.update()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.events", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=["build", "list"])
+    p.add_argument("action", choices=["build", "list", "guides"])
+    p.add_argument("--config", type=Path, default=Path("configs/train-real-events.toml"), help="guides: the training recipe")
+    p.add_argument("--workers", type=int, default=2, help="guides: worker processes")
     p.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE)
     p.add_argument("--only", nargs="*", default=None, help="event names (default: all)")
     p.add_argument("--no-progress", action="store_true")
@@ -143,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "list":
         for ev in cat.event:
             sys.stdout.write(f"{ev.name:28s} {ev.resolution_class:5s} {ev.cadence:6s} {cat.store_url(ev)}\n")
+        return 0
+    if args.action == "guides":
+        done = warm_guides(cat, args.config, args.workers, args.only, progress=not args.no_progress)
+        for name, (n, seconds) in sorted(done.items()):
+            sys.stdout.write(f"{name}: {n} windows, {seconds:.0f} s\n")
         return 0
     counts = build_stores(cat, args.only, progress=not args.no_progress)
     failed = sum(c["failed"] for c in counts.values())

@@ -59,12 +59,6 @@ class SProg:
     def version(self) -> str:
         return f"{self.oflow}-c{self.n_cascade_levels}-ar{self.ar_order}"
 
-    def _to_dbr(self, rain: np.ndarray) -> np.ndarray:
-        r = motion.fill(rain)
-        with np.errstate(divide="ignore"):
-            dbr = 10.0 * np.log10(r)
-        return np.where(r >= self.rain_threshold, dbr, self.dry_dbr).astype(np.float64)
-
     def forecast(self, history: xr.Dataset, leads: Sequence[pd.Timedelta] = dims.DEFAULT_LEADS) -> xr.Dataset:
         """S-PROG nowcast from the last ``n_inputs`` frames of ``history`` (time, y, x)."""
         rain, light = motion.history_arrays(history, self.n_inputs, self.name)
@@ -79,34 +73,67 @@ class SProg:
         return forecast_dataset(fc, prob, history, leads, self.name, self.version)
 
     def _sprog(self, rain: np.ndarray, velocity: np.ndarray, steps: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-        dbr = self._to_dbr(rain[-(self.ar_order + 1):])
-        if any(np.ptp(f) == 0 for f in dbr):
-            log.info("sprog: an input frame has no spatial variance; using extrapolation")
-            return fallback
-        from pysteps.nowcasts import sprog
+        return sprog_rain(
+            rain, velocity, steps, fallback,
+            n_cascade_levels=self.n_cascade_levels, ar_order=self.ar_order, rain_threshold=self.rain_threshold,
+            dry_dbr=self.dry_dbr, probmatching_method=self.probmatching_method,
+        )
 
-        integral = np.allclose(steps, np.rint(steps))
-        # whole steps: run to the last one and pick, so any subset of leads matches the full run
-        ts = int(np.rint(steps.max())) if integral else [float(s) for s in steps]
 
-        try:
-            with motion.quiet_pysteps():
-                out = sprog.forecast(
-                    dbr,
-                    velocity.astype(np.float64),
-                    ts,
-                    precip_thr=10.0 * np.log10(self.rain_threshold),
-                    n_cascade_levels=self.n_cascade_levels,
-                    ar_order=self.ar_order,
-                    probmatching_method=self.probmatching_method,
-                    extrap_kwargs={"allow_nonfinite_values": True},
-                )
-        except Exception as exc:
-            log.warning("sprog failed (%s: %s); using extrapolation", type(exc).__name__, exc)
-            return fallback
-        out = np.asarray(out, dtype=np.float64)
-        if integral:
-            out = out[np.rint(steps).astype(int) - 1]
-        rate = np.where(np.isfinite(out), 10.0 ** (out / 10.0), 0.0)
-        rate[rate < self.rain_threshold] = 0.0
-        return rate.astype(dims.FLOAT)
+def to_dbr(rain: np.ndarray, rain_threshold: float = 0.1, dry_dbr: float = -15.0) -> np.ndarray:
+    """Rain rate (mm/h, NaN = 0) -> dBR float64; below ``rain_threshold`` -> ``dry_dbr``."""
+    r = motion.fill(rain)
+    with np.errstate(divide="ignore"):
+        dbr = 10.0 * np.log10(r)
+    return np.where(r >= rain_threshold, dbr, dry_dbr).astype(np.float64)
+
+
+def sprog_rain(
+    rain: np.ndarray,
+    velocity: np.ndarray,
+    steps: np.ndarray,
+    fallback: np.ndarray,
+    n_cascade_levels: int = 6,
+    ar_order: int = 2,
+    rain_threshold: float = 0.1,
+    dry_dbr: float = -15.0,
+    probmatching_method: str | None = "cdf",
+) -> np.ndarray:
+    """The S-PROG rain nowcast (len(steps), y, x) mm/h float32 from the history ``rain`` (N, y, x)
+    mm/h (the last ``ar_order + 1`` frames are used) and ``velocity`` (2, y, x) cells/step.
+
+    ``steps``: lead times in history steps. Returns ``fallback`` (logged) where S-PROG cannot run:
+    an input frame without spatial variance or a pysteps failure. Shared by the ``sprog``
+    nowcaster and the ConvLSTM's S-PROG guide channel.
+    """
+    dbr = to_dbr(rain[-(ar_order + 1):], rain_threshold, dry_dbr)
+    if any(np.ptp(f) == 0 for f in dbr):
+        log.info("sprog: an input frame has no spatial variance; using extrapolation")
+        return fallback
+    from pysteps.nowcasts import sprog
+
+    integral = np.allclose(steps, np.rint(steps))
+    # whole steps: run to the last one and pick, so any subset of leads matches the full run
+    ts = int(np.rint(steps.max())) if integral else [float(s) for s in steps]
+
+    try:
+        with motion.quiet_pysteps():
+            out = sprog.forecast(
+                dbr,
+                velocity.astype(np.float64),
+                ts,
+                precip_thr=10.0 * np.log10(rain_threshold),
+                n_cascade_levels=n_cascade_levels,
+                ar_order=ar_order,
+                probmatching_method=probmatching_method,
+                extrap_kwargs={"allow_nonfinite_values": True},
+            )
+    except Exception as exc:
+        log.warning("sprog failed (%s: %s); using extrapolation", type(exc).__name__, exc)
+        return fallback
+    out = np.asarray(out, dtype=np.float64)
+    if integral:
+        out = out[np.rint(steps).astype(int) - 1]
+    rate = np.where(np.isfinite(out), 10.0 ** (out / 10.0), 0.0)
+    rate[rate < rain_threshold] = 0.0
+    return rate.astype(dims.FLOAT)

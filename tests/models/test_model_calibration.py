@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from model_data import blob_frames, make_history
@@ -129,3 +130,35 @@ def test_adapter_applies_the_checkpoint_calibration(tmp_path: Path) -> None:
     np.testing.assert_array_equal(rate >= 1.0, exceed[:, 0] >= 0.3)
     fc = m.forecast(h)[dims.RAIN_RATE].values
     np.testing.assert_array_equal(np.nan_to_num(fc) >= 1.0, exceed[:, 0] >= 0.3)
+
+
+def test_sprog_guide_source_is_the_sprog_nowcast_and_feeds_the_prior() -> None:
+    """``guide_sources = ["sprog", "extrapolation"]``: channel 0 is S-PROG's own nowcast (the
+    registry's ``sprog`` on the same history), channel 1 the LK extrapolation; the prior mixes both."""
+    from nowcast.models.convlstm import guide_features, guide_key, input_features
+    from nowcast.models.sprog import SProg
+    from nowcast.transforms import scaled_to_rainrate
+
+    frames = blob_frames(6, u=1.0, v=0.5)
+    texture = np.random.default_rng(0).gamma(2.0, 0.5, size=frames.shape[1:])  # small scales for S-PROG to damp
+    hist = make_history((frames * texture).astype(np.float32))
+    rain = hist[dims.RAIN_RATE].values.astype(np.float32)
+    light = hist[dims.LIGHTNING].values.astype(np.float32)
+    both = ModelConfig(n_inputs=3, n_leads=6, channels=[4, 8], kernels=[3, 3], strides=[2, 2], stem_channels=4, lightning=False,
+                       residual_zero_init=True, probability_thresholds=[1.0], prior_levels=4, guide_sources=["sprog", "extrapolation"])
+    lk_only = both.model_copy(update={"guide_sources": ["extrapolation"]})
+    g, g_lk = guide_features(rain, light, both), guide_features(rain, light, lk_only)
+    assert g.shape == (6, 2, 64, 64) and g_lk.shape == (6, 1, 64, 64)
+    np.testing.assert_allclose(g[:, 1], g_lk[:, 0])  # the extrapolation channel is unchanged
+    sprog = SProg().forecast(hist, [pd.Timedelta(minutes=5 * k) for k in range(1, 7)])[dims.RAIN_RATE].values
+    np.testing.assert_allclose(scaled_to_rainrate(g[:, 0]), np.nan_to_num(sprog), rtol=1e-4, atol=1e-3)
+    assert not np.allclose(g[:, 0], g[:, 1])  # S-PROG smooths: it is not the extrapolation
+    assert guide_key(rain, light, both) != guide_key(rain, light, lk_only)  # never a stale cached guide
+    net = EncoderForecaster(both)
+    assert net.prior_logits.shape == (6, 1, 8)
+    out = net.forward_all(torch.from_numpy(input_features(rain, light, both))[None], torch.from_numpy(g)[None])
+    assert out.exceedance_logit.shape == (1, 6, 1, 64, 64)
+    # residual base = the first source: an untrained zero-init network forecasts S-PROG's field
+    torch.testing.assert_close(out.rain[0], torch.from_numpy(g[:, 0]))
+    with pytest.raises(ValueError, match="distinct"):
+        ModelConfig(guide_sources=["sprog", "sprog"])
