@@ -5,7 +5,9 @@ and pySTEPS use them:
 
 - rain rate (mm/h): levels 0.1, 0.25, 0.4, 0.63, 1, 1.6, 2.5, 4, 6.3, 10, 16, 25, 40, 63, 100;
   below the first level (dry) and NaN (no coverage) are transparent;
-- lightning probability (0..1): 10 % steps from 10 %; below 10 % and NaN are transparent.
+- lightning probability (0..1): levels 1, 2, 5, 10, 20, 30, 50, 70, 90 %; below 1 % and NaN
+  are transparent (a calibrated probability of a stroke in one cell within minutes is rarely
+  above 10 %: a scale starting there would hide most of the forecast).
 
 :func:`colorize` maps a field to an RGBA ``uint8`` image with a lookup table (no matplotlib,
 fast enough for map tiles); :func:`map_figure` draws a map with legend and time stamp with
@@ -95,7 +97,7 @@ RAIN_SCALE = ColorScale(
 LIGHTNING_SCALE = ColorScale(
     name=LIGHTNING,
     units="%",
-    levels=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    levels=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9),
     colors=("#fff7a8", "#ffe45c", "#ffc83d", "#ffa12e", "#ff7324", "#f2401d", "#d61b3c", "#b0106e", "#7a0a8c"),
     label="lightning probability (%)",
 )

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from nowcast.models.calibration import ExceedanceHistogram, ThresholdCalibration
+from nowcast.models.lightning_calibration import LightningCalibration, LightningHistogram
 from nowcast.models.network import EncoderForecaster, ModelConfig
 from nowcast.transforms import rainrate_to_scaled
 from training import ddp
@@ -84,6 +85,21 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.total // self.world
+
+
+def lightning_validation_scores(hist: LightningHistogram, calibration: LightningCalibration) -> dict[str, float]:
+    """Brier score of the raw and of the calibrated lightning probability on the validation
+    windows (in-sample for the calibration: a sanity check, not a skill estimate)."""
+    n = hist.positive + hist.negative
+    mean_raw = np.where(n > 0, hist.sum_prob / np.maximum(n, 1), 0.0)
+    cal = np.stack([calibration.apply(mean_raw[k][None])[0] for k in range(hist.n_leads)])
+    total = max(int(n.sum()), 1)
+    events = hist.positive.sum()
+    base = events / total
+    # bins approximated by their mean raw probability (fine bins: the error is small)
+    brier_raw = float(((hist.positive * (1 - mean_raw) ** 2) + hist.negative * mean_raw**2).sum() / total)
+    brier_cal = float(((hist.positive * (1 - cal) ** 2) + hist.negative * cal**2).sum() / total)
+    return {"val_lightning_base_rate": float(base), "val_lightning_brier_raw": brier_raw, "val_lightning_brier": brier_cal}
 
 
 class AllOutputs(torch.nn.Module):
@@ -143,6 +159,10 @@ class Trainer:
         self.state = {"epoch": 0, "best_score": -1.0, "best_epoch": 0, "bad_epochs": 0}
         #: probability cuts fitted on the latest validation (models with exceedance heads)
         self.calibration: ThresholdCalibration | None = None
+        #: isotonic lightning calibration per lead fitted on the latest validation (lightning models)
+        self.lightning_calibration: LightningCalibration | None = None
+        #: per lead: CSI-optimal cut of the calibrated lightning probability on validation, and its CSI
+        self.lightning_csi_cuts: dict[str, list] | None = None
 
     # -- data --------------------------------------------------------------------------
     def _loader(self, ds: WindowDataset, sampler: Sampler[int] | None) -> DataLoader:
@@ -203,6 +223,7 @@ class Trainer:
         loss_sum, n_batches = 0.0, 0
         heads = tuple(self.cfg.probability_thresholds)
         hist = ExceedanceHistogram(heads, self.cfg.n_leads) if heads else None
+        light_hist = LightningHistogram(self.cfg.n_leads) if self.cfg.lightning else None
 
         def table(pred_s: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor, thr: float) -> np.ndarray:
             f = pred_s >= float(rainrate_to_scaled(thr))
@@ -218,6 +239,8 @@ class Trainer:
             n_batches += 1
             if hist is not None:
                 hist.accumulate(torch.sigmoid(exceed).cpu().numpy(), batch["target_rate"].cpu().numpy(), batch["mask"].cpu().numpy())
+            if light_hist is not None:
+                light_hist.accumulate(torch.sigmoid(light).cpu().numpy(), batch["light"].cpu().numpy(), batch["light_mask"].cpu().numpy())
             for t in thresholds:
                 tab = table(rain, batch["target_rate"], batch["mask"], t)
                 tables[t] += tab.sum(0)
@@ -252,6 +275,16 @@ class Trainer:
                     out[key] = csi(counts[:, j].sum(0))
                     if t == 1.0:
                         by_lead = counts[:, j]
+        if light_hist is not None:
+            # lightning probability of >= 1 stroke per cell and interval: isotonic per lead, on validation data
+            self.lightning_calibration = light_hist.fit()
+            out.update(lightning_validation_scores(light_hist, self.lightning_calibration))
+            cuts, best = light_hist.csi_cuts(self.lightning_calibration)
+            self.lightning_csi_cuts = {"cut": cuts.tolist(), "csi": [None if not np.isfinite(v) else float(v) for v in best]}
+            k30 = 30 // self.cfg.cadence_minutes - 1
+            if 30 % self.cfg.cadence_minutes == 0 and 0 <= k30 < self.cfg.n_leads:
+                out["val_lightning_csi_lead30"] = float(best[k30]) if np.isfinite(best[k30]) else float("nan")
+                out["val_lightning_cut_lead30"] = float(cuts[k30])
         step = self.cfg.cadence_minutes
         for minutes in (30, 60):
             k = minutes // step - 1
@@ -269,6 +302,9 @@ class Trainer:
             "history": list(self.history),
             "metrics": dict(metrics),
             "calibration": self.calibration.to_dict() if self.calibration is not None else None,
+            "lightning_calibration": (
+                {**self.lightning_calibration.to_dict(), "validation_csi_cuts": self.lightning_csi_cuts} if self.lightning_calibration is not None else None
+            ),
             "seed": self.seed,
             **self.meta,
         }

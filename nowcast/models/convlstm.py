@@ -79,13 +79,11 @@ def input_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig)
 
 
 def guide_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig) -> np.ndarray | None:
-    """The guide nowcasts for leads 1..n_leads (cadence steps) as guide channels.
+    """The extrapolation nowcast for leads 1..n_leads (cadence steps) as guide channels.
 
-    rain, lightning: (N, y, x) float32; the last ``config.oflow_inputs`` frames give the motion
-    (and S-PROG's AR(2) history). Returns (K, G, y, x) float32: the scaled rain of each of
-    ``config.guide_sources`` (LK extrapolation, S-PROG on the same motion field), then the
-    advected lightning occurrence when ``config.lightning``; None when ``advection == "none"``.
-    Expensive (optical flow, cascades): the training dataset caches it.
+    rain, lightning: (N, y, x) float32; the last ``config.oflow_inputs`` frames give the motion.
+    Returns (K, G, y, x) float32 (scaled advected rain, [advected lightning occurrence]) or None
+    when ``config.advection == "none"``. Expensive (optical flow): the training dataset caches it.
     """
     if config.advection == "none":
         return None
@@ -96,15 +94,7 @@ def guide_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig)
         velocity = motion.estimate_motion(r, config.oflow)
     else:
         velocity = np.zeros((2, ny, nx), dtype=dims.FLOAT)
-    extrapolated = np.maximum(motion.advect(r[-1], velocity, steps), 0.0)
-    rains = {"extrapolation": extrapolated}
-    if "sprog" in config.guide_sources:
-        from nowcast.models.sprog import sprog_rain
-
-        ar_order = min(2, config.oflow_inputs - 1)
-        wet = motion.has_rain(r, 0.1)
-        rains["sprog"] = sprog_rain(r, velocity, steps, extrapolated, ar_order=ar_order) if wet else np.zeros_like(extrapolated)
-    chans = [rainrate_to_scaled(rains[src]).astype(dims.FLOAT) for src in config.guide_sources]
+    chans = [rainrate_to_scaled(np.maximum(motion.advect(r[-1], velocity, steps), 0.0)).astype(dims.FLOAT)]
     if config.lightning:
         occ = (np.nan_to_num(lightning[-1]) > 0).astype(dims.FLOAT)
         chans.append(np.clip(motion.advect(occ, velocity, steps), 0.0, 1.0))
@@ -118,8 +108,6 @@ def guide_key(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig) -> s
     """
     h = hashlib.sha256()
     h.update(f"{config.oflow}|{config.oflow_inputs}|{config.n_leads}|{config.lightning}|{config.advection != 'none'}|v1".encode())
-    if config.guide_sources != ["extrapolation"]:  # keys of extrapolation-only guides stay as they were
-        h.update(("|sources=" + ",".join(config.guide_sources)).encode())
     h.update(np.ascontiguousarray(rain).tobytes())
     if config.lightning:
         h.update(np.ascontiguousarray(np.nan_to_num(lightning[-1], nan=-1.0)).tobytes())

@@ -24,10 +24,13 @@ def test_rain_colours_are_discrete_and_transparent_when_dry_or_missing() -> None
 
 
 def test_lightning_scale_and_legend() -> None:
-    rgba = plotting.colorize(np.array([np.nan, 0.05, 0.1, 0.95, 1.0]), "lightning", alpha=200)
-    assert list(rgba[:, 3]) == [0, 0, 200, 200, 200]
-    legend = plotting.get_scale("lightning").legend()
-    assert legend[0]["label"] == "10" and legend[-1]["upper"] is None
+    rgba = plotting.colorize(np.array([np.nan, 0.005, 0.01, 0.04, 0.95, 1.0]), "lightning", alpha=200)
+    assert list(rgba[:, 3]) == [0, 0, 200, 200, 200, 200]
+    scale = plotting.get_scale("lightning")
+    hexes = ["#{:02x}{:02x}{:02x}".format(*c[:3]) for c in rgba[2:]]
+    assert hexes == [scale.colors[0], scale.colors[1], scale.colors[-1], scale.colors[-1]]
+    legend = scale.legend()
+    assert [e["label"] for e in legend] == ["1", "2", "5", "10", "20", "30", "50", "70", "90"] and legend[-1]["upper"] is None
     with pytest.raises(ValueError, match="unknown layer 'hail'; valid: lightning, rain"):
         plotting.get_scale("hail")
 

@@ -65,6 +65,25 @@ def test_checkpoint_contents_and_round_trip(run3: Path, tiny_store) -> None:  # 
     assert _same(net.state_dict(), model.net.state_dict())
 
 
+def test_lightning_probability_is_calibrated_on_validation(run3: Path, tiny_store) -> None:  # noqa: ANN001
+    """The checkpoint carries an isotonic calibration per lead (fitted in validation) that the adapter applies."""
+    ckpt = read_checkpoint(run3 / "best.pt")
+    cal = ckpt["lightning_calibration"]
+    assert cal["method"] == "isotonic" and len(cal["x"]) == len(cal["y"]) == ckpt["model_config"]["n_leads"]
+    assert all(np.all(np.diff(y) >= 0) for y in cal["y"])
+    assert len(cal["validation_csi_cuts"]["cut"]) == ckpt["model_config"]["n_leads"]
+    assert "val_lightning_brier" in ckpt["metrics"]
+    model = create_nowcaster("convlstm", checkpoint=run3 / "best.pt")
+    assert model.lightning_calibration is not None
+    hist = tiny_store.window(tiny_store.times()[36], model.n_inputs)
+    rain, light = hist[dims.RAIN_RATE].values, hist[dims.LIGHTNING].values
+    _, calibrated = model.predict_arrays(rain, light)
+    model.lightning_calibration, calibration = None, model.lightning_calibration
+    _, raw = model.predict_arrays(rain, light)
+    np.testing.assert_allclose(calibrated, calibration.apply(raw), atol=1e-6)
+    assert not np.allclose(calibrated, raw)
+
+
 def test_same_seed_same_weights(run2: Path, tiny_store, splits, options, tmp_path: Path) -> None:  # noqa: ANN001
     run_fit(tiny_store, splits, options, tmp_path)
     assert _same(_weights(run2 / "last.pt"), _weights(tmp_path / "last.pt"))
