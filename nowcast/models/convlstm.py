@@ -12,6 +12,10 @@ With a ``lightning_calibration`` in the checkpoint (isotonic per lead, fitted on
 data; :mod:`nowcast.models.lightning_calibration`) the lightning probability is that of at least
 one stroke in the cell during the interval ending at the lead time.
 
+With a ``lightning_calibration`` in the checkpoint (isotonic per lead, fitted on validation
+data; :mod:`nowcast.models.lightning_calibration`) the lightning probability is that of at least
+one stroke in the cell during the interval ending at the lead time.
+
 With exceedance heads and a ``calibration`` in the checkpoint (probability cuts per lead and
 threshold, fitted on validation data by the training loop), the deterministic rain field is
 made to exceed each threshold exactly where the calibrated probability says so
@@ -43,6 +47,7 @@ from nowcast import dims
 from nowcast.models import motion
 from nowcast.models.base import forecast_dataset
 from nowcast.models.calibration import ThresholdCalibration, apply_threshold_calibration
+from nowcast.models.lightning_calibration import LightningCalibration
 from nowcast.models.lightning_calibration import LightningCalibration
 from nowcast.models.network import ModelConfig
 from nowcast.transforms import rainrate_to_scaled, scaled_to_rainrate
@@ -79,11 +84,13 @@ def input_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig)
 
 
 def guide_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig) -> np.ndarray | None:
-    """The extrapolation nowcast for leads 1..n_leads (cadence steps) as guide channels.
+    """The guide nowcasts for leads 1..n_leads (cadence steps) as guide channels.
 
-    rain, lightning: (N, y, x) float32; the last ``config.oflow_inputs`` frames give the motion.
-    Returns (K, G, y, x) float32 (scaled advected rain, [advected lightning occurrence]) or None
-    when ``config.advection == "none"``. Expensive (optical flow): the training dataset caches it.
+    rain, lightning: (N, y, x) float32; the last ``config.oflow_inputs`` frames give the motion
+    (and S-PROG's AR(2) history). Returns (K, G, y, x) float32: the scaled rain of each of
+    ``config.guide_sources`` (LK extrapolation, S-PROG on the same motion field), then the
+    advected lightning occurrence when ``config.lightning``; None when ``advection == "none"``.
+    Expensive (optical flow, cascades): the training dataset caches it.
     """
     if config.advection == "none":
         return None
@@ -94,7 +101,15 @@ def guide_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig)
         velocity = motion.estimate_motion(r, config.oflow)
     else:
         velocity = np.zeros((2, ny, nx), dtype=dims.FLOAT)
-    chans = [rainrate_to_scaled(np.maximum(motion.advect(r[-1], velocity, steps), 0.0)).astype(dims.FLOAT)]
+    extrapolated = np.maximum(motion.advect(r[-1], velocity, steps), 0.0)
+    rains = {"extrapolation": extrapolated}
+    if "sprog" in config.guide_sources:
+        from nowcast.models.sprog import sprog_rain
+
+        ar_order = min(2, config.oflow_inputs - 1)
+        wet = motion.has_rain(r, 0.1)
+        rains["sprog"] = sprog_rain(r, velocity, steps, extrapolated, ar_order=ar_order) if wet else np.zeros_like(extrapolated)
+    chans = [rainrate_to_scaled(rains[src]).astype(dims.FLOAT) for src in config.guide_sources]
     if config.lightning:
         occ = (np.nan_to_num(lightning[-1]) > 0).astype(dims.FLOAT)
         chans.append(np.clip(motion.advect(occ, velocity, steps), 0.0, 1.0))
@@ -108,6 +123,8 @@ def guide_key(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig) -> s
     """
     h = hashlib.sha256()
     h.update(f"{config.oflow}|{config.oflow_inputs}|{config.n_leads}|{config.lightning}|{config.advection != 'none'}|v1".encode())
+    if config.guide_sources != ["extrapolation"]:  # keys of extrapolation-only guides stay as they were
+        h.update(("|sources=" + ",".join(config.guide_sources)).encode())
     h.update(np.ascontiguousarray(rain).tobytes())
     if config.lightning:
         h.update(np.ascontiguousarray(np.nan_to_num(lightning[-1], nan=-1.0)).tobytes())
@@ -246,6 +263,9 @@ class ConvLSTMNowcaster:
         light_cal = ckpt.get("lightning_calibration")
         #: isotonic per-lead calibration of the lightning probability (fitted on validation data)
         self.lightning_calibration = LightningCalibration.from_dict(light_cal) if light_cal and self.config.lightning else None
+        light_cal = ckpt.get("lightning_calibration")
+        #: isotonic per-lead calibration of the lightning probability (fitted on validation data)
+        self.lightning_calibration = LightningCalibration.from_dict(light_cal) if light_cal and self.config.lightning else None
 
     @property
     def version(self) -> str:
@@ -293,6 +313,8 @@ class ConvLSTMNowcaster:
             out = self.net.forward_all(xt, gt)
         rain_s = out.rain.float()[0, :, :ny, :nx].cpu().numpy()
         prob = torch.sigmoid(out.lightning_logit.float())[0, :, :ny, :nx].cpu().numpy()
+        if self.lightning_calibration is not None:
+            prob = self.lightning_calibration.apply(prob)
         if self.lightning_calibration is not None:
             prob = self.lightning_calibration.apply(prob)
         exceed = torch.sigmoid(out.exceedance_logit.float())[0, :, :, :ny, :nx].cpu().numpy().astype(dims.FLOAT)
