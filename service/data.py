@@ -335,11 +335,13 @@ class DataAccess:
             return snap
 
     def _prewarm_in_background(self, snap: Snapshot) -> None:
-        """Decode the newest frame and every lead of the newest run into colour levels, in a background thread.
+        """Decode the frames of the index into colour levels, in a background thread.
 
-        Those are the tiles a dashboard asks for right after a new frame, so their first tile
-        then costs only its own sampling and encoding. Skipped when they would take more than
-        a quarter of the field cache's bytes (very large grids) or more than its entries.
+        Newest observed frame first, then every lead of the newest run, then the older observed
+        frames of ``/v1/frames`` newest first: the tiles a dashboard asks for after a new frame
+        and while animating, so a first tile then costs only its own sampling and encoding.
+        As many as fit in a quarter of the field cache's bytes and entries (large grids warm
+        the first frames only).
         """
         refs: list[FrameRef] = []
         if snap.last_complete is not None:
@@ -349,11 +351,15 @@ class DataAccess:
             refs += [FrameRef(run.init_time, m, immutable=True, model=run.model) for m in run.lead_minutes()]
         try:
             cells = int(np.prod(self.grid().shape))
+            older = sorted(t for t in self.observed_times(snap) if snap.last_complete is None or t < snap.last_complete)
         except Unavailable:
             return
+        refs += [FrameRef(t, None, immutable=True) for t in reversed(older[-(self.settings.frames_in_index - 1) :])] if self.settings.frames_in_index > 1 else []
         budget = self.fields.max_bytes or 0
-        entries = len(refs) * len(LAYERS) * 2  # a field and its levels each
-        if not refs or entries > self.fields.max_items or entries * cells * 5 // 2 > budget // 4:  # float32 + uint8
+        per_ref = len(LAYERS) * 2  # a field and its levels per layer
+        fit = min(self.fields.max_items // 2, budget // 4 // max(1, cells * 5 // 2)) // per_ref  # float32 + uint8 per cell
+        refs = refs[: max(0, fit)]
+        if not refs:
             return
 
         def run() -> None:

@@ -381,7 +381,8 @@ def test_response_replay_is_bounded_and_keeps_only_cacheable_answers(env) -> Non
 
 
 def test_new_frame_and_run_are_prewarmed_for_tiles(env) -> None:  # noqa: ANN001
-    """A new frame's and a new run's colour levels are decoded in the background, before any tile request."""
+    """A new frame's and a new run's colour levels, and the older frames of the index, are decoded
+    in the background, before any tile request."""
     import time
 
     access = env.app.state.access
@@ -391,6 +392,7 @@ def test_new_frame_and_run_are_prewarmed_for_tiles(env) -> None:  # noqa: ANN001
     assert snap.last_complete == T1 and snap.latest_run.init_time == T1
     wanted = [("levels", snap.obs_version, "20250601T1205", layer) for layer in ("rain", "lightning")]
     wanted += [("levels", snap.fc_version, f"20250601T1205+{m}", layer) for m in (5, 10, 15, 30, 60, 75) for layer in ("rain", "lightning")]
+    wanted += [("levels", snap.obs_version, "20250601T1200", layer) for layer in ("rain", "lightning")]  # animation frames
     deadline = time.time() + 30
     while time.time() < deadline and not all(k in access.fields for k in wanted):
         time.sleep(0.1)
