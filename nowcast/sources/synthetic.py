@@ -22,10 +22,15 @@ whose displacement is integrated analytically:
   bin), each with a lifetime (30-120 min), a Gaussian footprint (sigma 3-8 km) and a peak
   of 20-120 mm/h; intensity follows ``sin(pi * age / lifetime) ** 2`` (growth, maturity,
   decay) and the cells drift with the flow.
-- **Lightning**: Poisson flash counts (seeded by ``(seed, time)``) per cell and interval
-  where a cell in its growing/mature phase (first 60 % of its life) contributes more than
-  ``lightning_threshold`` (30 mm/h) of rain. Lightning is therefore only found in intense
-  convective cores.
+- **Lightning**: Poisson flash counts (seeded by ``(seed, time)``) per grid cell and interval,
+  tied to the convective cells: a cell is electrically active while it grows and matures (the
+  first 60 % of its life; intensity peaks at half-life) and while its core rain rate
+  ``_R_EDGE * (peak / _R_EDGE) ** life_factor`` exceeds ``lightning_threshold`` (30 mm/h).
+  Its flash rate is ``flash_rate * (core - threshold) / 10 mm/h`` flashes per 4 km^2 per
+  5 min, times its footprint (Gaussian shape > 0.3, the convective core region), and only
+  where the local rain rate is at least ``lightning_min_rain`` (10 mm/h). Lightning is
+  therefore only found in the heavy rain of intense, growing or mature convective cores,
+  and moves and grows with them (learnable from the rain history); decaying cells are silent.
 
 Coverage is complete (no NaN). Units: rain rate mm/h, lightning flashes per cell per
 interval (``cadence``), both float32 ``(y, x)``.
@@ -88,7 +93,9 @@ class SyntheticRadar:
     cadence: interval of the lightning counts (and of :meth:`slots`).
     wet_fraction: mean fraction of the stratiform field that is wet (0-1).
     cell_rate: convective cells born per hour per 10 000 km^2.
-    lightning_threshold: rain rate (mm/h) a cell must exceed to produce flashes.
+    lightning_threshold: core rain rate (mm/h) a cell must exceed to produce flashes.
+    flash_rate: flashes per 4 km^2 per 5 min per 10 mm/h of core rain above the threshold.
+    lightning_min_rain: local rain rate (mm/h) below which no flash is produced.
     beta: slope of the 2-D power spectral density of the multiscale field.
     mean_speed: mean advection speed, m/s (direction drawn from the seed).
     """
@@ -104,6 +111,8 @@ class SyntheticRadar:
         wet_fraction: float = 0.2,
         cell_rate: float = 1.0,
         lightning_threshold: float = 30.0,
+        flash_rate: float = 2.0,
+        lightning_min_rain: float = 10.0,
         beta: float = 3.0,
         mean_speed: float = 12.0,
     ) -> None:
@@ -119,6 +128,8 @@ class SyntheticRadar:
         self.wet_fraction = float(wet_fraction)
         self.cell_rate = float(cell_rate)
         self.lightning_threshold = float(lightning_threshold)
+        self.flash_rate = float(flash_rate)
+        self.lightning_min_rain = float(lightning_min_rain)
         self.beta = float(beta)
 
         g = self.grid
@@ -281,7 +292,8 @@ class SyntheticRadar:
         return alive
 
     def _render_cells(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """Log-space cell bumps (std units) and the electrically active footprint (0-1), (ny, nx)."""
+        """Log-space cell bumps (std units) and the electrical activity (ny, nx): per grid cell,
+        the largest ``footprint * (core - lightning_threshold) / 10 mm/h`` of the active cells."""
         ny, nx = self.grid.shape
         bumps = np.zeros((ny, nx))
         active = np.zeros((ny, nx))
@@ -292,6 +304,8 @@ class SyntheticRadar:
             if life_factor < 1e-3:
                 continue
             amplitude = math.log(c.peak / _R_EDGE) / _R_SLOPE * life_factor
+            core = _R_EDGE * (c.peak / _R_EDGE) ** life_factor  # mm/h of the cell alone at its centre
+            strength = (core - self.lightning_threshold) / 10.0 if age < 0.6 else 0.0  # grows, then matures
             col = ((c.x + col_shift_m) % self._Lx) / abs(self._dx)
             row = ((c.y + row_shift_m) % self._Ly) / abs(self._dy)
             rad = 3.5 * c.sigma * c.aspect / abs(self._dx)
@@ -307,8 +321,8 @@ class SyntheticRadar:
                     along, across = dc * ca + dr * sa, -dc * sa + dr * ca
                     shape = np.exp(-0.5 * ((along / (c.sigma * c.aspect)) ** 2 + (across / c.sigma) ** 2))
                     bumps[r0:r1, c0:c1] += amplitude * shape
-                    if age < 0.6:  # growing / mature: electrically active
-                        np.maximum(active[r0:r1, c0:c1], shape, out=active[r0:r1, c0:c1])
+                    if strength > 0:  # intense and growing / mature: electrically active core region
+                        np.maximum(active[r0:r1, c0:c1], np.where(shape > 0.3, strength * shape, 0.0), out=active[r0:r1, c0:c1])
         return bumps, active
 
     # -- public API ----------------------------------------------------------------------
@@ -325,10 +339,9 @@ class SyntheticRadar:
         # log-normal intensities: _R_EDGE mm/h at the rain edge, x e per 1/_R_SLOPE std
         rain = np.where(excess > 0, _R_EDGE * np.exp(_R_SLOPE * np.minimum(excess, 8.0)), 0.0)
         np.minimum(rain, _R_MAX, out=rain)
-        thr = self.lightning_threshold
         cell_km2 = abs(self._dx * self._dy) / 1e6
-        flash_scale = 0.03 * (cell_km2 / 4.0) * (self.cadence / pd.Timedelta("5min"))
-        lam = np.where((active > 0.3) & (rain > thr), flash_scale * (rain - thr), 0.0)
+        flash_scale = self.flash_rate * (cell_km2 / 4.0) * (self.cadence / pd.Timedelta("5min"))
+        lam = np.where(rain >= self.lightning_min_rain, flash_scale * active, 0.0)
         flashes = np.zeros(rain.shape, dtype=np.float32)
         hot = lam > 0
         if hot.any():

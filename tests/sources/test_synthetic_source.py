@@ -116,7 +116,13 @@ def test_dry_fraction_and_intensities_are_realistic(seed: int) -> None:
     assert max(maxima) <= 200.0
 
 
-def test_lightning_only_in_intense_cores() -> None:
+def test_lightning_only_in_intense_growing_cores() -> None:
+    """Flashes only in heavy rain inside the core region of cells that are intense and in the
+    first 60 % of their life (growing / mature); silent when no cell qualifies."""
+    import math
+
+    from nowcast.sources.synthetic import _R_EDGE
+
     r = SyntheticRadar(seed=3)
     total = 0.0
     for t in pd.date_range(T, periods=12, freq="20min"):
@@ -124,9 +130,22 @@ def test_lightning_only_in_intense_cores() -> None:
         flashes = ds[dims.LIGHTNING].values
         rain = ds[dims.RAIN_RATE].values
         assert flashes.min() >= 0 and np.array_equal(flashes, np.round(flashes))
-        assert np.all(rain[flashes > 0] > r.lightning_threshold)
+        assert np.all(rain[flashes > 0] >= r.lightning_min_rain)
+        _, activity = r._render_cells(r._seconds(t))
+        assert np.all(activity[flashes > 0] > 0)
+        secs = r._seconds(t)
+        qualifying = [
+            c for c in r._cells(secs)
+            if (secs - c.birth) / c.life < 0.6
+            and _R_EDGE * (c.peak / _R_EDGE) ** (math.sin(math.pi * (secs - c.birth) / c.life) ** 2) > r.lightning_threshold
+        ]
+        if not qualifying:
+            assert flashes.sum() == 0
         total += flashes.sum()
     assert total > 0
+    # the same cells without electrical activity (threshold above every core) give no flash at all
+    quiet = SyntheticRadar(seed=3, lightning_threshold=1000.0)
+    assert sum(quiet.frame(t)[dims.LIGHTNING].values.sum() for t in pd.date_range(T, periods=6, freq="20min")) == 0
 
 
 def test_custom_grid_and_cadence() -> None:
