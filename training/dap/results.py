@@ -179,6 +179,14 @@ def build_results(prepared: Any, split_results: list[dict[str, Any]]) -> xr.Data
             ("method", dims.LEAD_TIME),
             np.stack([rel[lab]["base_rate"] for lab in labels]),
         )
+        # lightning scores of the tables pooled over the splits of the first repetition (every
+        # test case once): the reference figures of a fixed model evaluated on held-out data
+        for name in LIGHTNING:
+            if all(name in rel[lab] for lab in labels):
+                data_vars[f"{name}_pooled"] = (
+                    ("method", dims.LEAD_TIME),
+                    np.stack([np.asarray(rel[lab][name], dtype=np.float64) for lab in labels]),
+                )
 
     ds = xr.Dataset(data_vars, coords=coords)
     ds["threshold"].attrs["units"] = dims.RAIN_RATE_UNITS

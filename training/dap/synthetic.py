@@ -60,3 +60,57 @@ def build_synthetic_store(
             n += 1
     log.info("synthetic store %s: %d frames on a %dx%d grid", path, n, size, size)
     return Path(path)
+
+
+#: seeds of the held-out synthetic evaluation (the shipped synthetic weights train on seed 7)
+HELD_OUT_SEEDS: tuple[int, ...] = (101, 102, 103, 104, 105, 106)
+
+
+def build_held_out_store(
+    path: str | Path,
+    seeds: Sequence[int] = HELD_OUT_SEEDS,
+    *,
+    size: int = 128,
+    hours: float = 4.0,
+    first_day: str = "2024-07-01T12:00",
+) -> Path:
+    """A store of one ``hours``-long event per seed of the live synthetic source (default
+    :class:`SyntheticRadar` parameters, as ``nowcast serve`` runs it) on a ``size x size`` grid
+    of 2 km cells; seed ``i`` fills day ``i`` from ``first_day``, so the events are separate
+    blocks (block = "gap"). Seeds must differ from the training seed. Fails if ``path`` exists.
+    """
+    from nowcast.sources.synthetic import SyntheticRadar
+    from nowcast.store import ObservationStore
+
+    grid = SyntheticRadar.default_grid(nx=size, ny=size)
+    store = ObservationStore.create(str(path), grid, cadence=pd.Timedelta("5min"))
+    n_frames = int(round(hours * 12))
+    for day, seed in enumerate(seeds):
+        radar = SyntheticRadar(grid, seed=seed)
+        start = pd.Timestamp(first_day) + pd.Timedelta(days=day)
+        for t in pd.date_range(start, periods=n_frames, freq="5min"):
+            ds = radar.frame(t)
+            store.append(ds["rain_rate"].expand_dims(time=[np.datetime64(t, "ns")]), lightning=ds["lightning"].values)
+    log.info("held-out synthetic store %s: seeds %s, %d frames each", path, list(seeds), n_frames)
+    return Path(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.dap.synthetic held-out PATH``: build the held-out evaluation store."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m training.dap.synthetic", description=__doc__)
+    sub = p.add_subparsers(dest="action", required=True)
+    h = sub.add_parser("held-out", help="one event per held-out seed of the live synthetic source")
+    h.add_argument("path", type=Path)
+    h.add_argument("--seeds", type=int, nargs="+", default=list(HELD_OUT_SEEDS))
+    h.add_argument("--size", type=int, default=128)
+    h.add_argument("--hours", type=float, default=4.0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    build_held_out_store(args.path, args.seeds, size=args.size, hours=args.hours)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
