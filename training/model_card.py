@@ -85,6 +85,68 @@ def write_model_card(
     return path
 
 
+def lightning_statement(ckpt: dict[str, Any], cell_km: float, cadence_minutes: float) -> str | None:
+    """What the checkpoint's lightning probability means (None without a lightning calibration)."""
+    cal = ckpt.get("lightning_calibration")
+    if not cal:
+        return None
+    return (
+        f"probability of at least one lightning stroke in a {cell_km:g} km x {cell_km:g} km grid cell during the "
+        f"{cadence_minutes:g}-minute interval ending at the lead time; {cal.get('method', '?')} calibration per lead "
+        "fitted on the validation windows only"
+    )
+
+
+def write_store_model_card(checkpoint: Path, *, config_path: str | Path, train_seconds: float, device: str, load_average: list[float] | None = None) -> Path:
+    """The model card of a ``[data]`` (one store) training run, e.g. the synthetic weights:
+    like :func:`write_model_card` with the store's fingerprint and the train/val periods."""
+    import torch
+
+    from nowcast.config import load_config
+    from nowcast.provenance import data_fingerprint
+    from nowcast.store import ObservationStore
+    from training.config import TrainConfig
+
+    cfg = load_config(TrainConfig, config_path, [])
+    if cfg.data is None:
+        raise ValueError(f"{config_path}: no [data] table (use write_model_card for event catalogues)")
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    store = ObservationStore.open(cfg.data.store, mode="r", storage_options=cfg.data.storage_options)
+    cell_km = abs(store.grid.dx) / 1000.0
+    cadence_min = store.cadence.total_seconds() / 60
+    card = {
+        "model": "convlstm",
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "code_version": code_version(),
+        "config": str(config_path),
+        "config_sha256": hashlib.sha256(Path(config_path).read_bytes()).hexdigest(),
+        "seed": ckpt.get("seed"),
+        "model_config": ckpt.get("model_config"),
+        "data": {
+            "store": str(cfg.data.store),
+            "synthetic_seed": cfg.data.synthetic_seed,
+            "fingerprint": data_fingerprint(store),
+            "n_frames": len(store.times()),
+            "cadence_minutes": cadence_min,
+            "cell_km": cell_km,
+            "grid_shape": list(store.grid.shape),
+            "train_periods": [list(p) for p in cfg.data.train],
+            "validation_periods": [list(p) for p in cfg.data.val],
+            "n_train_windows": ckpt.get("n_train_windows"),
+            "n_val_windows": ckpt.get("n_val_windows"),
+        },
+        "validation": ckpt.get("metrics"),
+        "best_epoch": (ckpt.get("trainer") or {}).get("best_epoch"),
+        "calibration": ckpt.get("calibration"),
+        "lightning_probability": lightning_statement(ckpt, cell_km, cadence_min),
+        "train_seconds": round(float(train_seconds), 1),
+        "hardware": {**hardware(device), **({"load_average": load_average} if load_average else {})},
+    }
+    path = checkpoint.with_name(checkpoint.stem + ".card.json")
+    path.write_text(json.dumps(card, indent=1, default=str))
+    return path
+
+
 def attach_evaluation(card: dict[str, Any], results_path: Path) -> dict[str, Any]:
     """Add the event-blocked DAP results (plan hash, pooled held-out CSI/MCC) to a card."""
     res = json.loads(results_path.read_text())
@@ -133,7 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("checkpoint", type=Path)
     s.add_argument("--domain", choices=["real", "synthetic"], required=True)
     s.add_argument("--evaluation", type=Path, default=None, help="results.json of the event-blocked DAP run")
+    c = sub.add_parser("card", help="write the model card of a [data] (one store) training run beside its checkpoint")
+    c.add_argument("checkpoint", type=Path)
+    c.add_argument("--config", type=Path, required=True, help="the training configuration it was trained with")
+    c.add_argument("--train-seconds", type=float, required=True, help="measured wall time of `nowcast train`")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--load-average", type=float, nargs=3, default=None, help="1/5/15-min load average during training")
     args = p.parse_args(argv)
+    if args.action == "card":
+        path = write_store_model_card(args.checkpoint, config_path=args.config, train_seconds=args.train_seconds, device=args.device, load_average=args.load_average)
+        sys.stdout.write(f"{path}\n")
+        return 0
     dst, card = ship(args.checkpoint, args.domain, args.evaluation)
     sys.stdout.write(f"{dst} ({dst.stat().st_size / 1e6:.2f} MB)\n{card}\n")
     return 0

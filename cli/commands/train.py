@@ -108,9 +108,19 @@ def run(args: argparse.Namespace) -> int:
     times = store.times()
     train_times, val_times = data.select(times, "train"), data.select(times, "val")
     out_dir = args.out_dir or Path(cfg.out_dir)
+    import os
+    import time
+
+    t0 = time.perf_counter()
     try:
         ckpt = fit(cfg.options(), store, train_times, val_times, seed=cfg.seed, device=args.device, out_dir=out_dir, resume=args.resume)
     except ValueError as exc:
         raise CommandError(str(exc)) from exc
+    seconds = time.perf_counter() - t0
+    if ckpt.is_file() and os.environ.get("RANK", "0") == "0":  # one card, written by rank 0
+        from training.model_card import write_store_model_card
+
+        card = write_store_model_card(ckpt, config_path=args.config, train_seconds=seconds, device=args.device, load_average=list(os.getloadavg()))
+        log.info("model card: %s (fit %.0f s)", card, seconds)
     print(ckpt)
     return 0
