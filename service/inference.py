@@ -44,6 +44,8 @@ class ModelStatus:
     registry_version: str | None = None
     #: set when a newly promoted champion could not be loaded (the previous model keeps serving)
     alert: str | None = None
+    #: the model card of the serving weights (shipped weights, or a ``.card.json`` beside the checkpoint)
+    card: dict[str, Any] | None = None
 
 
 @dataclass
@@ -58,6 +60,38 @@ class LoopStatus:
     consecutive_failures: int = 0
     runs: int = 0
     history: list[float] = field(default_factory=list)
+
+
+def model_card_of(settings: ServiceSettings, champion: tuple[str, Any] | None, checkpoint: Any) -> dict[str, Any] | None:
+    """The model card of the serving weights: the shipped domain's card for a registry version
+    registered from shipped weights, else ``<checkpoint stem>.card.json`` beside the checkpoint."""
+    from pathlib import Path
+
+    from nowcast.models.weights import model_card
+
+    if champion is not None and settings.model_registry:
+        try:
+            from nowcast.model_registry import ModelRegistry
+
+            version = ModelRegistry(settings.model_registry).get(champion[0])
+        except Exception as exc:  # the card is informative; never fail a model load for it
+            log.debug("no manifest for %s: %s", champion[0], exc)
+            version = None
+        domain = version.manifest.get("shipped") if version is not None else None
+        if domain:
+            card = model_card(domain)
+            # the card describes these weights only if the shipped file is the registered one
+            return card if card and card.get("shipped_sha256") == version.checksum else None
+    if checkpoint:
+        card = Path(checkpoint).with_name(Path(checkpoint).stem + ".card.json")
+        if card.is_file():
+            import json
+
+            try:
+                return json.loads(card.read_text())
+            except (OSError, ValueError) as exc:
+                log.warning("unreadable model card %s: %s", card, exc)
+    return None
 
 
 class InferenceLoop:
@@ -79,14 +113,32 @@ class InferenceLoop:
         self._thread: threading.Thread | None = None
         self._watcher: Any = None
         self._next_registry_poll = 0.0
+        self._seed_error: str | None = None
 
     # -- model -----------------------------------------------------------------------------
     def _champion_watcher(self) -> Any:
         if self._watcher is None and self.settings.model_registry and self.settings.checkpoint is None:
             from nowcast.model_registry import ChampionWatcher
 
+            if self.settings.shipped_champion:
+                self._seed_registry()
             self._watcher = ChampionWatcher(self.settings.model_registry)
         return self._watcher
+
+    def _seed_registry(self) -> None:
+        """Create the registry when missing and make the shipped weights its champion when it
+        has none (``shipped_champion``); a failure is logged and the loop falls back."""
+        from nowcast.model_registry import ModelRegistry, seed_shipped_champion
+
+        s = self.settings
+        try:
+            version = seed_shipped_champion(ModelRegistry.create(s.model_registry), s.shipped_champion)  # type: ignore[arg-type]
+        except Exception as exc:  # missing weights, unwritable registry: serve the fallback, say why
+            log.error("cannot seed the model registry %s with the shipped %s weights: %s", s.model_registry, s.shipped_champion, exc)
+            self._seed_error = f"{type(exc).__name__}: {exc}"
+            return
+        if version is not None:
+            log.info("model registry %s: initial champion %s (shipped %s weights)", s.model_registry, version.version_id, s.shipped_champion)
 
     def _create_configured(self, status: ModelStatus, champion: tuple[str, Any] | None) -> Any:
         """The configured model: the registry champion when one is given, else ``model`` (+ checkpoint)."""
@@ -143,11 +195,18 @@ class InferenceLoop:
             model = create_nowcaster(s.fallback_model)
             status.fallback = True
             status.message = f"configured model {status.configured!r} could not be loaded ({reason}); using {s.fallback_model!r}"
+        if champion is None and watcher is not None and s.shipped_champion and not status.fallback:
+            # the live defaults promise the shipped ConvLSTM: serving anything else is a fallback
+            why = self._seed_error or watcher.last_error or "the registry has no champion"
+            status.fallback = True
+            status.message = f"no champion in the model registry {s.model_registry} ({why}); using {s.model!r}"
         status.active = str(getattr(model, "name", s.fallback_model))
         status.version = str(getattr(model, "version", ""))
         if champion is not None and not status.fallback:
             status.registry_version = champion[0]
             status.version = champion[0]
+        if not status.fallback:
+            status.card = model_card_of(self.settings, champion, getattr(model, "checkpoint", None))
         status.loaded_at = pd.Timestamp.now(tz="UTC").tz_localize(None)
         with self._run_lock:
             self._model = model

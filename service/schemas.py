@@ -40,6 +40,8 @@ class ModelInfo(BaseModel):
     last_error: str | None
     registry_version: str | None = Field(None, description="model registry version id when serving the champion")
     alert: str | None = Field(None, description="a promoted model that could not be loaded (the previous one keeps serving)")
+    card_url: str | None = Field(None, description="model card of the serving weights (GET it for JSON); null when none")
+    lightning_probability: str | None = Field(None, description="what the lightning probability means (event, cell, window), from the model card")
 
 
 class StatusResponse(BaseModel):

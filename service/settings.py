@@ -8,9 +8,9 @@ file is read by ``nowcast serve --config FILE`` and passed in as keyword argumen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +33,11 @@ class ServiceSettings(BaseSettings):
         None, description="model registry URL: serve its champion (when no checkpoint is given) and follow promotions"
     )
     model_registry_poll_seconds: float = Field(30.0, gt=0, description="how often the champion pointer is checked")
+    shipped_champion: Literal["real", "synthetic"] | None = Field(
+        None,
+        description="with model_registry: when the registry has no champion (or does not exist), create it and make the "
+        "ConvLSTM weights shipped for this domain (with their model card) the champion",
+    )
     fallback_model: str = Field("extrapolation", description="used when the configured model cannot be loaded")
     lead_minutes: list[int] = Field(default_factory=lambda: [5 * i for i in range(1, 16)], description="forecast leads, minutes")
     inference: bool = Field(True, description="run the inference loop in this process")
@@ -83,5 +88,28 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"lead_minutes must be positive, increasing and unique, got {v}")
         return v
 
+    @model_validator(mode="after")
+    def _shipped_needs_registry(self) -> ServiceSettings:
+        if self.shipped_champion is not None and not self.model_registry:
+            raise ValueError("shipped_champion needs model_registry (where the shipped weights are registered)")
+        return self
+
     def api_key_value(self) -> str | None:
         return self.api_key.get_secret_value() if self.api_key is not None else None
+
+
+#: what ``nowcast serve`` uses on its default synthetic source when neither a settings file,
+#: flags nor NOWCAST_* variables choose a model: the shipped synthetic ConvLSTM as the champion
+#: of a local registry (extrapolation stays the fallback)
+LIVE_MODEL_DEFAULTS: dict[str, Any] = {"model_registry": "var/models", "shipped_champion": "synthetic"}
+#: settings that, when given anywhere, mean the user chose the model
+MODEL_KEYS = ("model", "checkpoint", "model_registry", "shipped_champion")
+
+
+def live_model_defaults(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    """``data`` plus :data:`LIVE_MODEL_DEFAULTS` when the live system runs its default synthetic
+    ingest and nothing (``data`` from file and flags, or ``NOWCAST_*`` in ``environ``) names a
+    model, checkpoint or registry; ``data`` unchanged otherwise (other data: other weights)."""
+    chosen = any(k in data for k in MODEL_KEYS) or any(f"NOWCAST_{k.upper()}" in environ for k in MODEL_KEYS)
+    other_data = "ingest" in data or any(k.startswith("NOWCAST_INGEST") for k in environ) or data.get("run_ingest") is False
+    return data if chosen or other_data else {**LIVE_MODEL_DEFAULTS, **data}

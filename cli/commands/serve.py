@@ -1,8 +1,11 @@
 """``nowcast serve``: the live system - ingest (own process) + inference (thread) + API + dashboard.
 
 With no configuration it runs the synthetic source into ``var/observations.zarr``, forecasts
-with the configured model (extrapolation by default) into ``var/forecasts.zarr`` and serves
-the API and dashboard on http://127.0.0.1:8000/. Ctrl-C / SIGTERM stop uvicorn, the inference
+with the shipped synthetic ConvLSTM (the champion of the local model registry ``var/models``,
+seeded on first start; extrapolation is the fallback, reported in /v1/status) into
+``var/forecasts.zarr`` and serves the API and dashboard on http://127.0.0.1:8000/. A settings
+file, ``--model``/``--checkpoint``, ``--no-ingest`` or ``NOWCAST_*`` variables that choose a model,
+registry or ingest turn these model defaults off (``service.settings.live_model_defaults``). Ctrl-C / SIGTERM stop uvicorn, the inference
 thread and the ingest process.
 
 The listening socket is bound before anything else starts: a port in use is a one-line error
@@ -29,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--store", help="observation store path/URL (default var/observations.zarr)")
     p.add_argument("--forecast-store", help="forecasts store directory (default var/forecasts.zarr)")
-    p.add_argument("--model", help="nowcaster name (default extrapolation)")
+    p.add_argument("--model", help="nowcaster name (default: the shipped synthetic ConvLSTM on the default synthetic source, else extrapolation)")
     p.add_argument("--checkpoint", type=Path, help="checkpoint of a trained model (e.g. convlstm)")
     p.add_argument("--no-ingest", action="store_true", help="do not start the ingest process (another process feeds the store)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
@@ -54,6 +57,12 @@ def load_settings(args: argparse.Namespace) -> Any:
             data[key] = value
     if args.no_ingest:
         data["run_ingest"] = False
+    if not args.config:
+        import os
+
+        from service.settings import live_model_defaults
+
+        data = live_model_defaults(data, dict(os.environ))
     try:
         return ServiceSettings(**data)
     except ValidationError as exc:

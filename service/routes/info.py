@@ -85,6 +85,8 @@ def model_info(request: Request) -> ModelInfo | None:
         last_error=loop.status.last_error,
         registry_version=ms.registry_version,
         alert=ms.alert,
+        card_url="/v1/model/card" if ms.card else None,
+        lightning_probability=(ms.card or {}).get("lightning_probability"),
     )
 
 
@@ -177,6 +179,21 @@ def get_status(request: Request, access: Access) -> Response:
         messages=messages,
     )
     return cached_response(request, json_body(body), "no-cache")
+
+
+@router.get(
+    "/model/card",
+    summary="Model card of the serving weights: data, training, calibration, held-out scores",
+    responses=error_responses(404),
+)
+def get_model_card(request: Request) -> Response:
+    loop = getattr(request.app.state, "inference", None)
+    card = loop.model_status.card if loop is not None else None
+    if not card:
+        raise NotFound("the serving model has no model card (extrapolation and other baselines have none)")
+    import json
+
+    return cached_response(request, CachedBody.of(json.dumps(card, default=str).encode(), "application/json"), "no-cache")
 
 
 def frame_count(access: DataAccess, snap: Snapshot) -> int:

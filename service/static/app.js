@@ -8,7 +8,7 @@
     index: 0,
     playing: false,
     timer: null,
-    lightning: false,
+    lightning: true,   // the lightning probability layer is shown from the start
     bbox: null,
     point: null,       // [lat, lon]
     lastIndexEtag: null,
@@ -24,6 +24,7 @@
   const rainLayer = L.tileLayer("", { opacity: 0.9, minZoom: 0, maxZoom: 12, attribution: "nowcast" });
   const lightningLayer = L.tileLayer("", { opacity: 0.9, minZoom: 0, maxZoom: 12 });
   rainLayer.addTo(map);
+  lightningLayer.addTo(map);
   let outline = null;
   let marker = null;
 
@@ -155,8 +156,19 @@
       }
       const parts = [];
       if (st.forecast) { parts.push("forecast " + fmtTime(st.forecast.init_time) + " by " + st.forecast.model); }
-      if (st.model && st.model.fallback) { parts.push("(fallback: " + st.model.message + ")"); }
-      $("model-info").textContent = parts.join(" ");
+      const m = st.model;
+      if (m) {
+        parts.push("(model " + m.active + (m.version ? " " + m.version : "") + (m.registry_version ? ", registry champion" : "") + ")");
+        const card = $("model-card");
+        card.hidden = !m.card_url;
+        if (m.card_url) { card.href = m.card_url; }
+        const fb = $("model-fallback");
+        fb.hidden = !m.fallback;
+        fb.textContent = m.fallback ? "fallback: " + m.message : "";
+        $("lightning-note").textContent = m.lightning_probability ? "Lightning: " + m.lightning_probability + "." : "";
+      }
+      $("model-text").textContent = parts.join(" ");
+      document.body.dataset.model = m ? m.active : "";
     } catch (e) {
       $("age-banner").textContent = "service unavailable: " + e.message;
       $("age-banner").className = "banner stale";
@@ -260,6 +272,29 @@
     canvas.dataset.drawn = "1";
   }
 
+  function fillTable(data) {
+    // one row per forecast lead: rain rate and lightning probability
+    const table = $("point-table");
+    const body = table.querySelector("tbody");
+    body.innerHTML = "";
+    for (const p of data.forecast) {
+      const tr = document.createElement("tr");
+      const cells = [
+        "+" + p.lead_minutes + " min",
+        new Date(p.valid_time).toISOString().slice(11, 16),
+        p.rain_rate === null ? "-" : p.rain_rate.toFixed(p.rain_rate < 10 ? 1 : 0),
+        p.lightning_probability === null ? "-" : (100 * p.lightning_probability).toFixed(p.lightning_probability < 0.1 ? 1 : 0),
+      ];
+      for (const c of cells) {
+        const td = document.createElement("td");
+        td.textContent = c;
+        tr.appendChild(td);
+      }
+      body.appendChild(tr);
+    }
+    table.hidden = data.forecast.length === 0;
+  }
+
   async function loadPoint(lat, lon) {
     state.point = [lat, lon];
     if (marker) { marker.remove(); }
@@ -267,9 +302,11 @@
     try {
       const data = await getJSON("/v1/point?lat=" + lat.toFixed(4) + "&lon=" + lon.toFixed(4));
       drawChart(data);
+      fillTable(data);
       $("chart-caption").textContent = lat.toFixed(3) + " N, " + lon.toFixed(3) + " E" + (data.model ? " - forecast by " + data.model : "");
     } catch (e) {
       $("chart").hidden = true;
+      $("point-table").hidden = true;
       $("chart-hint").hidden = false;
       $("chart-hint").textContent = e.message;
     }
