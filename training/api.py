@@ -19,8 +19,9 @@ import pandas as pd
 
 from nowcast import dims
 from nowcast.models.convlstm import resolve_device
+from nowcast.provenance import data_fingerprint
 from training import ddp
-from training.checkpoint import code_version, data_fingerprint
+from training.checkpoint import code_version
 from training.config import parse_options, resolve_out_dir
 from training.dataset import MultiStoreDataset, WindowDataset, select_windows, windows_fingerprint
 from training.loop import Trainer, seed_everything
@@ -91,7 +92,8 @@ def fit(
         windows_hash = windows_fingerprint(train_w) + windows_fingerprint(val_w)
         meta = {
             "windows_hash": windows_hash,
-            "data_fingerprint": data_fingerprint(windows_hash, store.version),
+            # content hash of the stored frames (nowcast.provenance), read once, by rank 0
+            "data_fingerprint": data_fingerprint(store) if ctx.is_main else None,
             "store": store.url,
             "store_version": store.version,
             "code_version": code_version(),
@@ -164,7 +166,7 @@ def fit_many(
     train_ds, val_ds = MultiStoreDataset(train_parts), MultiStoreDataset(val_parts)
     meta = {
         "windows_hash": windows_hash,
-        "data_fingerprint": data_fingerprint(windows_hash, ";".join(f"{s.url}@{s.version}" for s, _, _ in parts)),
+        "data_fingerprint": _combined_fingerprint([data_fingerprint(s) for s, _, _ in parts]),
         "store": ";".join(s.url for s, _, _ in parts),
         "store_version": ";".join(str(s.version) for s, _, _ in parts),
         "code_version": code_version(),
@@ -174,3 +176,12 @@ def fit_many(
     log.info("training on %d windows of %d stores, validating on %d", len(train_ds), len(train_parts), len(val_ds))
     trainer = Trainer(model_cfg, opts, train_ds, val_ds, ctx=ctx, out_dir=out, seed=seed, meta=meta)
     return trainer.run(resume)
+
+
+def _combined_fingerprint(fingerprints: list[str]) -> str:
+    """One store: its content fingerprint; several: SHA-256 (16 hex digits) of theirs, in order."""
+    if len(fingerprints) == 1:
+        return fingerprints[0]
+    import hashlib
+
+    return hashlib.sha256("\n".join(fingerprints).encode()).hexdigest()[:16]

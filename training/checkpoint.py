@@ -10,7 +10,8 @@ A checkpoint is one ``torch.save`` file holding only plain types and tensors (it
     trainer                     {"epoch", "best_score", "best_epoch", "bad_epochs"}
     history                     per-epoch metrics (list of dicts)
     metrics                     the metrics of the epoch the weights come from
-    data_fingerprint            hash of the window times + store version
+    data_fingerprint            content SHA-256 of the stored rain frames (:func:`nowcast.provenance.data_fingerprint`;
+                                several stores: the hash of theirs, in order)
     windows_hash                hash of the window times alone
     code_version                git describe, or the package version
     seed
@@ -21,7 +22,6 @@ does not depend on this package; :class:`CheckpointError` is re-exported here.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -39,7 +39,7 @@ from nowcast.models.convlstm import (
 from nowcast.models.network import ModelConfig
 from nowcast.provenance import code_version_string
 
-__all__ = ["CheckpointError", "code_version", "data_fingerprint", "load_for_resume", "read_checkpoint", "save_checkpoint", "build_network"]
+__all__ = ["CheckpointError", "code_version", "load_for_resume", "read_checkpoint", "save_checkpoint", "build_network"]
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,6 @@ log = logging.getLogger(__name__)
 def code_version() -> str:
     """The code version stamped on checkpoints (:func:`nowcast.provenance.code_version_string`)."""
     return code_version_string()
-
-
-def data_fingerprint(windows_hash: str, store_version: str) -> str:
-    """Hash of the sample (window times) and the store's version."""
-    return hashlib.sha256(f"{windows_hash}|{store_version}".encode()).hexdigest()[:16]
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:

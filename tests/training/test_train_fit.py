@@ -50,6 +50,9 @@ def test_checkpoint_contents_and_round_trip(run3: Path, tiny_store) -> None:  # 
     assert ckpt["model_config"]["channels"] == TINY_OPTIONS["model"]["channels"]
     assert ckpt["train_config"]["lr"] == TINY_OPTIONS["train"]["lr"]
     assert ckpt["code_version"] and ckpt["code_version"] != "unknown"
+    from nowcast.provenance import data_fingerprint
+
+    assert ckpt["data_fingerprint"] == data_fingerprint(tiny_store), "the content fingerprint, as ledgers and cards"
     best_epoch = ckpt["trainer"]["best_epoch"]
     assert ckpt["metrics"]["epoch"] == best_epoch
     # the adapter reproduces the network's own forward pass
