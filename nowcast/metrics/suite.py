@@ -8,6 +8,11 @@
 - ``lightning`` (optional): :class:`ContingencyTable` with one threshold: forecast
   probability >= ``probability_threshold`` vs observed flashes >= ``occurrence``;
 - ``reliability`` (optional): :class:`BrierReliability` of the lightning probability.
+
+The state classes are looked up in the metrics registry (:data:`nowcast.metrics.METRICS`,
+by the names in :data:`SUITE_METRICS`), which is also where a saved suite's states are
+resolved from; third-party metrics register there by name or through entry points of group
+``nowcast.metrics``.
 """
 
 from __future__ import annotations
@@ -20,17 +25,25 @@ import numpy as np
 import xarray as xr
 
 from nowcast import dims
+from nowcast.metrics.base import METRICS
 from nowcast.metrics.categorical import ContingencyTable
 from nowcast.metrics.continuous import ErrorSums
 from nowcast.metrics.fss import FractionsSkillScore
 from nowcast.metrics.probabilistic import BrierReliability
 
-_KINDS = {
-    "ContingencyTable": ContingencyTable,
-    "FractionsSkillScore": FractionsSkillScore,
-    "ErrorSums": ErrorSums,
-    "BrierReliability": BrierReliability,
+#: suite state -> name of its metric in the registry (METRICS)
+SUITE_METRICS: dict[str, str] = {
+    "rain": "categorical",
+    "fss": "fss",
+    "errors": "continuous",
+    "lightning": "categorical",
+    "reliability": "reliability",
 }
+
+
+def _metric(state: str) -> Any:
+    """The registered metric class of a suite state (``UnknownNameError`` lists the valid ones)."""
+    return METRICS.get(SUITE_METRICS[state])
 
 
 @dataclass(eq=False)
@@ -57,17 +70,17 @@ class ScoreSuite:
         n_bins: int = 10,
     ) -> Self:
         return cls(
-            rain=ContingencyTable.init(thresholds, n_leads),
-            fss=FractionsSkillScore.init(fss_thresholds, fss_scales, n_leads),
-            errors=ErrorSums.init(n_leads),
-            lightning=ContingencyTable.init([occurrence], n_leads, [probability_threshold])
+            rain=_metric("rain").init(thresholds, n_leads),
+            fss=_metric("fss").init(fss_thresholds, fss_scales, n_leads),
+            errors=_metric("errors").init(n_leads),
+            lightning=_metric("lightning").init([occurrence], n_leads, [probability_threshold])
             if lightning
             else None,
-            reliability=BrierReliability.init(n_leads, occurrence, n_bins) if lightning else None,
+            reliability=_metric("reliability").init(n_leads, occurrence, n_bins) if lightning else None,
         )
 
     def _states(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("rain", "fss", "errors", "lightning", "reliability")}
+        return {k: getattr(self, k) for k in SUITE_METRICS}
 
     def accumulate(self, forecast: xr.Dataset, observed: xr.Dataset) -> None:
         """Add one forecast Dataset (lead_time, y, x) and the observations at its valid times.
@@ -116,7 +129,7 @@ class ScoreSuite:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        kw = {k: (None if v is None else _KINDS[v["kind"]].from_dict(v)) for k, v in data.items()}
+        kw = {k: (None if v is None else _from_dict(k, v)) for k, v in data.items()}
         return cls(**kw)
 
     def __eq__(self, other: object) -> bool:
@@ -137,3 +150,11 @@ class ScoreSuite:
                 da, db = a.to_dict(), b.to_dict()
                 out.extend(f"{name}.{k}" for k in da if da[k] != db.get(k))
         return out
+
+
+def _from_dict(state: str, data: dict[str, Any]) -> Any:
+    """A saved state, rebuilt by the registered metric of ``state`` (its ``kind`` must match)."""
+    metric = _metric(state)
+    if data.get("kind") != metric.__name__:
+        raise ValueError(f"score suite state {state!r}: saved kind {data.get('kind')!r} is not {metric.__name__!r}")
+    return metric.from_dict(data)
