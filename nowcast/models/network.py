@@ -286,23 +286,36 @@ class EncoderForecaster(nn.Module):
         """Logit of the learned multiscale neighbourhood probability of exceedance at ``lead``.
 
         guide_rain: (B, S, H, W) scaled rain of the S guide sources at that lead.
-        Returns (B, T, H, W).
+        Returns (B, T, H, W). Each source's exceedance indicator is averaged over a pyramid
+        (2x2 means); the sources are mixed at each level's own resolution and each level is
+        then upsampled once (bilinear is linear: the same mixture as upsampling every source).
         """
         b, n_src, h, w = guide_rain.shape
         offsets = self.prob_offsets.view(1, -1, 1, 1).to(guide_rain.dtype)
         weights = torch.softmax(self.prior_logits[lead], dim=-1)  # (T, S * L), source-major
         n_lv = self.config.prior_levels
-        mix = guide_rain.new_zeros(b, offsets.shape[1], h, w)
-        for src in range(n_src):
-            level = torch.sigmoid(self.prob_scale.view(1, -1, 1, 1) * (guide_rain[:, src, None] - offsets))  # (B, T, H, W)
-            mix = mix + weights[:, src * n_lv].view(1, -1, 1, 1) * level
-            for lv in range(1, n_lv):
-                if min(level.shape[-2:]) < 2:
-                    up = level.mean(dim=(-2, -1), keepdim=True).expand(-1, -1, h, w)
+        levels = [torch.sigmoid(self.prob_scale.view(1, -1, 1, 1) * (guide_rain[:, src, None] - offsets)) for src in range(n_src)]  # (B, T, H, W)
+        mix: torch.Tensor | None = None
+        global_mean = False  # a level below 2 cells: it and every coarser one is the domain mean
+        for lv in range(n_lv):
+            if lv and not global_mean:
+                if min(levels[0].shape[-2:]) < 2:
+                    global_mean = True
+                    levels = [lvl.mean(dim=(-2, -1), keepdim=True) for lvl in levels]
                 else:
-                    level = nn.functional.avg_pool2d(level, 2, ceil_mode=True)
-                    up = nn.functional.interpolate(level, size=(h, w), mode="bilinear", align_corners=False)
-                mix = mix + weights[:, src * n_lv + lv].view(1, -1, 1, 1) * up
+                    levels = [nn.functional.avg_pool2d(lvl, 2, ceil_mode=True) for lvl in levels]
+            combined = weights[:, lv].view(1, -1, 1, 1) * levels[0]
+            for src in range(1, n_src):
+                combined = combined + weights[:, src * n_lv + lv].view(1, -1, 1, 1) * levels[src]
+            if lv == 0:
+                mix = combined
+                continue
+            if global_mean:
+                up = combined.expand(-1, -1, h, w)
+            else:
+                up = nn.functional.interpolate(combined, size=(h, w), mode="bilinear", align_corners=False)
+            mix = mix + up
+        assert mix is not None
         mix = mix.clamp(1e-4, 1.0 - 1e-4)
         return torch.log(mix) - torch.log1p(-mix)
 
