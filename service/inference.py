@@ -17,12 +17,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from nowcast.forecast_store import ForecastStore, RunInfo
 from service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from nowcast.store import ObservationStoreLike
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ def model_card_of(settings: ServiceSettings, champion: tuple[str, Any] | None, c
 class InferenceLoop:
     """Runs the configured nowcaster on each new frame; see the module docstring."""
 
-    def __init__(self, settings: ServiceSettings, observation_store: Any | None = None) -> None:
+    def __init__(self, settings: ServiceSettings, observation_store: ObservationStoreLike | None = None) -> None:
         self.settings = settings
         self._obs = observation_store
         self._fc: ForecastStore | None = None
@@ -221,7 +224,7 @@ class InferenceLoop:
         return self._model
 
     # -- stores ----------------------------------------------------------------------------
-    def observation_store(self) -> Any | None:
+    def observation_store(self) -> ObservationStoreLike | None:
         if self._obs is None:
             from nowcast.store import ObservationStore, StoreError
 

@@ -24,11 +24,15 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nowcast.config import load_config
+
+if TYPE_CHECKING:
+    from nowcast.store import ObservationStore, ObservationStoreLike
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +120,7 @@ def build_stores(catalogue: Catalogue, only: list[str] | None = None, progress: 
     return out
 
 
-def open_event_store(catalogue: Catalogue, event: EventSpec):  # -> ObservationStore
+def open_event_store(catalogue: Catalogue, event: EventSpec) -> ObservationStore:
     """The event's store, read-only; ``FileNotFoundError`` saying how to build it when absent."""
     from nowcast.store import ObservationStore
 
@@ -126,14 +130,16 @@ def open_event_store(catalogue: Catalogue, event: EventSpec):  # -> ObservationS
     return ObservationStore.open(url)
 
 
-def training_parts(stores: dict[str, object], train: list[str], validation: list[str]) -> list[tuple[object, pd.DatetimeIndex, pd.DatetimeIndex]]:
+def training_parts(
+    stores: dict[str, ObservationStoreLike], train: list[str], validation: list[str]
+) -> list[tuple[ObservationStoreLike, pd.DatetimeIndex, pd.DatetimeIndex]]:
     """``fit_many`` parts: every stored time of the training events as training windows, of the
     validation events as validation windows (whole events, never split)."""
     parts = []
     for name in train:
-        parts.append((stores[name], stores[name].times(), pd.DatetimeIndex([])))  # type: ignore[attr-defined]
+        parts.append((stores[name], stores[name].times(), pd.DatetimeIndex([])))
     for name in validation:
-        parts.append((stores[name], pd.DatetimeIndex([]), stores[name].times()))  # type: ignore[attr-defined]
+        parts.append((stores[name], pd.DatetimeIndex([]), stores[name].times()))
     return parts
 
 
