@@ -49,6 +49,11 @@ class TrainOptions(BaseModel):
     exceedance_head_weight: float = Field(1.0, ge=0, description="weight of the BCE of the model's exceedance-probability heads (probability_thresholds)")
     lightning_weight: float = Field(0.5, ge=0)
     lightning_pos_weight: float = Field(5.0, gt=0, description="BCE weight of lightning occurrences (rare)")
+    lightning_prior: float | None = Field(
+        None, gt=0, lt=1,
+        description="initial probability of the lightning head (output bias set to its logit, as for rare classes in RetinaNet); "
+        "None keeps the default initialisation. Rare strokes: the few optimiser steps of a CPU run cannot move the bias from 0.5",
+    )
     # validation / early stopping
     csi_threshold: float = Field(1.0, gt=0, description="mm/h; early stopping on validation CSI at this threshold, pooled over leads")
     patience: int = Field(5, ge=1, description="epochs without improvement before stopping")

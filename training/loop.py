@@ -87,6 +87,16 @@ class EpochSampler(Sampler[int]):
         return self.total // self.world
 
 
+def init_lightning_bias(net: EncoderForecaster, prior: float) -> None:
+    """Set the lightning logit's bias (channel 1 of the network's last 1x1 convolution) to
+    ``logit(prior)``, so a rare event starts at a small probability instead of 0.5."""
+    last = net.head[-1]
+    if not isinstance(last, torch.nn.Conv2d) or last.out_channels < 2:
+        raise TypeError(f"unexpected output layer of the network: {last!r}")
+    with torch.no_grad():
+        last.bias[1].fill_(math.log(prior / (1.0 - prior)))
+
+
 def lightning_validation_scores(hist: LightningHistogram, calibration: LightningCalibration) -> dict[str, float]:
     """Brier score of the raw and of the calibrated lightning probability on the validation
     windows (in-sample for the calibration: a sanity check, not a skill estimate)."""
@@ -141,6 +151,8 @@ class Trainer:
         if opts.init_checkpoint:
             net = build_network(read_checkpoint(opts.init_checkpoint), opts.init_checkpoint, expected=model_cfg)
             log.info("initialised from %s", opts.init_checkpoint)
+        if opts.lightning_prior is not None and model_cfg.lightning and not opts.init_checkpoint:
+            init_lightning_bias(net, opts.lightning_prior)
         self.net = net.to(self.device)
         self.eval_model = AllOutputs(self.net)  # validation: no DDP wrapper, all outputs
         self.model: torch.nn.Module = self.eval_model

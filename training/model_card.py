@@ -163,7 +163,27 @@ def attach_evaluation(card: dict[str, Any], results_path: Path) -> dict[str, Any
     return card
 
 
-def ship(checkpoint: Path, domain: str, evaluation: Path | None = None) -> tuple[Path, Path]:
+def attach_lightning_summary(card: dict[str, Any], summary_path: Path) -> dict[str, Any]:
+    """Add the held-out lightning targets (``python -m training.dap.lightning``) to a card."""
+    doc = json.loads(summary_path.read_text())
+    card = dict(card)
+    card["evaluation"] = {
+        "results": str(summary_path),
+        "results_sha256": sha256_file(summary_path),
+        "plan": doc.get("plan"),
+        "plan_hash": doc.get("plan_hash"),
+        "store": doc.get("store"),
+        "event": doc.get("event"),
+        "probability_threshold": doc.get("probability_threshold"),
+        "lead_minutes": doc.get("lead_minutes"),
+        "lightning_csi": doc.get("csi"),
+        "lightning_bss": doc.get("bss"),
+        "targets": {k: {kk: vv for kk, vv in v.items() if kk != "bins"} for k, v in doc.get("targets", {}).items()},
+    }
+    return card
+
+
+def ship(checkpoint: Path, domain: str, evaluation: Path | None = None, lightning_summary: Path | None = None) -> tuple[Path, Path]:
     """Copy ``checkpoint`` (weights, config, calibration, metadata; no optimiser state) and its
     card into the package's weights folder as ``convlstm-<domain>.pt`` / ``.card.json``."""
     import torch
@@ -183,6 +203,8 @@ def ship(checkpoint: Path, domain: str, evaluation: Path | None = None) -> tuple
     card["source_checkpoint"] = str(checkpoint)
     if evaluation is not None:
         card = attach_evaluation(card, evaluation)
+    if lightning_summary is not None:
+        card = attach_lightning_summary(card, lightning_summary)
     card_path = WEIGHTS_DIR / f"convlstm-{domain}.card.json"
     card_path.write_text(json.dumps(card, indent=1, default=str))
     return dst, card_path
@@ -195,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("checkpoint", type=Path)
     s.add_argument("--domain", choices=["real", "synthetic"], required=True)
     s.add_argument("--evaluation", type=Path, default=None, help="results.json of the event-blocked DAP run")
+    s.add_argument("--lightning-summary", type=Path, default=None, help="lightning-summary.json of the held-out DAP run (synthetic)")
     c = sub.add_parser("card", help="write the model card of a [data] (one store) training run beside its checkpoint")
     c.add_argument("checkpoint", type=Path)
     c.add_argument("--config", type=Path, required=True, help="the training configuration it was trained with")
@@ -206,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         path = write_store_model_card(args.checkpoint, config_path=args.config, train_seconds=args.train_seconds, device=args.device, load_average=args.load_average)
         sys.stdout.write(f"{path}\n")
         return 0
-    dst, card = ship(args.checkpoint, args.domain, args.evaluation)
+    dst, card = ship(args.checkpoint, args.domain, args.evaluation, args.lightning_summary)
     sys.stdout.write(f"{dst} ({dst.stat().st_size / 1e6:.2f} MB)\n{card}\n")
     return 0
 
