@@ -12,10 +12,6 @@ With a ``lightning_calibration`` in the checkpoint (isotonic per lead, fitted on
 data; :mod:`nowcast.models.lightning_calibration`) the lightning probability is that of at least
 one stroke in the cell during the interval ending at the lead time.
 
-With a ``lightning_calibration`` in the checkpoint (isotonic per lead, fitted on validation
-data; :mod:`nowcast.models.lightning_calibration`) the lightning probability is that of at least
-one stroke in the cell during the interval ending at the lead time.
-
 With exceedance heads and a ``calibration`` in the checkpoint (probability cuts per lead and
 threshold, fitted on validation data by the training loop), the deterministic rain field is
 made to exceed each threshold exactly where the calibrated probability says so
@@ -47,7 +43,6 @@ from nowcast import dims
 from nowcast.models import motion
 from nowcast.models.base import forecast_dataset
 from nowcast.models.calibration import ThresholdCalibration, apply_threshold_calibration
-from nowcast.models.lightning_calibration import LightningCalibration
 from nowcast.models.lightning_calibration import LightningCalibration
 from nowcast.models.network import ModelConfig
 from nowcast.transforms import rainrate_to_scaled, scaled_to_rainrate
@@ -263,9 +258,6 @@ class ConvLSTMNowcaster:
         light_cal = ckpt.get("lightning_calibration")
         #: isotonic per-lead calibration of the lightning probability (fitted on validation data)
         self.lightning_calibration = LightningCalibration.from_dict(light_cal) if light_cal and self.config.lightning else None
-        light_cal = ckpt.get("lightning_calibration")
-        #: isotonic per-lead calibration of the lightning probability (fitted on validation data)
-        self.lightning_calibration = LightningCalibration.from_dict(light_cal) if light_cal and self.config.lightning else None
 
     @property
     def version(self) -> str:
@@ -313,8 +305,6 @@ class ConvLSTMNowcaster:
             out = self.net.forward_all(xt, gt)
         rain_s = out.rain.float()[0, :, :ny, :nx].cpu().numpy()
         prob = torch.sigmoid(out.lightning_logit.float())[0, :, :ny, :nx].cpu().numpy()
-        if self.lightning_calibration is not None:
-            prob = self.lightning_calibration.apply(prob)
         if self.lightning_calibration is not None:
             prob = self.lightning_calibration.apply(prob)
         exceed = torch.sigmoid(out.exceedance_logit.float())[0, :, :, :ny, :nx].cpu().numpy().astype(dims.FLOAT)
