@@ -86,7 +86,9 @@ def crs_attrs(crs: object) -> dict[str, str]:
     except Exception:  # pragma: no cover - some CRS have no PROJ.4 form
         pass
     try:
-        cf = c.to_cf()
+        with warnings.catch_warnings():  # lossy CF forms (e.g. skew grids) warn; only the name is kept
+            warnings.simplefilter("ignore", UserWarning)
+            cf = c.to_cf()
         for key in ("grid_mapping_name",):
             if key in cf:
                 attrs[key] = str(cf[key])
