@@ -102,7 +102,7 @@ def lightning_validation_scores(hist: LightningHistogram, calibration: Lightning
     windows (in-sample for the calibration: a sanity check, not a skill estimate)."""
     n = hist.positive + hist.negative
     mean_raw = np.where(n > 0, hist.sum_prob / np.maximum(n, 1), 0.0)
-    cal = np.stack([calibration.apply(mean_raw[k][None])[0] for k in range(hist.n_leads)])
+    cal = np.stack([np.interp(mean_raw[k], calibration.x[k], calibration.y[k]) for k in range(hist.n_leads)])  # each lead its own map
     total = max(int(n.sum()), 1)
     events = hist.positive.sum()
     base = events / total

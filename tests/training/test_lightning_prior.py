@@ -33,3 +33,21 @@ def test_prior_must_be_a_probability() -> None:
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError):
             TrainOptions(lightning_prior=bad)
+
+
+def test_validation_brier_uses_each_leads_calibration() -> None:
+    import numpy as np
+
+    from nowcast.models.lightning_calibration import LightningHistogram
+    from training.loop import lightning_validation_scores
+
+    rng = np.random.default_rng(0)
+    raw = rng.beta(0.3, 3.0, size=(2, 300, 300))
+    obs = np.stack([rng.uniform(size=raw[0].shape) < raw[0] ** 2, rng.uniform(size=raw[1].shape) < 0.1 * raw[1]]).astype(float)
+    hist = LightningHistogram(2)
+    hist.accumulate(raw, obs)
+    cal = hist.fit()
+    scores = lightning_validation_scores(hist, cal)
+    p = cal.apply(raw)
+    assert scores["val_lightning_brier"] == pytest.approx(float(np.mean((p - obs) ** 2)), rel=0.02)
+    assert scores["val_lightning_brier_raw"] == pytest.approx(float(np.mean((raw - obs) ** 2)), rel=0.02)
