@@ -183,7 +183,7 @@ def attach_lightning_summary(card: dict[str, Any], summary_path: Path) -> dict[s
     return card
 
 
-def ship(checkpoint: Path, domain: str, evaluation: Path | None = None, lightning_summary: Path | None = None) -> tuple[Path, Path]:
+def ship(checkpoint: Path, domain: str, evaluation: Path | None = None, lightning_summary: Path | None = None, notes: list[str] | None = None) -> tuple[Path, Path]:
     """Copy ``checkpoint`` (weights, config, calibration, metadata; no optimiser state) and its
     card into the package's weights folder as ``convlstm-<domain>.pt`` / ``.card.json``."""
     import torch
@@ -205,6 +205,8 @@ def ship(checkpoint: Path, domain: str, evaluation: Path | None = None, lightnin
         card = attach_evaluation(card, evaluation)
     if lightning_summary is not None:
         card = attach_lightning_summary(card, lightning_summary)
+    if notes:
+        card["notes"] = list(notes)
     card_path = WEIGHTS_DIR / f"convlstm-{domain}.card.json"
     card_path.write_text(json.dumps(card, indent=1, default=str))
     return dst, card_path
@@ -218,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--domain", choices=["real", "synthetic"], required=True)
     s.add_argument("--evaluation", type=Path, default=None, help="results.json of the event-blocked DAP run")
     s.add_argument("--lightning-summary", type=Path, default=None, help="lightning-summary.json of the held-out DAP run (synthetic)")
+    s.add_argument("--note", action="append", default=[], help="a remark recorded in the card (repeatable)")
     c = sub.add_parser("card", help="write the model card of a [data] (one store) training run beside its checkpoint")
     c.add_argument("checkpoint", type=Path)
     c.add_argument("--config", type=Path, required=True, help="the training configuration it was trained with")
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         path = write_store_model_card(args.checkpoint, config_path=args.config, train_seconds=args.train_seconds, device=args.device, load_average=args.load_average)
         sys.stdout.write(f"{path}\n")
         return 0
-    dst, card = ship(args.checkpoint, args.domain, args.evaluation, args.lightning_summary)
+    dst, card = ship(args.checkpoint, args.domain, args.evaluation, args.lightning_summary, args.note)
     sys.stdout.write(f"{dst} ({dst.stat().st_size / 1e6:.2f} MB)\n{card}\n")
     return 0
 
