@@ -38,9 +38,9 @@ bench: setup
 	bash scripts/install-bench-tools.sh || echo "wrk not installed: the API benchmark uses its Python client"
 	$(BIN)/nowcast bench
 
-# ruff, then the layering contract (pyproject.toml [tool.importlinter]): cli -> service | training -> nowcast
+# ruff, then the layering contract (pyproject.toml [tool.importlinter]): cli -> service | training -> ingest -> nowcast
 lint: setup
-	$(BIN)/ruff check cli nowcast service training tests benchmarks
+	$(BIN)/ruff check cli ingest nowcast service training tests benchmarks
 	$(BIN)/lint-imports
 
 clean:

@@ -38,8 +38,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ingest import IngestSettings, SourceRunner  # noqa: E402
 from nowcast.grid import Grid  # noqa: E402
-from nowcast.ingest import IngestSettings, SourceRunner  # noqa: E402
 from nowcast.io import read_radar  # noqa: E402
 from nowcast.sources import create_source  # noqa: E402
 from nowcast.store import ObservationStore  # noqa: E402

@@ -1,7 +1,7 @@
 """The ``nowcast`` command line: one entry point whose subcommands follow the data.
 
-The top layer of the tree: it may import the library (``nowcast``), ``service`` and
-``training``; nothing imports it (the contract in ``pyproject.toml``, checked by ``make lint``).
+The top layer of the tree: it may import the library (``nowcast``), ``ingest``, ``service``
+and ``training``; nothing imports it (the contract in ``pyproject.toml``, checked by ``make lint``).
 Run it as ``nowcast ...`` or ``python -m cli ...``.
 
 Each subcommand lives in ``cli/commands/<name>.py`` and exposes ``help`` (one line),

@@ -72,7 +72,7 @@ class ServiceSettings(BaseSettings):
     # -- ingest (run by `nowcast serve` in its own process) --------------------------------
     ingest: dict[str, Any] = Field(
         default_factory=lambda: {"source": "synthetic", "source_options": {"backfill": "1h", "interval": 30}},
-        description="configuration handed to service.ingest_process.run_ingest_process (source: synthetic | replay | preset)",
+        description="configuration handed to ingest.process.run_ingest_process (source: synthetic | replay | preset)",
     )
     run_ingest: bool = Field(True, description="`nowcast serve` starts the ingest process")
 

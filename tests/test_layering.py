@@ -1,4 +1,4 @@
-"""The import layering (README, Architecture): cli -> service | training -> nowcast, arrows down only.
+"""The import layering (README, Architecture): cli -> service | training -> ingest -> nowcast, arrows down only.
 
 The contract lives in pyproject.toml ([tool.importlinter]); ``make lint`` runs ``lint-imports``
 on it, and this test runs the same check so that CI (``make test``) fails on a backward import.

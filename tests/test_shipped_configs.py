@@ -28,7 +28,7 @@ def test_configs_are_found() -> None:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_ingest_config_validates_and_notifies_an_existing_route(path: Path, post_routes: set[str]) -> None:
-    from service.ingest_process import load_ingest_config
+    from ingest.config import load_ingest_config
 
     cfg = load_ingest_config(path)
     if not cfg.notify_url:

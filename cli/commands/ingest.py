@@ -23,8 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cli import CommandError
+    from ingest.config import IngestConfig
+    from ingest.process import main
     from nowcast.config import ConfigError, apply_overrides, read_mapping
-    from service.ingest_process import IngestConfig, main
 
     try:
         data = read_mapping(args.config) if args.config else {}
@@ -43,13 +44,13 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
         return 0
-    from nowcast.ingest import LockHeld
+    from ingest import LockHeld
     from nowcast.store import StoreError
 
     try:
         if not args.once:
             return main(cfg)
-        from service.ingest_process import IngestService, setup_logging
+        from ingest.process import IngestService, setup_logging
 
         setup_logging(cfg.log)
         service = IngestService(cfg)
@@ -95,7 +96,7 @@ def _apply_list_override(data: dict, item: str) -> None:
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
     if parts[0] == "sources" and "sources" not in data:
-        from service.ingest_process import _default_sources
+        from ingest.config import _default_sources
 
         data["sources"] = [s.model_dump(mode="json", exclude_none=True) for s in _default_sources()]
     node: object = data

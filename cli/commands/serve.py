@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     ingest = None
     if settings.run_ingest:
-        from service.ingest_process import run_ingest_process
+        from ingest.process import run_ingest_process
 
         ingest = run_ingest_process(settings.ingest, store=settings.store)
     loop = InferenceLoop(settings) if settings.inference else None
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         if loop is not None:
             loop.stop()
         if ingest is not None:
-            from service.ingest_process import stop_ingest_process
+            from ingest.process import stop_ingest_process
 
             code = stop_ingest_process(ingest)
             log.info("ingest process exited with %s", code)

@@ -3,7 +3,7 @@
 A *source* lists what a provider currently offers (:meth:`Source.poll` -> :class:`Item`) and
 fetches one item (:meth:`Source.fetch` -> :class:`Fetched`: a local file holding the bytes,
 or, for sources that compute frames, a ready ``xarray.Dataset``). Sources know nothing about
-the store: the ingest pipeline (:mod:`nowcast.ingest`) decides what to fetch, decodes,
+the store: the ingest pipeline (``ingest``, the layer above the library) decides what to fetch, decodes,
 regrids, appends and keeps the per-source state (a JSON dict persisted in the store) that it
 hands to ``poll``/``fetch`` so sources can remember ETags or file sizes across restarts.
 

@@ -91,9 +91,9 @@ def model_info(request: Request) -> ModelInfo | None:
 
 
 def read_ingest(access: DataAccess) -> dict[str, Any] | None:
-    """Ingest health from the store state via nowcast.ingest.read_ingest_status, when available."""
+    """Ingest health from the store state via ingest.read_ingest_status, when available."""
     try:
-        from nowcast.ingest import read_ingest_status  # type: ignore[import-not-found]
+        from ingest import read_ingest_status  # type: ignore[import-not-found]
     except ImportError:
         return None
     try:

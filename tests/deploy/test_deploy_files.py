@@ -97,7 +97,7 @@ def validate_config(command: str, flag: str, path: str) -> Any:
     file = repo_file(path)
     assert file.is_file(), f"nowcast {command} {flag} {path}: no such file in the repository"
     if command == "ingest":
-        from service.ingest_process import load_ingest_config
+        from ingest.config import load_ingest_config
 
         return load_ingest_config(file)
     if command == "train":

@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 from ingest_helpers import KNMI_TEMPLATE, FaultServer, assert_store_consistent, knmi_file, slot
 
+from ingest import read_ingest_status
 from nowcast import dims
 from nowcast.durability import CRASH_ENV, CRASH_POINTS
 from nowcast.grid import Grid
-from nowcast.ingest import read_ingest_status
 from nowcast.store import ObservationStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,7 +187,7 @@ LIGHTNING_STEPS = [("store.lightning.data", 1), ("ingest.lightning.stored", 1)]
 def _lightning_script(url: str, drop: Path, quarantine: Path) -> str:
     return (
         "import pandas as pd\n"
-        "from nowcast.ingest import IngestSettings, IngestStatus, SourceRunner\n"
+        "from ingest import IngestSettings, IngestStatus, SourceRunner\n"
         "from nowcast.sources import create_source\n"
         "from nowcast.store import ObservationStore\n"
         f"store = ObservationStore.open({url!r}, 'a')\n"

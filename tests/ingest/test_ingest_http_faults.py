@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from ingest_helpers import KNMI_TEMPLATE, FaultServer, assert_store_consistent, knmi_file, slot
 
+from ingest import IngestSettings, IngestStatus, SourceRunner, read_ingest_status
 from nowcast.grid import Grid
-from nowcast.ingest import IngestSettings, IngestStatus, SourceRunner, read_ingest_status
 from nowcast.sources import create_source
 from nowcast.store import ObservationStore
 
@@ -133,7 +133,8 @@ def test_latest_alias_uses_conditional_requests(server: FaultServer, knmi_dir: P
 
 
 def test_a_failing_source_does_not_stop_the_others(server: FaultServer, knmi_dir: Path, knmi_grid: Grid, tmp_path: Path) -> None:
-    from service.ingest_process import IngestConfig, IngestService
+    from ingest.config import IngestConfig
+    from ingest.process import IngestService
 
     for i in range(3):
         server.serve(path_of(slot(i)), knmi_file(knmi_dir, slot(i)).read_bytes())

@@ -93,7 +93,7 @@ def test_sigkill_mid_write_and_restart(server: FaultServer, knmi_dir: Path, knmi
     assert again.returncode == 0, log[-2000:]
     # exact counters: the writer repairs the root marker a kill between two metadata writes left behind
     assert_store_consistent(url, {slot(i): knmi_file(knmi_dir, slot(i)) for i in range(N)}, exact_counter=True)
-    from nowcast.ingest import read_ingest_status
+    from ingest import read_ingest_status
 
     assert read_ingest_status(ObservationStore.open(url))["sources"]["knmi"]["frames_ingested"] == N
     # no frame stored twice: the restart wrote exactly the frames that were missing
@@ -103,7 +103,7 @@ def test_sigkill_mid_write_and_restart(server: FaultServer, knmi_dir: Path, knmi
 
 
 def test_second_writer_is_refused(knmi_grid: Grid, tmp_path: Path) -> None:
-    from nowcast.ingest import LockHeld, WriterLock
+    from ingest import LockHeld, WriterLock
 
     url = str(tmp_path / "obs.zarr")
     first = WriterLock(url, ttl=30)

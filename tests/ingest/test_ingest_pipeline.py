@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from ingest_helpers import assert_store_consistent, knmi_file, slot
 
+from ingest import IngestSettings, IngestStatus, SourceRunner, read_ingest_status
 from nowcast import dims
 from nowcast.grid import Grid
-from nowcast.ingest import IngestSettings, IngestStatus, SourceRunner, read_ingest_status
 from nowcast.sources import create_source
 from nowcast.store import ObservationStore
 
@@ -146,7 +146,8 @@ def test_lightning_directory_is_gridded_per_slot_exactly(shared_data: Path, tmp_
 
 
 def test_ingest_process_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
-    from service.ingest_process import coerce_config, run_ingest_process, stop_ingest_process
+    from ingest.config import coerce_config
+    from ingest.process import run_ingest_process, stop_ingest_process
 
     url = str(tmp_path / "obs.zarr")
     cfg = coerce_config(
@@ -182,8 +183,8 @@ def test_ingest_process_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("ingest-*.*")), ids=lambda p: p.name)
 def test_example_configurations_validate(path: Path) -> None:
+    from ingest.config import load_ingest_config
     from nowcast.sources import create_source
-    from service.ingest_process import load_ingest_config
 
     cfg = load_ingest_config(path)
     assert cfg.sources
@@ -192,8 +193,8 @@ def test_example_configurations_validate(path: Path) -> None:
 
 
 def test_invalid_configuration_is_rejected_before_start(tmp_path: Path) -> None:
+    from ingest.config import load_ingest_config
     from nowcast.config import ConfigError
-    from service.ingest_process import load_ingest_config
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources:\n  - {name: a, type: http, backfill: soon}\n  - {name: a, type: synthetic}\n")
@@ -240,7 +241,8 @@ def test_short_form_configuration_and_json_logs() -> None:
     import json
     import logging
 
-    from service.ingest_process import JsonFormatter, coerce_config
+    from ingest.config import coerce_config
+    from ingest.process import JsonFormatter
 
     cfg = coerce_config({"source": "dwd-hx", "source_options": {"interval": 120}}, store="x.zarr")
     assert cfg.store.url == "x.zarr"

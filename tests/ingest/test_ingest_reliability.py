@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from ingest_helpers import KNMI_TEMPLATE, FaultServer, assert_store_consistent, knmi_file, slot
 
+from ingest import IngestSettings, IngestStatus, SourceRunner, read_ingest_status
 from nowcast.grid import Grid
-from nowcast.ingest import IngestSettings, IngestStatus, SourceRunner, read_ingest_status
 from nowcast.sources import create_source
 from nowcast.sources.base import Item, TransientError
 from nowcast.store import ObservationStore

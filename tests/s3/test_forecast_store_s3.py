@@ -236,9 +236,9 @@ def test_silent_endpoint_times_out(moto_s3, s3_bucket, silent_endpoint):
     _fails_fast(f"s3://{s3_bucket}/fc.zarr", moto_s3.options(endpoint_url=silent_endpoint), "did not answer", 10)
 
 
-# -- the ingest writer lease on S3 (nowcast.ingest.WriterLock goes through nowcast.storage) --------
+# -- the ingest writer lease on S3 (ingest.WriterLock goes through nowcast.storage) --------
 def test_ingest_writer_lock_honours_nowcast_s3_variables(moto_s3, s3_bucket, monkeypatch):
-    from nowcast.ingest import LockHeld, WriterLock
+    from ingest import LockHeld, WriterLock
 
     monkeypatch.setenv("NOWCAST_S3_ENDPOINT_URL", moto_s3.endpoint)
     monkeypatch.setenv("NOWCAST_S3_KEY", moto_s3.key)
@@ -259,7 +259,7 @@ def test_ingest_writer_lock_honours_nowcast_s3_variables(moto_s3, s3_bucket, mon
 
 
 def test_ingest_writer_lock_fails_fast_on_a_dead_endpoint(moto_s3, s3_bucket, monkeypatch):
-    from nowcast.ingest import WriterLock
+    from ingest import WriterLock
 
     monkeypatch.setenv("NOWCAST_S3_CONNECT_TIMEOUT", "1")
     monkeypatch.setenv("NOWCAST_S3_MAX_ATTEMPTS", "1")

@@ -161,7 +161,7 @@ def test_reader_sees_complete_frames_while_ingest_writes(moto_s3, s3_bucket, rad
 
 def test_ingest_service_writes_synthetic_frames_to_s3(moto_s3, s3_bucket, monkeypatch):
     """The ingest service as deployed: store URL in its config, credentials and endpoint from AWS_*."""
-    ingest_process = pytest.importorskip("service.ingest_process")
+    ingest_process = pytest.importorskip("ingest.process")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_s3.key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_s3.secret)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_s3.endpoint)

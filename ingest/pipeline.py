@@ -1,5 +1,5 @@
 """The runner: one :class:`SourceRunner` drives one source against the observation store
-(poll -> fetch -> validate -> decode -> regrid -> append; see :mod:`nowcast.ingest`)."""
+(poll -> fetch -> validate -> decode -> regrid -> append; see :mod:`ingest`)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ingest.decode import BadFile, OffCadence, decode_radar
+from ingest.settings import IngestSettings, RunReport
+from ingest.status import IngestStatus
 from nowcast import dims, durability
-from nowcast.ingest.decode import BadFile, OffCadence, decode_radar
-from nowcast.ingest.settings import IngestSettings, RunReport
-from nowcast.ingest.status import IngestStatus
 from nowcast.sources.base import (
     LIGHTNING,
     Fetched,
@@ -33,7 +33,8 @@ from nowcast.sources.base import (
 if TYPE_CHECKING:
     from nowcast.store import ObservationStore
 
-#: one logger name for the whole pipeline, as before the split into modules
+#: the logger name of the ingest pipeline since it was nowcast/ingest.py (log configuration and
+#: JSON log consumers key on it)
 log = logging.getLogger("nowcast.ingest")
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ingest.settings import IngestSettings
 from nowcast import dims
 from nowcast.grid import Grid
-from nowcast.ingest.settings import IngestSettings
 from nowcast.sources.base import Fetched
 
 

@@ -11,7 +11,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-#: one logger name for the whole pipeline, as before the split into modules
+#: the logger name of the ingest pipeline since it was nowcast/ingest.py (log configuration and
+#: JSON log consumers key on it)
 log = logging.getLogger("nowcast.ingest")
 
 

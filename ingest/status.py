@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from nowcast.ingest.settings import RunReport
+from ingest.settings import RunReport
 
 if TYPE_CHECKING:
     from nowcast.store import ObservationStore
 
-#: one logger name for the whole pipeline, as before the split into modules
+#: the logger name of the ingest pipeline since it was nowcast/ingest.py (log configuration and
+#: JSON log consumers key on it)
 log = logging.getLogger("nowcast.ingest")
 
 

@@ -36,17 +36,21 @@ or skipped as off-cadence), never for quarantined content: a truncated transfer 
 the full file's ETag must not turn every later request into a 304.
 The single-writer rule is enforced by :class:`WriterLock`, a lease file in the store folder.
 
-Modules: ``settings`` (options, run report), ``pipeline`` (:class:`SourceRunner`), ``decode``
-(validation and decoding), ``status`` (counters, :func:`read_ingest_status`), ``lease``
-(:class:`WriterLock`). Import from the package: the names below are its API. The scheduler,
-its configuration and the process around it are in :mod:`service.ingest_process`.
+The package is the ingest layer, one home for all of it: ``settings`` (options, run report),
+``pipeline`` (:class:`SourceRunner`), ``decode`` (validation and decoding), ``status``
+(counters, :func:`read_ingest_status`), ``lease`` (:class:`WriterLock`), ``config`` (the
+configuration schema, :func:`ingest.config.load_ingest_config`) and ``process`` (the
+scheduler, :func:`ingest.process.run_ingest_process`). The names below are the pipeline's
+API; ``config`` and ``process`` (pydantic, APScheduler) are imported only where used.
+Layering: ``ingest`` imports the library ``nowcast`` only; ``service`` may read the status
+(``read_ingest_status``); ``cli`` runs the process.
 """
 
-from nowcast.ingest.decode import BadFile, OffCadence, decode_radar
-from nowcast.ingest.lease import LockHeld, WriterLock
-from nowcast.ingest.pipeline import MAX_DONE, MAX_LIGHTNING_SLOTS, MAX_VALIDATORS, SourceRunner
-from nowcast.ingest.settings import IngestSettings, RunReport
-from nowcast.ingest.status import STATUS_KEY, IngestStatus, read_ingest_status
+from ingest.decode import BadFile, OffCadence, decode_radar
+from ingest.lease import LockHeld, WriterLock
+from ingest.pipeline import MAX_DONE, MAX_LIGHTNING_SLOTS, MAX_VALIDATORS, SourceRunner
+from ingest.settings import IngestSettings, RunReport
+from ingest.status import STATUS_KEY, IngestStatus, read_ingest_status
 
 __all__ = [
     "MAX_DONE",
