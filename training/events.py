@@ -10,7 +10,7 @@ DAP plans (:mod:`training.dap.events`): an event is held out whole, never split.
 
     python -m training.events build [--catalogue configs/events-real.toml] [--only NAME ...]
     python -m training.events list
-    python -m training.events guides --config configs/train-real-events.toml [--workers 2]
+    python -m training.events guides --config configs/train-real-events-sprog.toml [--workers 2]
 
 ``guides`` fills the content-keyed guide cache of a training recipe for every event, in
 parallel worker processes (one event per task, largest first): the windows training selects
@@ -202,7 +202,7 @@ def warm_guides(catalogue: Catalogue, train_config: str | Path, workers: int = 2
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.events", description=__doc__.split("\n\n")[0])
     p.add_argument("action", choices=["build", "list", "guides"])
-    p.add_argument("--config", type=Path, default=Path("configs/train-real-events.toml"), help="guides: the training recipe")
+    p.add_argument("--config", type=Path, default=Path("configs/train-real-events-sprog.toml"), help="guides: the training recipe")
     p.add_argument("--workers", type=int, default=2, help="guides: worker processes")
     p.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE)
     p.add_argument("--only", nargs="*", default=None, help="event names (default: all)")

@@ -8,7 +8,7 @@ event-blocked DAP results (plan hash, pooled held-out scores) are added by
 card into the package (``nowcast/models/weights``).
 
     python -m training.model_card ship runs/convlstm-real-events/best.pt --domain real \
-        [--evaluation results/real-events-kfold/results.json]
+        [--evaluation results/real-events-kfold-sprog/results.json]
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Every step is recorded in ``ledger.jsonl`` (plan, hash, code version, data finge
 timings, checkpoints); results go to ``results.nc`` / ``results.json`` / ``report.md`` /
 ``skill.png``. A run resumes: finished tables and checkpoints are reused when their inputs match.
 
-    python -m training.dap.events --plan plans/real-events-kfold.toml [--out results/real-events-kfold]
+    python -m training.dap.events --plan plans/real-events-kfold-sprog.toml [--out results/real-events-kfold-sprog]
 """
 
 from __future__ import annotations
@@ -415,7 +415,7 @@ def write_outputs(out: Path, counts: xr.Dataset, summary: dict[str, Any]) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.dap.events", description=__doc__.split("\n\n")[0])
-    p.add_argument("--plan", type=Path, default=Path("plans/real-events-kfold.toml"))
+    p.add_argument("--plan", type=Path, default=Path("plans/real-events-kfold-sprog.toml"))
     p.add_argument("--out", type=Path, default=None, help="default results/<plan name>")
     p.add_argument("--device", default="cpu")
     p.add_argument("--stage", choices=["all", "baselines"], default="all")
