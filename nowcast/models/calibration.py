@@ -134,10 +134,14 @@ def apply_threshold_calibration(rate: np.ndarray, prob: np.ndarray, calibration:
     """
     thr = np.asarray(calibration.thresholds, dtype=np.float32)
     cuts = np.asarray(calibration.cuts, dtype=np.float32)[: rate.shape[0]]
-    ok = prob >= cuts[:, :, None, None]  # (K, T, y, x)
-    level = np.cumprod(ok, axis=1).sum(axis=1)  # consecutive from the lowest
+    k = rate.shape[0]
+    # level: the number of consecutive thresholds (from the lowest) whose probability reaches its cut
+    level = np.zeros((k,) + rate.shape[1:], dtype=np.uint8)
+    alive = np.ones_like(level, dtype=bool)
+    for j in range(cuts.shape[1]):
+        alive &= prob[:k, j] >= cuts[:k, j, None, None]
+        level += alive
     lower = np.concatenate([[0.0], thr]).astype(np.float32)[level]
-    upper = np.concatenate([thr, [np.inf]]).astype(np.float32)[level]
-    below = np.nextafter(upper, np.float32(0.0))
+    below = np.nextafter(np.concatenate([thr, [np.inf]]).astype(np.float32), np.float32(0.0))[level]
     out = np.clip(np.nan_to_num(rate, nan=0.0), lower, below)
-    return out.astype(np.float32)
+    return out.astype(np.float32, copy=False)

@@ -307,7 +307,7 @@ class ConvLSTMNowcaster:
         prob = torch.sigmoid(out.lightning_logit.float())[0, :, :ny, :nx].cpu().numpy()
         if self.lightning_calibration is not None:
             prob = self.lightning_calibration.apply(prob)
-        exceed = torch.sigmoid(out.exceedance_logit.float())[0, :, :, :ny, :nx].cpu().numpy().astype(dims.FLOAT)
+        exceed = torch.sigmoid(out.exceedance_logit.float())[0, :, :, :ny, :nx].cpu().numpy().astype(dims.FLOAT, copy=False)
         rate = np.asarray(scaled_to_rainrate(rain_s), dtype=dims.FLOAT)
         if self.calibration is not None:
             rate = apply_threshold_calibration(rate, exceed, self.calibration)
