@@ -129,10 +129,17 @@ def test_dashboard_end_to_end(env, live_server) -> None:  # noqa: ANN001
             page.wait_for_function("document.querySelector('#frame-label').dataset.frameKey !== '20250601T1200+75'", timeout=5000)
             page.locator("#play").click()
 
-            # lightning toggle adds the lightning tile layer
-            page.locator("#lightning-toggle").check()
-            page.wait_for_timeout(500)
+            # the lightning probability layer is on from the start, with its legend; the toggle removes it
+            assert page.locator("#lightning-toggle").is_checked()
             assert any("/v1/tiles/lightning/" in u for u in tile_requests)
+            assert page.locator(".legend-row[data-layer='lightning'] .legend-item").count() == 9
+            assert page.locator("#map .leaflet-layer").count() == 2
+            page.locator("#lightning-toggle").uncheck()
+            assert page.locator("#map .leaflet-layer").count() == 1
+            page.locator("#lightning-toggle").check()
+            assert page.locator("#map .leaflet-layer").count() == 2
+            assert "model persistence" in (page.locator("#model-text").text_content() or "")
+            assert page.locator("#model-card").is_hidden()  # persistence has no model card
 
             # click on the wettest cell of the latest frame: the point chart appears with its values
             lat, lon = wettest_point(env)
@@ -146,6 +153,13 @@ def test_dashboard_end_to_end(env, live_server) -> None:  # noqa: ANN001
             assert "forecast by persistence" in (page.locator("#chart-caption").text_content() or "")
             series = point_info.value.json()
             assert series["observed"][-1]["rain_rate"] > 1.0  # the clicked cell is raining
+            # the point panel lists every forecast lead with rain rate and lightning probability
+            rows = page.locator("#point-table tbody tr")
+            assert rows.count() == len(series["forecast"]) == 6
+            first = rows.nth(0).locator("td").all_text_contents()
+            fc0 = series["forecast"][0]
+            assert first[0] == "+5 min" and float(first[2]) == pytest.approx(fc0["rain_rate"], abs=0.051 if fc0["rain_rate"] < 10 else 0.51)
+            assert float(first[3]) == pytest.approx(100 * fc0["lightning_probability"], abs=0.051 if fc0["lightning_probability"] < 0.1 else 0.51)
             page.locator("#slider").fill("3")
             page.wait_for_timeout(800)
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
@@ -154,3 +168,42 @@ def test_dashboard_end_to_end(env, live_server) -> None:  # noqa: ANN001
         finally:
             ctx.close()
     assert os.path.getsize(ARTIFACTS / "dashboard.png") > 10_000
+
+
+def test_dashboard_names_the_champion_and_shows_lightning_probability(tmp_path, helpers, live_server) -> None:  # noqa: ANN001
+    """With the live defaults (shipped synthetic ConvLSTM as registry champion): model, version and card
+    link in the header, what the lightning probability means, and the 15 leads at a point."""
+    from playwright.sync_api import sync_playwright
+
+    e = helpers.env(tmp_path, model="extrapolation", model_registry=str(tmp_path / "models"), shipped_champion="synthetic", lead_minutes=list(range(5, 80, 5)))
+    try:
+        with live_server(e.app) as url, sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+            ctx = pw.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), args=ARGS, headless=True, viewport={"width": 1280, "height": 800})
+            try:
+                page = ctx.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda err: errors.append(str(err)))
+                page.goto(url + "/", wait_until="networkidle")
+                page.wait_for_selector("body[data-model='convlstm']", timeout=15000)
+                version = e.loop.model_status.version
+                assert f"model convlstm {version}, registry champion" in (page.locator("#model-text").text_content() or "")
+                card = page.locator("#model-card")
+                assert card.is_visible() and card.get_attribute("href") == "/v1/model/card"
+                assert page.locator("#model-fallback").is_hidden()
+                assert "at least one lightning stroke" in (page.locator("#lightning-note").text_content() or "")
+                lat, lon = wettest_point(e)
+                box = page.locator("#map").bounding_box()
+                pt = page.evaluate(f"(() => {{ const p = window.nowcastMap.latLngToContainerPoint([{lat}, {lon}]); return [p.x, p.y]; }})()")
+                page.mouse.click(box["x"] + pt[0], box["y"] + pt[1])
+                page.wait_for_selector("#point-table:not([hidden])", timeout=10000)
+                rows = page.locator("#point-table tbody tr")
+                assert rows.count() == 15
+                assert rows.nth(14).locator("td").first.text_content() == "+75 min"
+                probs = [float(rows.nth(i).locator("td").nth(3).text_content() or "nan") for i in range(15)]
+                assert all(0.0 <= p <= 100.0 for p in probs)
+                page.screenshot(path=str(ARTIFACTS / "dashboard-convlstm.png"))
+                assert not errors, errors
+            finally:
+                ctx.close()
+    finally:
+        e.client.__exit__(None, None, None)

@@ -44,7 +44,12 @@ def test_serve_with_no_configuration(tmp_path: Path, free_port) -> None:  # noqa
         status = _wait_status(url, proc, timeout=60)
         first_forecast_s = time.time() - t0
         assert first_forecast_s < 60
-        assert status["model"]["active"] == "extrapolation"
+        # the live defaults: the shipped synthetic ConvLSTM, champion of the registry seeded in var/models
+        assert status["model"]["active"] == "convlstm" and status["model"]["fallback"] is False, status["model"]
+        assert status["model"]["registry_version"] and status["model"]["card_url"] == "/v1/model/card"
+        assert status["forecast"]["model"] == "convlstm"
+        assert (tmp_path / "var" / "models" / "status.json").is_file()
+        assert httpx.get(url + "/v1/model/card", timeout=10).json()["lightning_probability"]
         assert status["observations"]["frames"] >= 12  # the synthetic source backfilled the last hour
         assert status["ingest"] is not None
         assert (tmp_path / "var" / "observations.zarr").is_dir() and (tmp_path / "var" / "forecasts.zarr").is_dir()

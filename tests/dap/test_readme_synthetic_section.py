@@ -1,0 +1,33 @@
+"""The README's synthetic-domain section is generated from the committed card, DAP summary and hot-path result."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _renderer():
+    spec = importlib.util.spec_from_file_location("render_synthetic_skill", ROOT / "benchmarks" / "render_synthetic_skill.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_readme_synthetic_section_matches_the_committed_results() -> None:
+    mod = _renderer()
+    for f in (mod.CARD, mod.SUMMARY, mod.HOT_PATH):
+        assert f.is_file(), f"{f} must be committed"
+    assert mod.main(["--check"]) == 0, "README synthetic section is stale: run python benchmarks/render_synthetic_skill.py"
+
+
+def test_a_changed_result_changes_the_section() -> None:
+    mod = _renderer()
+    card, summary, hot = (json.loads(f.read_text()) for f in (mod.CARD, mod.SUMMARY, mod.HOT_PATH))
+    before = mod.section(card, summary, hot)
+    hot["api_seconds_max"] += 1.0
+    assert mod.section(card, summary, hot) != before
+    summary["targets"]["max_reliability_error"]["value"] += 0.01
+    assert mod.section(card, summary, hot) != mod.section(card, json.loads(mod.SUMMARY.read_text()), hot)
