@@ -207,3 +207,26 @@ def test_dashboard_names_the_champion_and_shows_lightning_probability(tmp_path, 
                 ctx.close()
     finally:
         e.client.__exit__(None, None, None)
+
+
+def test_dashboard_says_when_the_fallback_serves(tmp_path, helpers, live_server, monkeypatch) -> None:  # noqa: ANN001
+    """Shipped weights missing: extrapolation serves and the header says it is the fallback, and why."""
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setattr("nowcast.models.weights.WEIGHTS_DIR", tmp_path / "no-weights")
+    e = helpers.env(tmp_path, model="extrapolation", model_registry=str(tmp_path / "models"), shipped_champion="synthetic")
+    try:
+        with live_server(e.app) as url, sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+            ctx = pw.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), args=ARGS, headless=True, viewport={"width": 1280, "height": 800})
+            try:
+                page = ctx.new_page()
+                page.goto(url + "/", wait_until="networkidle")
+                page.wait_for_selector("body[data-model='extrapolation']", timeout=15000)
+                fb = page.locator("#model-fallback")
+                assert fb.is_visible()
+                assert "fallback: no champion in the model registry" in (fb.text_content() or "")
+                assert page.locator("#model-card").is_hidden()
+            finally:
+                ctx.close()
+    finally:
+        e.client.__exit__(None, None, None)
