@@ -8,8 +8,9 @@ import os
 import socket
 import time
 import uuid
-from pathlib import Path
 from typing import Any
+
+from nowcast import durability
 
 #: the logger name of the ingest pipeline since it was nowcast/ingest.py (log configuration and
 #: JSON log consumers key on it)
@@ -73,25 +74,16 @@ class WriterLock:
         return False
 
     def _write(self) -> None:
-        if not self._local:  # one PUT: an object is replaced whole
-            self._fs.pipe_file(self._path, self._doc())
-            return
-        tmp = f"{self._path}.{self.token}.tmp"
-        with self._fs.open(tmp, "wb") as fh:
-            fh.write(self._doc())
-        os.replace(tmp, self._path)
+        durability.write_atomic(self._path, self._doc(), self._fs)  # one PUT on object storage
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`LockHeld` naming the holder."""
         if self._local:
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             try:
-                fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                durability.write_exclusive(self._path, self._doc())
             except FileExistsError:
                 pass
             else:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(self._doc())
                 self.held = True
                 return
         doc = self._read()

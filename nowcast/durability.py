@@ -1,4 +1,4 @@
-"""Durability primitives: the atomic file writer and named crash points.
+"""Durability primitives: atomic replace, exclusive create, the remote check, named crash points.
 
 :func:`write_atomic` replaces one file (local) or one object (object storage) so that a
 reader, or a process restarted after a SIGKILL or a power cut, sees either the old content or
@@ -7,6 +7,11 @@ the new one, never a mix. Locally the bytes go to a temporary file beside the ta
 the target (``os.replace``: atomic on POSIX), then the directory is fsynced. On object storage
 one PUT replaces an object whole. The stores write every marker they depend on through this
 function, so their crash safety does not rest on how a third-party library writes files.
+:func:`atomic_path` is the same replace for writers that need a path (``torch.save``,
+``to_netcdf``, file copies). :func:`write_exclusive` creates a file only when it does not exist
+(a fsynced temporary hard-linked to the target locally: complete content or nothing; a
+conditional PUT on object storage where the file system supports it). :func:`is_remote` tells
+object-storage URLs from local paths.
 
 :func:`crash_point` marks one write step of a multi-step operation. It does nothing unless the
 environment variable ``NOWCAST_CRASH_AT`` names that step (``name`` or ``name#n`` for its n-th
@@ -23,6 +28,8 @@ import signal
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +92,52 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def is_remote(url: str | Path) -> bool:
+    """True for object-storage / remote URLs (a scheme other than ``file://``); False for paths."""
+    url = str(url)
+    return "://" in url and url.split("://", 1)[0].lower() != "file"
+
+
+def _temp_beside(target: Path) -> Path:
+    return target.with_name(f"{target.name}{TMP_INFIX}{uuid.uuid4().hex}")
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A local temporary path beside ``path``; on a clean exit of the block it is fsynced and
+    renamed over ``path`` (atomic), on an exception removed and ``path`` left untouched.
+
+    For writers that need a file name (``torch.save``, ``Dataset.to_netcdf``, copies); bytes
+    go through :func:`write_atomic`.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_beside(target)
+    try:
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
 def write_atomic(path: str | Path, data: bytes, fs: Any | None = None) -> None:
     """Replace the file ``path`` with ``data`` atomically (see the module docstring).
 
@@ -96,16 +149,42 @@ def write_atomic(path: str | Path, data: bytes, fs: Any | None = None) -> None:
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}{TMP_INFIX}{uuid.uuid4().hex}")
+    tmp = _temp_beside(target)
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_synced(tmp, data)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(target.parent)
+
+
+def write_exclusive(path: str | Path, data: bytes, fs: Any | None = None) -> None:
+    """Create the file ``path`` with ``data``; :class:`FileExistsError` when it already exists.
+
+    Locally a fsynced temporary is hard-linked to ``path`` (``link`` fails when the target
+    exists), so a reader sees the complete content or no file. On object storage a conditional
+    PUT (``If-None-Match: *``, fsspec mode ``"xb"``); file systems without conditional writes
+    fall back to check-then-put, which is best effort (two writers can race).
+    """
+    if fs is not None and not _is_local_fs(fs):
+        try:
+            with fs.open(str(path), "xb") as fh:
+                fh.write(data)
+        except (NotImplementedError, ValueError, TypeError):
+            fs.invalidate_cache(str(path))
+            if fs.exists(str(path)):
+                raise FileExistsError(str(path)) from None
+            fs.pipe_file(str(path), data)
+        return
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_beside(target)
+    try:
+        _write_synced(tmp, data)
+        os.link(tmp, target)  # atomic; EEXIST when the target exists
+    finally:
+        tmp.unlink(missing_ok=True)
     _fsync_dir(target.parent)
 
 
@@ -128,4 +207,14 @@ def remove_temp_files(root: str | Path) -> int:
     return n
 
 
-__all__ = ["CRASH_POINTS", "CRASH_ENV", "TMP_INFIX", "crash_point", "remove_temp_files", "write_atomic"]
+__all__ = [
+    "CRASH_ENV",
+    "CRASH_POINTS",
+    "TMP_INFIX",
+    "atomic_path",
+    "crash_point",
+    "is_remote",
+    "remove_temp_files",
+    "write_atomic",
+    "write_exclusive",
+]

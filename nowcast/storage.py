@@ -26,6 +26,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from nowcast.durability import is_remote  # re-exported: one remote check
+
 log = logging.getLogger(__name__)
 
 #: environment variables read for ``s3://`` URLs: name -> (storage option, meaning)
@@ -67,11 +69,6 @@ def protocol(url: str) -> str:
     """The URL scheme (``"file"`` for plain paths)."""
     url = str(url)
     return url.split("://", 1)[0].lower() if "://" in url else "file"
-
-
-def is_remote(url: str) -> bool:
-    """True for object-storage / remote URLs (anything with a scheme other than ``file://``)."""
-    return protocol(url) != "file"
 
 
 def join(url: str, *parts: str) -> str:

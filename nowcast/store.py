@@ -93,10 +93,6 @@ def default_compressor() -> ZstdCodec:
     return ZstdCodec(level=5)
 
 
-def _is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
-
-
 def _remove_partial_files(path: str) -> None:
     """Delete temporary files a killed writer left behind (local stores only): those of
     :func:`nowcast.durability.write_atomic` and zarr's ``*.partial`` chunk temporaries
@@ -124,7 +120,7 @@ def _day_ready(attrs: dict[str, Any] | None) -> bool:
 
 def _filesystem(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
     """fsspec file system and base path of a store location."""
-    fs, base = storage.filesystem(url, storage_options if _is_remote(url) else None)
+    fs, base = storage.filesystem(url, storage_options if durability.is_remote(url) else None)
     return fs, str(base).rstrip("/")
 
 
@@ -276,7 +272,7 @@ class ObservationStore:
             if not (prev_attrs.get(CREATING) and prev_attrs.get("format") != FORMAT):
                 raise StoreError(f"{url}: a store already exists there")
             log.warning("%s: finishing an interrupted store creation (started %s)", url, prev_attrs[CREATING])
-        elif not _is_remote(url) and _foreign_entries(url):
+        elif not durability.is_remote(url) and _foreign_entries(url):
             raise StoreError(f"{url}: the folder exists and holds other files ({', '.join(_foreign_entries(url)[:3])}); choose another path")
         created = pd.Timestamp.now(tz="UTC").isoformat()
         try:
@@ -343,7 +339,7 @@ class ObservationStore:
                 f"{url}: no observation store found: its creation (started {attrs[CREATING]}) was interrupted; "
                 "creating it again (ingest, import) finishes it"
             )
-        if mode == "a" and not _is_remote(url):
+        if mode == "a" and not durability.is_remote(url):
             _remove_partial_files(url)
         store = cls(root, url, storage_options, mode)
         if mode == "a":
@@ -804,7 +800,7 @@ class ObservationStore:
         try:
             import fsspec
 
-            if _is_remote(self.url):
+            if durability.is_remote(self.url):
                 fs, path = fsspec.core.url_to_fs(self.url, **(self.storage_options or {}))
             else:
                 fs, path = fsspec.core.url_to_fs(self.url)

@@ -19,9 +19,8 @@ import pandas as pd
 
 from nowcast import dims
 from nowcast.models.convlstm import resolve_device
-from nowcast.provenance import data_fingerprint
+from nowcast.provenance import code_version_string, data_fingerprint
 from training import ddp
-from training.checkpoint import code_version
 from training.config import parse_options, resolve_out_dir
 from training.dataset import MultiStoreDataset, WindowDataset, select_windows, windows_fingerprint
 from training.loop import Trainer, seed_everything
@@ -96,7 +95,7 @@ def fit(
             "data_fingerprint": data_fingerprint(store) if ctx.is_main else None,
             "store": store.url,
             "store_version": store.version,
-            "code_version": code_version(),
+            "code_version": code_version_string(),
             "n_train_windows": len(train_w),
             "n_val_windows": len(val_w),
         }
@@ -169,7 +168,7 @@ def fit_many(
         "data_fingerprint": _combined_fingerprint([data_fingerprint(s) for s, _, _ in parts]),
         "store": ";".join(s.url for s, _, _ in parts),
         "store_version": ";".join(str(s.version) for s, _, _ in parts),
-        "code_version": code_version(),
+        "code_version": code_version_string(),
         "n_train_windows": len(train_ds),
         "n_val_windows": len(val_ds),
     }

@@ -13,7 +13,7 @@ A checkpoint is one ``torch.save`` file holding only plain types and tensors (it
     data_fingerprint            content SHA-256 of the stored rain frames (:func:`nowcast.provenance.data_fingerprint`;
                                 several stores: the hash of theirs, in order)
     windows_hash                hash of the window times alone
-    code_version                git describe, or the package version
+    code_version                :func:`nowcast.provenance.code_version_string`
     seed
 
 Reading and checking lives next to the model (:mod:`nowcast.models.convlstm`), so inference
@@ -23,12 +23,12 @@ does not depend on this package; :class:`CheckpointError` is re-exported here.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nowcast.durability import atomic_path
 from nowcast.models.convlstm import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_FORMAT_VERSION,
@@ -37,24 +37,17 @@ from nowcast.models.convlstm import (
     read_checkpoint,
 )
 from nowcast.models.network import ModelConfig
-from nowcast.provenance import code_version_string
 
-__all__ = ["CheckpointError", "code_version", "load_for_resume", "read_checkpoint", "save_checkpoint", "build_network"]
+__all__ = ["CheckpointError", "load_for_resume", "read_checkpoint", "save_checkpoint", "build_network"]
 
 log = logging.getLogger(__name__)
-
-
-def code_version() -> str:
-    """The code version stamped on checkpoints (:func:`nowcast.provenance.code_version_string`)."""
-    return code_version_string()
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (see the module docstring) atomically to ``path``."""
     payload = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, **payload}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

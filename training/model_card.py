@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from nowcast.durability import atomic_path
 from nowcast.model_registry import sha256_file
-from training.checkpoint import code_version
+from nowcast.provenance import code_version_string
 
 
 def hardware(device: str) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def write_model_card(
     card = {
         "model": "convlstm",
         "checkpoint_sha256": sha256_file(checkpoint),
-        "code_version": code_version(),
+        "code_version": code_version_string(),
         "config": str(config_path),
         "config_sha256": hashlib.sha256(cfg_text).hexdigest(),
         "seed": ckpt.get("seed"),
@@ -117,7 +118,7 @@ def write_store_model_card(checkpoint: Path, *, config_path: str | Path, train_s
     card = {
         "model": "convlstm",
         "checkpoint_sha256": sha256_file(checkpoint),
-        "code_version": code_version(),
+        "code_version": code_version_string(),
         "config": str(config_path),
         "config_sha256": hashlib.sha256(Path(config_path).read_bytes()).hexdigest(),
         "seed": ckpt.get("seed"),
@@ -194,9 +195,8 @@ def ship(checkpoint: Path, domain: str, evaluation: Path | None = None, lightnin
     slim = {k: v for k, v in ckpt.items() if k not in ("optimizer",)}
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     dst = WEIGHTS_DIR / f"convlstm-{domain}.pt"
-    tmp = dst.with_suffix(".tmp")
-    torch.save(slim, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        torch.save(slim, tmp)
     src_card = checkpoint.with_name(checkpoint.stem + ".card.json")
     card = json.loads(src_card.read_text()) if src_card.is_file() else {}
     card["shipped_sha256"] = sha256_file(dst)

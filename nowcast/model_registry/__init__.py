@@ -23,7 +23,7 @@ Consistency:
   same version twice fails with :class:`VersionExistsError`; a directory without a manifest is
   an incomplete upload and is ignored. Loading checks the checkpoint against the manifest's
   sha256, so a corrupt or replaced checkpoint is refused (:class:`CorruptModelError`).
-- ``status.json`` is replaced as one document (temp file + ``os.replace`` locally, one PUT on
+- ``status.json`` is replaced as one document (:func:`nowcast.durability.write_atomic`: temp file + rename locally, one PUT on
   object storage), so a reader sees the old or the new champion, never a mix. Read-modify-write
   of the status is serialised by a short-lived ``status.lock``.
 - Statuses: ``candidate`` (registered, never champion), ``champion`` (exactly one, or none in a
@@ -56,7 +56,6 @@ from nowcast.model_registry.versions import (
     ModelRegistry,
     ModelVersion,
     RegistryStatus,
-    code_version,
     new_version_id,
 )
 from nowcast.model_registry.watcher import ChampionWatcher, load_champion, seed_shipped_champion
@@ -77,7 +76,6 @@ __all__ = [
     "RegistryStatus",
     "UnknownVersionError",
     "VersionExistsError",
-    "code_version",
     "load_champion",
     "new_version_id",
     "now_utc",

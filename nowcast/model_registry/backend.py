@@ -3,46 +3,26 @@ atomic replace, exclusive create, append, rename."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
+from nowcast import durability
 from nowcast.model_registry.base import RegistryError
 
-
-def _is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
-
-
-def _durable_temp(target: str, data: bytes) -> str:
-    """Write ``data`` to a fsynced temp file beside ``target``; returns its path (caller moves it)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(target) or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return tmp
 
 class _Storage:
     """Byte-level access to the registry directory: local (os) or remote (fsspec).
 
-    Local operations use ``os`` directly for the atomic primitives (O_EXCL, rename);
-    remote ones use fsspec (``xb`` = conditional PUT where the filesystem supports it).
+    Atomic replace, exclusive create and the remote check are :mod:`nowcast.durability`'s
+    (temporary + rename / hard link locally; one PUT / conditional PUT on object storage).
     """
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = str(url).rstrip("/")
-        self.remote = _is_remote(self.url)
+        self.remote = durability.is_remote(self.url)
         if self.remote:
             from nowcast.storage import filesystem
 
@@ -94,16 +74,11 @@ class _Storage:
 
     def get_file(self, rel: str, local: Path) -> None:
         """Copy a registry file to a local path (atomic rename at the end)."""
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.{uuid.uuid4().hex}.part")
-        try:
+        with durability.atomic_path(local) as tmp:
             if self.remote:
                 self.fs.get_file(self.path(rel), str(tmp))
             else:
                 shutil.copyfile(self.path(rel), tmp)
-            os.replace(tmp, local)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     # -- writing
     def _wrap(self, rel: str, exc: OSError) -> RegistryError:
@@ -122,42 +97,16 @@ class _Storage:
     def write_atomic(self, rel: str, data: bytes) -> None:
         """Replace ``rel`` with ``data`` in one step (readers see old or new, never half)."""
         try:
-            if self.remote:
-                self.fs.pipe_file(self.path(rel), data)
-                return
-            target = self.path(rel)
-            tmp = _durable_temp(target, data)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            durability.write_atomic(self.path(rel), data, self.fs)
         except OSError as exc:
             raise self._wrap(rel, exc) from exc
 
     def write_exclusive(self, rel: str, data: bytes) -> None:
-        """Create ``rel`` with ``data``; FileExistsError when it exists (O_EXCL / If-None-Match)."""
+        """Create ``rel`` with ``data``; FileExistsError when it exists (link / If-None-Match)."""
         try:
-            if self.remote:
-                try:
-                    with self.fs.open(self.path(rel), "xb") as f:
-                        f.write(data)
-                except (NotImplementedError, ValueError, TypeError):
-                    # no conditional writes on this filesystem: best effort (documented)
-                    if self.exists(rel):
-                        raise FileExistsError(self.describe(rel)) from None
-                    self.fs.pipe_file(self.path(rel), data)
-                return
-            target = self.path(rel)
-            tmp = _durable_temp(target, data)
-            try:
-                os.link(tmp, target)  # atomic, fails with EEXIST: complete content or nothing
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-        except FileExistsError:
-            raise
+            durability.write_exclusive(self.path(rel), data, self.fs)
+        except FileExistsError as exc:
+            raise FileExistsError(self.describe(rel)) from exc
         except OSError as exc:
             if exc.errno == errno.EEXIST:
                 raise FileExistsError(self.describe(rel)) from exc
@@ -168,13 +117,8 @@ class _Storage:
             if self.remote:
                 self.fs.put_file(str(local), self.path(rel))
                 return
-            tmp = self.path(rel) + f".{uuid.uuid4().hex}.part"
-            try:
+            with durability.atomic_path(self.path(rel)) as tmp:
                 shutil.copyfile(local, tmp)
-                os.replace(tmp, self.path(rel))
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
         except OSError as exc:
             raise self._wrap(rel, exc) from exc
 

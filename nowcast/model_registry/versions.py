@@ -33,6 +33,7 @@ from nowcast.model_registry.base import (
     sha256_file,
 )
 from nowcast.model_registry.lock import RegistryLock
+from nowcast.provenance import code_version_string
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +343,7 @@ class ModelRegistry:
             "checkpoint": CHECKPOINT_NAME,
             "checkpoint_sha256": checksum,
             "checkpoint_bytes": ckpt.stat().st_size,
-            "code_version": code_version(),
+            "code_version": code_version_string(),
             "data": data or {},
             "training": training or {},
             "evaluation": evaluation or {},
@@ -458,9 +459,3 @@ def _user() -> str:
     except Exception:  # pragma: no cover - no user database in some containers
         return f"pid{os.getpid()}@{socket.gethostname()}"
 
-
-def code_version() -> str:
-    """The code version stamped on registered versions (:func:`nowcast.provenance.code_version_string`)."""
-    from nowcast.provenance import code_version_string
-
-    return code_version_string()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from cli import main
+from nowcast import durability
 from nowcast import model_registry as mr
 from nowcast.model_registry import (
     ChampionWatcher,
@@ -136,7 +136,8 @@ def test_read_only_registry_changes_nothing(reg: ModelRegistry, tmp_path: Path, 
     def denied(*a: object, **k: object) -> None:
         raise PermissionError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    monkeypatch.setattr(durability, "write_atomic", denied)
+    monkeypatch.setattr(durability, "write_exclusive", denied)
     monkeypatch.setattr(os, "open", denied)
     with pytest.raises(RegistryError, match="registry is not writable"):
         reg.promote("v2")
@@ -291,7 +292,7 @@ def test_status_writes_are_atomic_under_concurrent_promotions(reg: ModelRegistry
 def test_tempfiles_do_not_leak(reg: ModelRegistry, tmp_path: Path) -> None:
     reg.register(shift_checkpoint(tmp_path / "1.json"), model="test-shift", version_id="v1")
     reg.promote("v1")
-    leftovers = [p.name for p in Path(reg.url).rglob("*") if p.name.startswith(".tmp-") or p.name.endswith(".part")]
+    leftovers = [p.name for p in Path(reg.url).rglob("*") if durability.TMP_INFIX in p.name or p.name.endswith(".part")]
     assert leftovers == []
 
 

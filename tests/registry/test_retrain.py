@@ -159,12 +159,12 @@ def test_missing_or_read_only_registry(synthetic_store: str, tmp_path: Path, mon
     with pytest.raises(RegistryError, match="no model registry found"):
         run_retrain(cfg)
     ModelRegistry.create(cfg.registry)
-    import tempfile
+    from nowcast import durability
 
     def denied(*a: object, **k: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    monkeypatch.setattr(durability, "write_atomic", denied)
     with pytest.raises(RegistryError, match="registry is not writable"):
         run_retrain(cfg, trainer=lambda *a, **k: pytest.fail("must not train"))
 

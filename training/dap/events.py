@@ -403,11 +403,10 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def write_outputs(out: Path, counts: xr.Dataset, summary: dict[str, Any]) -> None:
-    import os
+    from nowcast.durability import atomic_path
 
-    tmp = out / ".results.nc.tmp"
-    counts.to_netcdf(tmp)
-    os.replace(tmp, out / "results.nc")  # readers holding the old file keep a valid one
+    with atomic_path(out / "results.nc") as tmp:  # readers holding the old file keep a valid one
+        counts.to_netcdf(tmp)
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=float))
     (out / "report.md").write_text(markdown(summary))
     plot(summary, out / "skill.png")
