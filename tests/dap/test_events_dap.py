@@ -156,3 +156,34 @@ def test_train_command_on_events_writes_checkpoint_and_card(event_stores: Path, 
     bad = tmp_path / "bad.toml"
     bad.write_text(f'[events]\ncatalogue = "{event_stores / "catalogue.toml"}"\nvalidation = ["zz"]\n' + text)
     assert main(["train", "--config", str(bad), "--device", "cpu"]) == 2
+
+
+def test_guides_warm_up_fills_the_cache_training_reads(event_stores: Path, tmp_path: Path) -> None:
+    """`python -m training.events guides` computes (in worker processes) exactly the guides that
+    training selects, so a later `select_windows` computes none; S-PROG guide recipes included."""
+    from nowcast.config import read_mapping
+    from nowcast.store import ObservationStore
+    from training.config import parse_options
+    from training.dataset import select_windows
+    from training.events import load_catalogue, main, warm_guides
+
+    cache = tmp_path / "guides"
+    recipe = tmp_path / "sprog.toml"
+    text = (event_stores / "train.toml").read_text().replace(f'cache_dir = "{event_stores / "cache"}"', f'cache_dir = "{cache}"')
+    recipe.write_text(text.replace('advection = "residual"', 'advection = "residual"\nguide_sources = ["sprog", "extrapolation"]'))
+    cat = load_catalogue(event_stores / "catalogue.toml")
+    done = warm_guides(cat, recipe, workers=2, only=["a0", "b1"], progress=False)
+    assert set(done) == {"a0", "b1"} and all(n > 0 for n, _ in done.values())
+    files = sorted(cache.glob("guide-*.npy"))
+    assert len(files) == sum(n for n, _ in done.values())
+    assert np.load(files[0]).shape[1] == 2  # S-PROG and LK rain channels
+    cfg, opts = parse_options({k: v for k, v in read_mapping(recipe).items() if k in ("model", "train")})
+    store = ObservationStore.open(cat.store_url(cat.get("a0")))
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    windows = select_windows(store, store.times(), cfg, opts, cache)
+    assert {Path(w.guide_file) for w in windows} <= set(files)  # every window's guide was there already
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps
+    assert main(["guides", "--catalogue", str(event_stores / "catalogue.toml"), "--config", str(event_stores / "train.toml"),
+                 "--only", "zz", "--no-progress"]) == 0  # no such event: nothing to do
+    with pytest.raises(FileNotFoundError, match="build them"):
+        warm_guides(cat.model_copy(update={"store_root": str(tmp_path / "nowhere")}), recipe, only=["a0"], progress=False)
