@@ -1,7 +1,8 @@
 """The forecast-and-score kernel: run a nowcaster from start times of a store, pool contingency tables.
 
-Used by the event-level DAP runner (:mod:`training.dap.events`) and the real-data skill
-benchmarks. Leads are counted in *steps of the store's cadence* (1..n_leads); the lead time in
+Used by the event-level DAP runner (:mod:`training.dap.events`), retraining's held-out
+comparison (:mod:`training.retrain.decision`, one table per start time through
+:func:`score_case`) and the real-data skill benchmarks. Leads are counted in *steps of the store's cadence* (1..n_leads); the lead time in
 minutes of step k is ``k * cadence``, so events of different cadences are pooled by lead time
 (:func:`pool_by_minutes`), never by step. Targets past the end of the stored record, and cells
 without coverage, are NaN and masked out, never counted as dry.
@@ -68,13 +69,34 @@ def score_starts(
     for t in times:
         history = store.window(t, model.n_inputs)
         observed = store.window(t + cad * n_leads, n_leads)[dims.RAIN_RATE].values
-        t0 = time.perf_counter()
-        fc = model.forecast(history, leads)[dims.RAIN_RATE].values
-        seconds += time.perf_counter() - t0
-        table.accumulate(fc, observed)
+        seconds += score_case(model, history, leads, observed, table)
         if progress is not None:
             progress.update(1)
     return table, seconds
+
+
+def score_case(
+    model: Any,
+    history: xr.Dataset,
+    leads: Sequence[pd.Timedelta],
+    observed: np.ndarray,
+    table: ContingencyTable,
+    keep: np.ndarray | None = None,
+) -> float:
+    """Forecast ``leads`` from ``history`` (one start time) and accumulate it into ``table``.
+
+    ``history``: the model's input frames (time, y, x); ``observed``: rain rate in mm/h
+    (n_kept_leads, y, x), NaN where not covered; ``keep``: bool (len(leads),) selecting the
+    leads that are scored (default all), so ``table`` has ``keep.sum()`` leads. Returns the
+    seconds spent forecasting.
+    """
+    t0 = time.perf_counter()
+    fc = model.forecast(history, list(leads))[dims.RAIN_RATE].values
+    seconds = time.perf_counter() - t0
+    if keep is not None:
+        fc = np.asarray(fc)[keep]
+    table.accumulate(fc, observed)
+    return seconds
 
 
 def tables_dataset(tables: dict[tuple[str, str], ContingencyTable], cadence_minutes: dict[str, float]) -> xr.Dataset:

@@ -319,6 +319,13 @@ def _run_split(task: SplitTask) -> dict[str, Any]:
     The result holds the exact streaming states of every method (``states``), the data
     fingerprint (SHA-256 of every frame's time and bytes in read order), timings, the
     checkpoints of learned methods and model versions.
+
+    The loop is not :func:`nowcast.evaluation.score_starts` on purpose: a split is scored by
+    the whole :class:`~nowcast.metrics.ScoreSuite` (continuous scores, FSS, lightning
+    reliability, not only contingency tables), on the plan's crop through a frame cache that
+    reads each frame once for all methods and lead steps, and forecast and scoring times are
+    recorded apart; the kernel covers the categorical, whole-grid case (event-level DAP,
+    retraining, benchmarks).
     """
     t_start = time.perf_counter()
     plan = Plan.model_validate_json(task.plan_json)
