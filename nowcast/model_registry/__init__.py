@@ -19,7 +19,7 @@ the observation store)::
 Consistency:
 
 - A version exists once its ``manifest.json`` exists. The manifest is written last and
-  *exclusively* (``O_EXCL`` locally, ``If-None-Match: *`` conditional PUT on S3), so writing the
+  *exclusively* (:func:`nowcast.durability.write_exclusive`: hard link locally, ``If-None-Match: *`` conditional PUT on S3), so writing the
   same version twice fails with :class:`VersionExistsError`; a directory without a manifest is
   an incomplete upload and is ignored. Loading checks the checkpoint against the manifest's
   sha256, so a corrupt or replaced checkpoint is refused (:class:`CorruptModelError`).

@@ -46,7 +46,7 @@ class LockInfo:
 class RegistryLock:
     """A lock file with expiry: ``<registry>/<name>`` holding owner, pid, host and expiry time.
 
-    Created atomically (``O_EXCL`` locally, conditional PUT on S3 where supported, else
+    Created atomically (:func:`nowcast.durability.write_exclusive`: hard link locally, conditional PUT on S3 where supported, else
     check-then-put: best effort). A lock whose expiry has passed is stale and is broken by the
     next acquirer (rename to a unique name first, so two breakers cannot both win locally).
     Use as a context manager; :meth:`refresh` extends a long job's lease.
