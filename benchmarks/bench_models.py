@@ -138,7 +138,7 @@ def run(quick: bool, device: str) -> dict[str, Any]:
         notes.append("bf16 vs fp32 rows need --device cuda (autocast bf16 is used on CUDA only)")
     notes += [
         f"median of {repeats} runs after one warm-up, 15 leads (5-75 min), seeded synthetic history, 2 km cells",
-        f"convlstm: {'the shipped real-data model (nowcast/models/weights/convlstm-real.pt)' if 'weights' in str(ckpt) else 'untrained default ModelConfig (no shipped weights installed)'}; its time includes the optical-flow guide, the neighbourhood prior and the calibration",
+        f"convlstm: {'the shipped real-data model (nowcast/models/weights/convlstm-real.pt)' if 'weights' in str(ckpt) else 'untrained default ModelConfig (no shipped weights installed)'}; its time includes its guides (S-PROG and LK extrapolation nowcasts, see its model_config.guide_sources), the network, the neighbourhood prior and the calibration",
         "extrapolation and sprog always run on the CPU (pysteps/numpy)",
     ]
     return result(NAME, rows, columns=["grid", "model", "device", "forecast_s", "vs_extrapolation", "peak_py_mb", "gpu_peak_mb"], notes=notes)

@@ -124,6 +124,7 @@ def environment(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "device": device,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],  # 1/5/15 min when stamped: other jobs on a shared machine
     }
     try:
         import torch
