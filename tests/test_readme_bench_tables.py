@@ -1,0 +1,39 @@
+"""The README's benchmark figures (store, ingest, forecast wall time, training) are generated from the committed results."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _renderer():
+    spec = importlib.util.spec_from_file_location("render_bench", ROOT / "benchmarks" / "render_bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_readme_benchmark_figures_match_the_committed_results() -> None:
+    mod = _renderer()
+    assert mod.main(["--check"]) == 0, "README benchmark figures are stale: run python benchmarks/render_bench.py"
+
+
+def test_a_changed_timing_changes_the_table() -> None:
+    mod = _renderer()
+    doc = json.loads(mod.RESULTS.read_text())
+    changed = copy.deepcopy(doc)
+    row = next(r for r in changed["benchmarks"]["models"]["rows"] if r["model"] == "convlstm")
+    row["forecast_s"] *= 2
+    assert mod.section(changed) != mod.section(doc)
+    assert "ConvLSTM / S-PROG" in mod.section(doc)
+    for name in ("store", "ingest", "training"):  # every section changes with its figures
+        bench = changed["benchmarks"][mod.SECTIONS[name][0]]
+        for row in bench["rows"]:
+            for key, value in row.items():
+                if isinstance(value, float):
+                    row[key] = value * 3 + 1
+        assert mod.section(changed, name) != mod.section(doc, name)
