@@ -185,14 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = json.loads(RESULTS.read_text())
     text = README.read_text()
     new = render(text, doc)
-    if args.check:
-        stale = new != text
-        sys.stdout.write("README benchmark figures are stale: run python benchmarks/render_bench.py\n" if stale else "README benchmark figures are current\n")
-        return 1 if stale else 0
-    if new != text:
-        README.write_text(new)
-    sys.stdout.write("updated\n" if new != text else "already current\n")
-    return 0
+    return readme_sections.write_or_check(README, new, args.check, "benchmark section", "render_bench.py")
 
 
 if __name__ == "__main__":

@@ -58,14 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = json.loads(args.results.read_text())
     text = README.read_text()
     new = text.replace(current_section(text), section(doc))
-    if args.check:
-        stale = new != text
-        sys.stdout.write("README skill section is stale: run python benchmarks/render_skill.py\n" if stale else "README skill section is current\n")
-        return 1 if stale else 0
-    if new != text:
-        README.write_text(new)
-    sys.stdout.write("updated\n" if new != text else "already current\n")
-    return 0
+    return readme_sections.write_or_check(README, new, args.check, "skill section", "render_skill.py")
 
 
 if __name__ == "__main__":

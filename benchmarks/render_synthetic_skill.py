@@ -118,14 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     docs = [json.loads(f.read_text()) for f in (CARD, SUMMARY, HOT_PATH)] + [json.loads(FIRST_RUN.read_text()) if FIRST_RUN.is_file() else None]
     text = README.read_text()
     new = text.replace(readme_sections.current_section(text, BEGIN, END, "synthetic skill"), section(*docs))
-    if args.check:
-        stale = new != text
-        sys.stdout.write("README synthetic section is stale: run python benchmarks/render_synthetic_skill.py\n" if stale else "README synthetic section is current\n")
-        return 1 if stale else 0
-    if new != text:
-        README.write_text(new)
-    sys.stdout.write("updated\n" if new != text else "already current\n")
-    return 0
+    return readme_sections.write_or_check(README, new, args.check, "synthetic section", "render_synthetic_skill.py")
 
 
 if __name__ == "__main__":
