@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -109,6 +109,62 @@ def _url(path: str | Path) -> str:
     """The store location as a string: a local path or an object-storage URL."""
     text = str(path)
     return text[len("file://") :] if text.startswith("file://") else text
+
+
+@runtime_checkable
+class ForecastStoreLike(Protocol):
+    """What readers of a forecast store use (the API's data access, maps, points).
+
+    :class:`ForecastStore` is the implementation; the inference service, its only writer, takes
+    the concrete class. Shapes: fields (y, x) float32; runs (lead_time, y, x).
+    """
+
+    @property
+    def url(self) -> str:
+        """Where the store lives (a path or ``s3://`` URL)."""
+        ...
+
+    @property
+    def grid(self) -> Grid:
+        """The grid of every run."""
+        ...
+
+    @property
+    def version(self) -> str:
+        """Changes whenever a run is published or removed (a cache key)."""
+        ...
+
+    def init_times(self) -> pd.DatetimeIndex:
+        """Init times of the complete runs, ascending."""
+        ...
+
+    def latest(self) -> RunInfo | None:
+        """The newest complete run, or None."""
+        ...
+
+    def has(self, init_time: object) -> bool:
+        """Whether a complete run exists for ``init_time``."""
+        ...
+
+    def run_info(self, init_time: object) -> RunInfo:
+        """Metadata of one run (ForecastStoreError if absent)."""
+        ...
+
+    def open_run(self, init_time: object) -> xr.Dataset:
+        """One run as a lazy Dataset (lead_time, y, x)."""
+        ...
+
+    def read_lead(self, init_time: object, lead: pd.Timedelta, variable: str = dims.RAIN_RATE) -> np.ndarray:
+        """One field (y, x) float32 of ``variable`` at ``init_time`` + ``lead``."""
+        ...
+
+    def read_run(self, init_time: object) -> tuple[pd.TimedeltaIndex, np.ndarray, np.ndarray]:
+        """(leads, rain (lead, y, x) mm/h, lightning probability (lead, y, x)) of one run."""
+        ...
+
+    def read_point(self, init_time: object, row: int, col: int) -> dict[str, np.ndarray]:
+        """Every lead of every variable at one grid cell."""
+        ...
 
 
 class ForecastStore:

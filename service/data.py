@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from nowcast import dims, storage
-from nowcast.forecast_store import ForecastStore, ForecastStoreError, RunInfo
+from nowcast.forecast_store import ForecastStore, ForecastStoreError, ForecastStoreLike, RunInfo
 from nowcast.grid import Grid
 from service.cache import CachedBody, LRUCache
 from service.settings import ServiceSettings
@@ -164,7 +164,7 @@ class DataAccess:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self._obs = None
-        self._fc: ForecastStore | None = None
+        self._fc: ForecastStoreLike | None = None
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._rechecking = False
@@ -207,7 +207,7 @@ class DataAccess:
                         raise Unavailable(f"observation store not available yet: {exc}") from exc
         return self._obs
 
-    def forecasts(self) -> ForecastStore | None:
+    def forecasts(self) -> ForecastStoreLike | None:
         """The forecasts store, or None until the inference loop has created it."""
         if self._fc is None:
             with self._lock:

@@ -38,3 +38,16 @@ def test_store_and_lazy_stand_in_satisfy_the_protocol(tmp_path) -> None:
     assert lazy.window(T0 + 2 * STEP, 3, rows=slice(0, 4)).equals(store.window(T0 + 2 * STEP, 3, rows=slice(0, 4)))
     times = [T0 + 2 * STEP, T0]
     assert lazy.read_times(times).equals(store.read_times(times))
+
+
+def test_forecast_store_satisfies_the_reader_protocol(tmp_path) -> None:
+    """The API reads forecasts through ForecastStoreLike; the store implements every member."""
+    from nowcast.forecast_store import ForecastStore, ForecastStoreLike
+
+    grid = Grid.from_bounds("EPSG:3035", 4_000_000, 2_500_000, 4_016_000, 2_512_000, 1000)
+    fc = ForecastStore.create(str(tmp_path / "fc"), grid)
+    assert isinstance(fc, ForecastStoreLike)
+    members = {n for n in dir(ForecastStoreLike) if not n.startswith("_")}
+    assert members <= {n for n in dir(fc) if not n.startswith("_")}
+    assert fc.latest() is None and fc.version == "none:0" and len(fc.init_times()) == 0
+    assert not isinstance(object(), ForecastStoreLike)
