@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.bench_scripts import load_script
 
 
-def _renderer():
-    spec = importlib.util.spec_from_file_location("render_bench", ROOT / "benchmarks" / "render_bench.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _renderer():  # noqa: ANN202
+    return load_script("render_bench")
 
 
 def test_readme_benchmark_figures_match_the_committed_results() -> None:

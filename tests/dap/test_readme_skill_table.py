@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench_scripts import load_script
 
 
-def _renderer():
-    spec = importlib.util.spec_from_file_location("render_skill", ROOT / "benchmarks" / "render_skill.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _renderer():  # noqa: ANN202
+    return load_script("render_skill")
 
 
 def test_readme_skill_section_matches_the_committed_results() -> None:
