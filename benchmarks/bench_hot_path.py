@@ -30,7 +30,6 @@ import logging
 import os
 import platform
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_api import stop  # type: ignore[import-not-found]  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "hot-path.json"
@@ -124,12 +126,7 @@ def measure(frames: int, startup_timeout: float, workdir: Path) -> dict[str, Any
             time.sleep(0.2)
         s_sum, s_n = metric_sum_count(url, "nowcast_frame_to_forecast_seconds")
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(proc)
     api = [r["api_seconds"] for r in rows]
     return {
         "schema": "nowcast-bench-hot-path/1",
