@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,24 @@ MARSHALL_PALMER = ZRRelation()
 
 
 def crs_attrs(crs: object) -> dict[str, str]:
-    """CF grid-mapping attributes (``crs_wkt``, ``spatial_ref``, ``proj4``) for a pyproj-compatible CRS."""
+    """CF grid-mapping attributes (``crs_wkt``, ``spatial_ref``, ``proj4``) for a pyproj-compatible CRS.
+
+    Every window read attaches its store's CRS: the attributes of a hashable ``crs`` (a WKT or
+    EPSG string, a pyproj CRS) are computed once and copied (the WKT/PROJ/CF conversions cost
+    milliseconds each time).
+    """
+    try:
+        return dict(_crs_attrs_cached(crs))
+    except TypeError:  # an unhashable CRS description (e.g. a dict)
+        return _crs_attrs(crs)
+
+
+@lru_cache(maxsize=32)
+def _crs_attrs_cached(crs: object) -> dict[str, str]:
+    return _crs_attrs(crs)
+
+
+def _crs_attrs(crs: object) -> dict[str, str]:
     from pyproj import CRS
 
     c = CRS.from_user_input(crs)
