@@ -144,11 +144,9 @@ def training_parts(
 
 
 def _warm_event(task: tuple[str, str, dict, str]) -> tuple[str, int, float]:
-    """Worker: compute the cached guides of one event store (one torch/BLAS thread)."""
-    import os
+    """Worker: compute the cached guides of one event store (threads: the parent's OMP_NUM_THREADS)."""
     import time
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     from nowcast.store import ObservationStore
     from training.config import parse_options
     from training.dataset import select_windows

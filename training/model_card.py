@@ -148,15 +148,17 @@ def write_store_model_card(checkpoint: Path, *, config_path: str | Path, train_s
     return path
 
 
+def _evaluation_source(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """Where a card's evaluation comes from: the result file, its hash and the plan that made it."""
+    return {"results": str(path), "results_sha256": sha256_file(path), "plan": doc.get("plan"), "plan_hash": doc.get("plan_hash")}
+
+
 def attach_evaluation(card: dict[str, Any], results_path: Path) -> dict[str, Any]:
     """Add the event-blocked DAP results (plan hash, pooled held-out CSI/MCC) to a card."""
     res = json.loads(results_path.read_text())
     card = dict(card)
     card["evaluation"] = {
-        "results": str(results_path),
-        "results_sha256": sha256_file(results_path),
-        "plan": res.get("plan"),
-        "plan_hash": res.get("plan_hash"),
+        **_evaluation_source(results_path, res),
         "minutes": res.get("minutes"),
         "thresholds": res.get("thresholds"),
         "held_out": {c: {"events": e["events"], "scores": {m: {k: v for k, v in s.items() if k in ("csi", "mcc")} for m, s in e["scores"].items()}} for c, e in res.get("classes", {}).items()},
@@ -169,10 +171,7 @@ def attach_lightning_summary(card: dict[str, Any], summary_path: Path) -> dict[s
     doc = json.loads(summary_path.read_text())
     card = dict(card)
     card["evaluation"] = {
-        "results": str(summary_path),
-        "results_sha256": sha256_file(summary_path),
-        "plan": doc.get("plan"),
-        "plan_hash": doc.get("plan_hash"),
+        **_evaluation_source(summary_path, doc),
         "store": doc.get("store"),
         "event": doc.get("event"),
         "probability_threshold": doc.get("probability_threshold"),
