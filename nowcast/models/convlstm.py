@@ -101,9 +101,7 @@ def guide_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig)
     if "sprog" in config.guide_sources:
         from nowcast.models.sprog import sprog_rain
 
-        ar_order = min(2, config.oflow_inputs - 1)
-        wet = motion.has_rain(r, 0.1)
-        rains["sprog"] = sprog_rain(r, velocity, steps, extrapolated, ar_order=ar_order) if wet else np.zeros_like(extrapolated)
+        rains["sprog"] = sprog_rain(r, velocity, steps, extrapolated, ar_order=min(2, config.oflow_inputs - 1))
     chans = [rainrate_to_scaled(rains[src]).astype(dims.FLOAT) for src in config.guide_sources]
     if config.lightning:
         occ = (np.nan_to_num(lightning[-1]) > 0).astype(dims.FLOAT)

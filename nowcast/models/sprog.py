@@ -64,11 +64,7 @@ class SProg:
         rain, light = motion.history_arrays(history, self.n_inputs, self.name)
         steps = motion.lead_steps(leads, motion.cadence_of(history))
         ext, prob, velocity = motion.extrapolation_nowcast(rain, light, steps, oflow=self.oflow, **self.lightning)
-        fc = ext
-        if motion.has_rain(rain, self.rain_threshold):
-            fc = self._sprog(rain, velocity, steps, fallback=ext)
-        else:
-            fc = np.zeros_like(ext)
+        fc = self._sprog(rain, velocity, steps, fallback=ext)
         fc, prob = motion.mask_outputs(fc, prob, rain[-1], light[-1])
         return forecast_dataset(fc, prob, history, leads, self.name, self.version)
 
@@ -104,8 +100,11 @@ def sprog_rain(
 
     ``steps``: lead times in history steps. Returns ``fallback`` (logged) where S-PROG cannot run:
     an input frame without spatial variance or a pysteps failure. Shared by the ``sprog``
-    nowcaster and the ConvLSTM's S-PROG guide channel.
+    nowcaster and the ConvLSTM's S-PROG guide channel. A history without rain (at
+    ``rain_threshold``) gives a dry nowcast.
     """
+    if not motion.has_rain(rain, rain_threshold):
+        return np.zeros_like(fallback)
     dbr = to_dbr(rain[-(ar_order + 1):], rain_threshold, dry_dbr)
     if any(np.ptp(f) == 0 for f in dbr):
         log.info("sprog: an input frame has no spatial variance; using extrapolation")
