@@ -64,7 +64,7 @@ class ServiceSettings(BaseSettings):
         "checked on every request by a cheap change stamp, object storage only this often (0: every request)",
     )
     render_threads: int = Field(2, ge=1, le=64, description="worker threads rendering cache misses (tiles, maps, series)")
-    prewarm_tiles: bool = Field(True, description="decode a new frame and every lead of a new run for tiles as soon as they appear")
+    prewarm_tiles: bool = Field(True, description="decode the frames of /v1/frames for tiles as soon as they appear (newest frame, the run's leads, older frames)")
     max_query_bytes: int = Field(8192, ge=256, description="longer query strings get 414")
     max_header_bytes: int = Field(16384, ge=1024, description="larger request header blocks get 431")
     max_body_bytes: int = Field(65536, ge=0, description="larger request bodies get 413 (the API takes no uploads)")
