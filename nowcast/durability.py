@@ -138,6 +138,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     _fsync_dir(target.parent)
 
 
+def _publish_local(target: Path, data: bytes, publish: Any) -> None:
+    """Write ``data`` to a fsynced temporary beside ``target``, then ``publish(tmp, target)``
+    (``os.replace``: overwrite; ``os.link``: create only) and fsync the folder; the temporary
+    never outlives the call."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_beside(target)
+    try:
+        _write_synced(tmp, data)
+        publish(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already after a replace
+    _fsync_dir(target.parent)
+
+
 def write_atomic(path: str | Path, data: bytes, fs: Any | None = None) -> None:
     """Replace the file ``path`` with ``data`` atomically (see the module docstring).
 
@@ -147,16 +161,7 @@ def write_atomic(path: str | Path, data: bytes, fs: Any | None = None) -> None:
     if fs is not None and not _is_local_fs(fs):
         fs.pipe_file(str(path), data)  # one PUT: the object is replaced whole
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(target)
-    try:
-        _write_synced(tmp, data)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
+    _publish_local(Path(path), data, os.replace)
 
 
 def write_exclusive(path: str | Path, data: bytes, fs: Any | None = None) -> None:
@@ -177,15 +182,7 @@ def write_exclusive(path: str | Path, data: bytes, fs: Any | None = None) -> Non
                 raise FileExistsError(str(path)) from None
             fs.pipe_file(str(path), data)
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(target)
-    try:
-        _write_synced(tmp, data)
-        os.link(tmp, target)  # atomic; EEXIST when the target exists
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
+    _publish_local(Path(path), data, os.link)  # link is atomic; EEXIST when the target exists
 
 
 def _is_local_fs(fs: Any) -> bool:
