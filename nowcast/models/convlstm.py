@@ -96,16 +96,18 @@ def guide_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig)
         velocity = motion.estimate_motion(r, config.oflow)
     else:
         velocity = np.zeros((2, ny, nx), dtype=dims.FLOAT)
-    extrapolated = np.maximum(motion.advect(r[-1], velocity, steps), 0.0)
+    # one trajectory for every advected field (bit-identical to advecting each with pysteps)
+    path = motion.trajectory(velocity, config.n_leads) if np.any(velocity) else None
+    extrapolated = np.maximum(motion.advect(r[-1], velocity, steps, path=path), 0.0)
     rains = {"extrapolation": extrapolated}
     if "sprog" in config.guide_sources:
         from nowcast.models.sprog import sprog_rain
 
-        rains["sprog"] = sprog_rain(r, velocity, steps, extrapolated, ar_order=min(2, config.oflow_inputs - 1))
+        rains["sprog"] = sprog_rain(r, velocity, steps, extrapolated, ar_order=min(2, config.oflow_inputs - 1), path=path)
     chans = [rainrate_to_scaled(rains[src]).astype(dims.FLOAT) for src in config.guide_sources]
     if config.lightning:
         occ = (np.nan_to_num(lightning[-1]) > 0).astype(dims.FLOAT)
-        chans.append(np.clip(motion.advect(occ, velocity, steps), 0.0, 1.0))
+        chans.append(np.clip(motion.advect(occ, velocity, steps, path=path), 0.0, 1.0))
     return np.stack(chans, axis=1)
 
 

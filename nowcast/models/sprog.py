@@ -94,6 +94,7 @@ def sprog_rain(
     rain_threshold: float = 0.1,
     dry_dbr: float = -15.0,
     probmatching_method: str | None = "cdf",
+    path: np.ndarray | None = None,
 ) -> np.ndarray:
     """The S-PROG rain nowcast (len(steps), y, x) mm/h float32 from the history ``rain`` (N, y, x)
     mm/h (the last ``ar_order + 1`` frames are used) and ``velocity`` (2, y, x) cells/step.
@@ -102,6 +103,10 @@ def sprog_rain(
     an input frame without spatial variance or a pysteps failure. Shared by the ``sprog``
     nowcaster and the ConvLSTM's S-PROG guide channel. A history without rain (at
     ``rain_threshold``) gives a dry nowcast.
+
+    ``path``: the :func:`~nowcast.models.motion.trajectory` of ``velocity`` when the caller has
+    it (whole steps): then :func:`sprog_along` runs the same algorithm on that trajectory instead
+    of pysteps' ``sprog.forecast`` re-integrating the motion at every step (equal to it; tested).
     """
     if not motion.has_rain(rain, rain_threshold):
         return np.zeros_like(fallback)
@@ -116,17 +121,20 @@ def sprog_rain(
     ts = int(np.rint(steps.max())) if integral else [float(s) for s in steps]
 
     try:
-        with motion.quiet_pysteps():
-            out = sprog.forecast(
-                dbr,
-                velocity.astype(np.float64),
-                ts,
-                precip_thr=10.0 * np.log10(rain_threshold),
-                n_cascade_levels=n_cascade_levels,
-                ar_order=ar_order,
-                probmatching_method=probmatching_method,
-                extrap_kwargs={"allow_nonfinite_values": True},
-            )
+        if integral and path is not None and len(path) >= ts:
+            out = sprog_along(dbr, path[:ts], 10.0 * np.log10(rain_threshold), n_cascade_levels, ar_order, probmatching_method)
+        else:
+            with motion.quiet_pysteps():
+                out = sprog.forecast(
+                    dbr,
+                    velocity.astype(np.float64),
+                    ts,
+                    precip_thr=10.0 * np.log10(rain_threshold),
+                    n_cascade_levels=n_cascade_levels,
+                    ar_order=ar_order,
+                    probmatching_method=probmatching_method,
+                    extrap_kwargs={"allow_nonfinite_values": True},
+                )
     except Exception as exc:
         log.warning("sprog failed (%s: %s); using extrapolation", type(exc).__name__, exc)
         return fallback
@@ -136,3 +144,100 @@ def sprog_rain(
     rate = np.where(np.isfinite(out), 10.0 ** (out / 10.0), 0.0)
     rate[rate < rain_threshold] = 0.0
     return rate.astype(dims.FLOAT)
+
+
+def sprog_along(
+    dbr: np.ndarray,
+    path: np.ndarray,
+    precip_thr: float,
+    n_cascade_levels: int = 6,
+    ar_order: int = 2,
+    probmatching_method: str | None = "cdf",
+) -> np.ndarray:
+    """pysteps' deterministic S-PROG (``sprog.forecast`` with its defaults: Gaussian band-pass
+    FFT cascade, spatial domain, unconditional AR(``ar_order``), semi-Lagrangian extrapolation)
+    run along a precomputed trajectory.
+
+    dbr: (>= ar_order + 1, y, x) float64 dBR, finite. path: (K, 2, y, x) displacements of
+    :func:`~nowcast.models.motion.trajectory`. Returns (K, y, x) float64 dBR (NaN where moved in
+    from outside the domain), equal to ``sprog.forecast(dbr, velocity, K, ...)``: the same
+    steps in the same order, only the motion integration is shared and the observed field is
+    sorted once for the CDF matching. Raises what the pysteps pieces raise.
+    """
+    from pysteps import cascade
+    from pysteps.nowcasts.utils import compute_percentile_mask, stack_cascades
+    from pysteps.timeseries import autoregression, correlation
+
+    precip = np.array(dbr[-(ar_order + 1):], dtype=np.float64)
+    n_steps, (ny, nx) = len(path), precip.shape[1:]
+    bp_filter = cascade.get_method("gaussian")((ny, nx), n_cascade_levels)
+    decompose, recompose = cascade.get_method("fft")
+    precip_min = np.nanmin(precip)
+    domain_mask = np.logical_or.reduce([~np.isfinite(f) for f in precip])
+    if not np.any(precip >= precip_thr):  # pysteps' check_norain with norain_thr = 0
+        return np.full((n_steps, ny, nx), np.nanmin(precip))
+    # the older inputs moved to the time of the last one (outside the domain: their minimum)
+    for i in range(ar_order):
+        precip[i] = motion.warp(precip[i], path[ar_order - i - 1], np.nanmin(precip[i]))
+    for f in precip:
+        f[~np.isfinite(f)] = np.nanmin(f)
+    decomps = [
+        decompose(f, bp_filter, mask=None, fft_method="numpy", output_domain="spatial", normalize=True, compute_stats=True, compact_output=True)
+        for f in precip
+    ]
+    full = stack_cascades(decomps, n_cascade_levels, convert_to_full_arrays=True)
+    gamma = np.stack([correlation.temporal_autocorrelation(full[i], mask=None) for i in range(n_cascade_levels)])
+    if ar_order == 2:
+        for i in range(n_cascade_levels):
+            gamma[i, 1] = autoregression.adjust_lag2_corrcoef2(gamma[i, 0], gamma[i, 1])
+    phi = np.stack([autoregression.estimate_ar_params_yw(gamma[i]) for i in range(n_cascade_levels)])
+    cascades = [c[-ar_order:] for c in stack_cascades(decomps, n_cascade_levels, convert_to_full_arrays=False)]
+    decomp = decomps[-1]
+    last = precip[-1]
+    war = np.sum(last >= precip_thr) / last.size
+    mu_0 = np.mean(last[last >= precip_thr]) if probmatching_method == "mean" else None
+    matcher = _CdfMatcher(last) if probmatching_method == "cdf" else None
+    out = np.empty((n_steps, ny, nx))
+    for k in range(n_steps):
+        cascades = [autoregression.iterate_ar_model(cascades[i], phi[i]) for i in range(n_cascade_levels)]
+        decomp["cascade_levels"] = np.stack([c[-1] for c in cascades])
+        field = recompose(decomp)
+        mask = compute_percentile_mask(field, war)
+        field[~mask] = precip_min
+        if matcher is not None:
+            field = matcher(field)
+        elif probmatching_method == "mean":
+            field[mask] = field[mask] - np.mean(field[mask]) + mu_0
+        field[domain_mask] = np.nan
+        out[k] = motion.warp(field, path[k], np.nan)
+    return out
+
+
+class _CdfMatcher:
+    """pysteps' ``nonparam_match_empirical_cdf(field, target)`` for one fixed target, with the
+    target sorted once (its wet-fraction adjustment applied to the sorted values)."""
+
+    def __init__(self, target: np.ndarray) -> None:
+        t = np.array(target, dtype=float).reshape(-1)
+        self.zero = np.nanmin(t)
+        t = np.where(np.isnan(t), self.zero, t)
+        self.ranked = np.sort(t)
+        self.n_wet = int(np.sum(t > self.zero))
+
+    def __call__(self, field: np.ndarray) -> np.ndarray:
+        f = np.array(field, dtype=float)
+        zvalue = np.nanmin(f)
+        if np.any(~np.isfinite(f)):
+            raise ValueError("Initial array contains non-finite values outside ignore_indices mask.")
+        idxzeros = f == zvalue
+        ranked = self.ranked
+        n_wet_f = int(np.sum(f > zvalue))
+        if self.n_wet > n_wet_f:
+            p = np.percentile(ranked, 100 * (1 - n_wet_f / f.size))
+            ranked = np.where(ranked < p, self.zero, ranked)
+        flat = f.reshape(-1)
+        ranks = np.empty(flat.size, int)
+        ranks[flat.argsort()] = np.arange(flat.size)
+        out = ranked[ranks].reshape(f.shape)
+        out[idxzeros] = self.zero
+        return out
