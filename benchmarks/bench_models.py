@@ -5,7 +5,9 @@ same 15 leads (5..75 min) in the same process; times are medians over repeats af
 call. The ConvLSTM is the shipped real-data model (``nowcast/models/weights/convlstm-real.pt``:
 its architecture, guide smoothing, exceedance heads and calibration), or, when no weights are
 installed, an untrained network of the default ``ModelConfig``; its cost does not depend on
-the weights. Ratios are relative to extrapolation on the same grid.
+the weights. Ratios are relative to extrapolation on the same grid. S-PROG runs twice: as pysteps' own
+``sprog.forecast`` (the reference, the ``sprog`` default) and with its motion trajectory shared
+(``share_trajectory=True``, identical output), which is how the ConvLSTM computes its S-PROG guide.
 With ``--device cuda`` the ConvLSTM runs on the GPU (bf16 autocast, as in the service) and the
 network alone is also timed in bf16 and fp32.
 
@@ -21,7 +23,9 @@ from typing import Any
 from common import main, median, repeat, result, timed  # type: ignore[import-not-found]
 
 NAME = "models"
-MODELS = ("extrapolation", "sprog", "convlstm")
+#: "sprog" is pysteps' own sprog.forecast (the reference); "sprog-shared" the same S-PROG with the
+#: motion integrated once and shared by its fields (equal output), as the ConvLSTM's guide runs it
+MODELS = ("extrapolation", "sprog", "sprog-shared", "convlstm")
 
 
 def _history(size: int, n: int, seed: int = 11):
@@ -108,6 +112,7 @@ def run(quick: bool, device: str) -> dict[str, Any]:
         models = {
             "extrapolation": create_nowcaster("extrapolation"),
             "sprog": create_nowcaster("sprog"),
+            "sprog-shared": create_nowcaster("sprog", share_trajectory=True),
             "convlstm": create_nowcaster("convlstm", checkpoint=str(ckpt), device=device),
         }
         n_hist = max(int(m.n_inputs) for m in models.values())
@@ -138,7 +143,8 @@ def run(quick: bool, device: str) -> dict[str, Any]:
         notes.append("bf16 vs fp32 rows need --device cuda (autocast bf16 is used on CUDA only)")
     notes += [
         f"median of {repeats} runs after one warm-up, 15 leads (5-75 min), seeded synthetic history, 2 km cells",
-        f"convlstm: {'the shipped real-data model (nowcast/models/weights/convlstm-real.pt)' if 'weights' in str(ckpt) else 'untrained default ModelConfig (no shipped weights installed)'}; its time includes its guides (S-PROG and LK extrapolation nowcasts, see its model_config.guide_sources), the network, the neighbourhood prior and the calibration",
+        f"convlstm: {'the shipped real-data model (nowcast/models/weights/convlstm-real.pt)' if 'weights' in str(ckpt) else 'untrained default ModelConfig (no shipped weights installed)'}; its time includes its guides (S-PROG and LK extrapolation nowcasts on one shared motion trajectory, see its model_config.guide_sources), the network, the neighbourhood prior and the calibration",
+        "sprog: pysteps' sprog.forecast as the sprog nowcaster calls it by default (the reference); sprog-shared: the same nowcaster with share_trajectory=True (identical output, motion integrated once)",
         "extrapolation and sprog always run on the CPU (pysteps/numpy)",
     ]
     return result(NAME, rows, columns=["grid", "model", "device", "forecast_s", "vs_extrapolation", "peak_py_mb", "gpu_peak_mb"], notes=notes)

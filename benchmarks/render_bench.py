@@ -136,20 +136,36 @@ def models_table(bench: dict[str, Any]) -> str:
         f"{env.get('torch', '?')}, {load_text}: compare the ratios of one run. Median of repeated forecasts after a warm-up, "
         "15 leads (5-75 min), the same seeded synthetic history for every method.",
         "",
-        "| grid | extrapolation (pysteps LK) | S-PROG | ConvLSTM | ConvLSTM / S-PROG | ConvLSTM / extrapolation |",
-        "|---|---|---|---|---|---|",
     ]
     by: dict[str, dict[str, dict[str, Any]]] = {}
     for r in bench["rows"]:
         if r.get("device", "cpu") == "cpu" and "forecast_s" in r and r.get("precision") in (None, "fp32"):
             by.setdefault(r["grid"], {})[r["model"]] = r
+    shared = any("sprog-shared" in rows for rows in by.values())
+    if shared:
+        lines += [
+            "| grid | extrapolation (pysteps LK) | S-PROG (pysteps) | S-PROG (shared trajectory) | ConvLSTM | ConvLSTM / S-PROG (pysteps) | ConvLSTM / S-PROG (shared) | ConvLSTM / extrapolation |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+    else:
+        lines += [
+            "| grid | extrapolation (pysteps LK) | S-PROG | ConvLSTM | ConvLSTM / S-PROG | ConvLSTM / extrapolation |",
+            "|---|---|---|---|---|---|",
+        ]
     for grid, rows in by.items():
-        if not all(m in rows for m in METHODS):
+        if not all(m in rows for m in METHODS) or (shared and "sprog-shared" not in rows):
             continue
         ext, sp, cl = (rows[m]["forecast_s"] for m in METHODS)
-        lines.append(
-            f"| {grid} | {_s(ext)} | {_s(sp)} ({sp / ext:.2f}x) | {_s(cl)} ({cl / ext:.2f}x) | {cl / sp:.2f} | {cl / ext:.2f} |"
-        )
+        if shared:
+            sh = rows["sprog-shared"]["forecast_s"]
+            lines.append(
+                f"| {grid} | {_s(ext)} | {_s(sp)} ({sp / ext:.2f}x) | {_s(sh)} ({sh / ext:.2f}x) | {_s(cl)} ({cl / ext:.2f}x) "
+                f"| {cl / sp:.2f} | {cl / sh:.2f} | {cl / ext:.2f} |"
+            )
+        else:
+            lines.append(
+                f"| {grid} | {_s(ext)} | {_s(sp)} ({sp / ext:.2f}x) | {_s(cl)} ({cl / ext:.2f}x) | {cl / sp:.2f} | {cl / ext:.2f} |"
+            )
     lines += ["", *[f"- {n}" for n in bench.get("notes", [])]]
     return "\n".join(lines)
 

@@ -51,6 +51,6 @@ class Extrapolation:
         """Advect the last frame of ``history`` (time, y, x) to each lead."""
         rain, light = motion.history_arrays(history, self.n_inputs, self.name)
         steps = motion.lead_steps(leads, motion.cadence_of(history))
-        fc, prob, _ = motion.extrapolation_nowcast(rain, light, steps, oflow=self.oflow, oflow_kwargs=self.oflow_kwargs, **self.lightning)
+        fc, prob, _, _ = motion.extrapolation_nowcast(rain, light, steps, oflow=self.oflow, oflow_kwargs=self.oflow_kwargs, **self.lightning)
         fc, prob = motion.mask_outputs(fc, prob, rain[-1], light[-1])
         return forecast_dataset(fc, prob, history, leads, self.name, self.version)

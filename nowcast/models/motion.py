@@ -269,23 +269,29 @@ def extrapolation_nowcast(
     lightning_radius: int = 2,
     lightning_sigma0: float = 1.0,
     lightning_growth: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    share_trajectory: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Advect the last frame by the motion of ``rain`` (time, y, x) mm/h.
 
-    Returns ``(rain_forecast, lightning_probability, velocity)``: (lead, y, x) float32 mm/h
-    (NaN-free, coverage not yet applied), (lead, y, x) float32 in [0, 1], (2, y, x) float32.
+    Returns ``(rain_forecast, lightning_probability, velocity, path)``: (lead, y, x) float32 mm/h
+    (NaN-free, coverage not yet applied), (lead, y, x) float32 in [0, 1], (2, y, x) float32, and
+    with ``share_trajectory`` the :func:`trajectory` both fields were moved along (for further
+    fields, e.g. S-PROG's; the same result as integrating each), else None.
     """
     ny, nx = rain.shape[1:]
     if has_rain(rain) or np.any(np.nan_to_num(lightning[-1]) > 0):
         velocity = estimate_motion(rain, oflow, **(oflow_kwargs or {}))
     else:
         velocity = np.zeros((2, ny, nx), dtype=dims.FLOAT)
+    path = None
+    if share_trajectory and np.any(velocity) and np.allclose(steps, np.rint(steps)):
+        path = trajectory(velocity, int(np.rint(np.max(steps))))
     if has_rain(rain):
-        fc = advect(rain[-1], velocity, steps)
+        fc = advect(rain[-1], velocity, steps, path=path)
         fc[fc < 0] = 0.0
     else:
         fc = np.zeros((len(steps), ny, nx), dtype=dims.FLOAT)
     occ = lightning_occurrence(lightning[-1], lightning_radius)
-    occ_fc = advect(occ, velocity, steps)
+    occ_fc = advect(occ, velocity, steps, path=path)
     prob = smooth_probability(occ_fc, steps, lightning_sigma0, lightning_growth)
-    return fc, prob, velocity
+    return fc, prob, velocity, path

@@ -6,6 +6,11 @@ threshold 0.1 mm/h, dB transform with the dry value at -15 dBR, CDF probability 
 Falls back to plain extrapolation (logged) where S-PROG cannot run: an input frame without
 spatial variance (e.g. a constant field) or a pysteps failure. No rain -> dry forecast.
 Lightning probability and the NaN rules as in :mod:`nowcast.models.motion`.
+
+By default the nowcaster calls pysteps' ``sprog.forecast`` itself (the reference). With
+``share_trajectory=True`` the motion is integrated once and the extrapolation, lightning and
+S-PROG fields move along it (:func:`sprog_along`): the same numbers, less time. The ConvLSTM's
+S-PROG guide always shares its trajectory.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class SProg:
         lightning_radius: int = 2,
         lightning_sigma0: float = 1.0,
         lightning_growth: float = 0.5,
+        share_trajectory: bool = False,
     ) -> None:
         if n_cascade_levels < 1 or ar_order < 1:
             raise ValueError(f"sprog: n_cascade_levels and ar_order must be >= 1, got {n_cascade_levels}, {ar_order}")
@@ -53,6 +59,7 @@ class SProg:
         self.rain_threshold = float(rain_threshold)
         self.dry_dbr = float(dry_dbr)
         self.probmatching_method = probmatching_method
+        self.share_trajectory = bool(share_trajectory)
         self.lightning = {"lightning_radius": int(lightning_radius), "lightning_sigma0": float(lightning_sigma0), "lightning_growth": float(lightning_growth)}
 
     @property
@@ -63,14 +70,16 @@ class SProg:
         """S-PROG nowcast from the last ``n_inputs`` frames of ``history`` (time, y, x)."""
         rain, light = motion.history_arrays(history, self.n_inputs, self.name)
         steps = motion.lead_steps(leads, motion.cadence_of(history))
-        ext, prob, velocity = motion.extrapolation_nowcast(rain, light, steps, oflow=self.oflow, **self.lightning)
-        fc = self._sprog(rain, velocity, steps, fallback=ext)
+        ext, prob, velocity, path = motion.extrapolation_nowcast(
+            rain, light, steps, oflow=self.oflow, share_trajectory=self.share_trajectory, **self.lightning
+        )
+        fc = self._sprog(rain, velocity, steps, fallback=ext, path=path)
         fc, prob = motion.mask_outputs(fc, prob, rain[-1], light[-1])
         return forecast_dataset(fc, prob, history, leads, self.name, self.version)
 
-    def _sprog(self, rain: np.ndarray, velocity: np.ndarray, steps: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    def _sprog(self, rain: np.ndarray, velocity: np.ndarray, steps: np.ndarray, fallback: np.ndarray, path: np.ndarray | None = None) -> np.ndarray:
         return sprog_rain(
-            rain, velocity, steps, fallback,
+            rain, velocity, steps, fallback, path=path,
             n_cascade_levels=self.n_cascade_levels, ar_order=self.ar_order, rain_threshold=self.rain_threshold,
             dry_dbr=self.dry_dbr, probmatching_method=self.probmatching_method,
         )

@@ -85,3 +85,22 @@ def test_cdf_matcher_equals_pysteps_empirical_cdf_matching(wetter_target: bool) 
     matcher = _CdfMatcher(target)
     for f in (field, field + 1.0, np.where(field > 5.0, field, -15.0)):
         np.testing.assert_array_equal(matcher(f), nonparam_match_empirical_cdf(f, target))
+
+
+def test_sprog_nowcaster_sharing_its_trajectory_gives_the_same_forecast() -> None:
+    import pandas as pd
+
+    from nowcast import dims
+    from nowcast.models import create_nowcaster
+    from tests.models.model_data import make_history
+
+    rain = _textured(4, seed=9)
+    light = np.zeros_like(rain)
+    light[-1, 30:33, 40:43] = 2.0
+    hist = make_history(rain, light)
+    leads = [pd.Timedelta(minutes=5 * k) for k in (1, 3, 6)]
+    reference = create_nowcaster("sprog").forecast(hist, leads)
+    shared = create_nowcaster("sprog", share_trajectory=True).forecast(hist, leads)
+    for var in (dims.RAIN_RATE, dims.LIGHTNING_PROBABILITY):
+        np.testing.assert_array_equal(shared[var].values, reference[var].values)
+    assert float(reference[dims.RAIN_RATE].sum()) > 0 and float(reference[dims.LIGHTNING_PROBABILITY].sum()) > 0
