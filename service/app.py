@@ -1,9 +1,10 @@
 """The FastAPI application: ``create_app(settings)`` builds a fresh app (no import-time state).
 
 The app serves the v1 API, the Prometheus metrics and the dashboard. Inference does not run
-per request: pass an :class:`~service.inference.InferenceLoop` (``nowcast serve`` does) to
-expose its status and the admin routes; ``create_app`` only starts/stops that loop with the
-app's lifespan when ``start_inference`` is true.
+per request: pass an :class:`~service.inference.InferenceLoop` (a thread of this process) or
+an :class:`~service.inference_process.InferenceProcess` (the proxy of a child process; what
+``nowcast serve`` passes by default) to expose its status and the admin routes; ``create_app``
+only starts/stops it with the app's lifespan when ``start_inference`` is true.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from fastapi import FastAPI, Request
@@ -24,11 +26,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nowcast.forecast_store import ForecastStoreError
 from service.cache import CachedBody, LRUCache
 from service.data import BadRequest, DataAccess, NotFound, Unavailable
-from service.inference import InferenceLoop
 from service.metrics import ServiceMetrics
 from service.middleware import HotCache, RequestGuard
 from service.routes.deps import cached_response
 from service.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from service.inference import InferenceLoop
+    from service.inference_process import InferenceProcess
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,8 @@ WARM_MODULES = (
     "matplotlib.backends.backend_agg",
     "netCDF4",
 )
-#: imported as well when an inference loop runs in this process (the built-in models use them)
+#: imported as well when an inference loop runs in this process (the built-in models use them);
+#: not for the proxy of an inference process, so that the API process never loads the models
 INFERENCE_MODULES = ("pysteps", "pysteps.motion", "pysteps.extrapolation", "scipy.ndimage")
 
 
@@ -94,15 +100,22 @@ def warm_imports(names: tuple[str, ...] | list[str]) -> list[str]:
     return done
 
 
-def create_app(settings: ServiceSettings | None = None, inference: InferenceLoop | None = None, *, start_inference: bool = False) -> FastAPI:
-    """Build the app for ``settings``; ``inference`` (optional) is the loop of this process.
+def create_app(
+    settings: ServiceSettings | None = None,
+    inference: InferenceLoop | InferenceProcess | None = None,
+    *,
+    start_inference: bool = False,
+) -> FastAPI:
+    """Build the app for ``settings``; ``inference`` (optional) is the loop of this process or the
+    proxy of an inference process.
 
     Heavy modules are imported here, before the loop's thread or the server's worker threads
     start (see WARM_MODULES). ``uvicorn --factory service.app:create_app`` builds an API-only
     app from ``NOWCAST_*`` variables (several workers behind a proxy, see docs/deploy.md).
     """
     settings = settings or ServiceSettings()
-    warm_imports(WARM_MODULES + (INFERENCE_MODULES if inference is not None else ()))
+    in_process = inference is not None and getattr(inference, "in_process", True)
+    warm_imports(WARM_MODULES + (INFERENCE_MODULES if in_process else ()))
     access = DataAccess(settings)
     #: responses replayed by HotCache (bounded like the other caches)
     replay: LRUCache[tuple] = LRUCache(max(1024, settings.cache_items * 8), max_bytes=settings.field_cache_mb * 2**20 // 8)

@@ -3,8 +3,9 @@
 A background thread polls the observation store's version (every ``poll_seconds``). When
 the last complete frame has no forecast yet, it reads the model's input window, runs the
 nowcaster and writes the run into the forecasts store (data first, then the run's marker),
-then applies retention. The loop is the forecasts store's single writer; it runs in the
-``nowcast serve`` process, never per request.
+then applies retention. The loop is the forecasts store's single writer, never run per
+request: ``nowcast serve`` runs it in a child process (:mod:`service.inference_process`, the
+default) or, with ``inference_process = false``, as a thread of the API process.
 
 Model choice: the configured model (with its checkpoint); when it cannot be created or
 loaded, the fallback model (extrapolation) and the status says why.
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Listener = Callable[[dict[str, Any]], None]
+
+
+class InferenceUnavailable(RuntimeError):
+    """The inference process is not running or did not answer in time (the admin routes answer 503)."""
 
 
 @dataclass
@@ -99,6 +104,9 @@ def model_card_of(settings: ServiceSettings, champion: tuple[str, Any] | None, c
 
 class InferenceLoop:
     """Runs the configured nowcaster on each new frame; see the module docstring."""
+
+    #: the loop runs in the process that holds this object (create_app warms the model modules)
+    in_process = True
 
     def __init__(self, settings: ServiceSettings, observation_store: ObservationStoreLike | None = None) -> None:
         self.settings = settings

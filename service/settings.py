@@ -40,7 +40,22 @@ class ServiceSettings(BaseSettings):
     )
     fallback_model: str = Field("extrapolation", description="used when the configured model cannot be loaded")
     lead_minutes: list[int] = Field(default_factory=lambda: [5 * i for i in range(1, 16)], description="forecast leads, minutes")
-    inference: bool = Field(True, description="run the inference loop in this process")
+    inference: bool = Field(True, description="`nowcast serve` runs the inference loop (in a child process, see inference_process)")
+    inference_process: bool = Field(
+        True,
+        description="`nowcast serve` runs the inference loop in its own child process (the API process keeps a proxy and "
+        "does not import the models); false: a thread of the API process",
+    )
+    inference_nice: int = Field(5, ge=0, le=19, description="niceness added to the inference process (lower priority than the API)")
+    inference_threads: int | None = Field(
+        1, ge=1, description="torch / OpenMP threads of the inference process (None: the libraries' default, one per core)"
+    )
+    inference_restart_seconds: float = Field(
+        2.0, gt=0, description="first delay before an inference process that died is restarted (doubles up to 60 s)"
+    )
+    inference_rpc_timeout_s: float = Field(
+        120.0, gt=0, description="how long the admin routes wait for the inference process (reload, run now) before 503"
+    )
     poll_seconds: float = Field(1.0, gt=0, description="how often the inference loop checks the store version")
     retention_runs: int = Field(36, ge=1, description="forecast runs kept (newest first)")
     retention_hours: float = Field(6.0, gt=0, description="forecast runs older than this (before the newest) are deleted")

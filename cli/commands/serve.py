@@ -1,15 +1,21 @@
-"""``nowcast serve``: the live system - ingest (own process) + inference (thread) + API + dashboard.
+"""``nowcast serve``: the live system - ingest (own process) + inference (own process) + API + dashboard.
 
 With no configuration it runs the synthetic source into ``var/observations.zarr``, forecasts
 with the shipped synthetic ConvLSTM (the champion of the local model registry ``var/models``,
 seeded on first start; extrapolation is the fallback, reported in /v1/status) into
 ``var/forecasts.zarr`` and serves the API and dashboard on http://127.0.0.1:8000/. A settings
 file, ``--model``/``--checkpoint``, ``--no-ingest`` or ``NOWCAST_*`` variables that choose a model,
-registry or ingest turn these model defaults off (``service.settings.live_model_defaults``). Ctrl-C / SIGTERM stop uvicorn, the inference
-thread and the ingest process.
+registry or ingest turn these model defaults off (``service.settings.live_model_defaults``).
+
+Inference runs in a child process (``service.inference_process``: niced by ``inference_nice``,
+``inference_threads`` torch threads, restarted with back-off if it dies, reported in
+/v1/status), so a forecast never holds the API process's GIL; the API process keeps a proxy
+and does not import torch. ``inference_process = false`` runs it as a thread of the API
+process instead. Ctrl-C / SIGTERM stop uvicorn, the inference process (it finishes its current
+run; SIGTERM, then SIGKILL after 30 s) and the ingest process.
 
 The listening socket is bound before anything else starts: a port in use is a one-line error
-(exit status 2) with no ingest process started and nothing written.
+(exit status 2) with no ingest or inference process started and nothing written.
 """
 
 from __future__ import annotations
@@ -115,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from service.app import create_app
-    from service.inference import InferenceLoop
 
     settings = load_settings(args)
     sock = bind(settings.host, settings.port)  # before the ingest process or anything else starts
@@ -129,7 +134,15 @@ def run(args: argparse.Namespace) -> int:
         from ingest.process import run_ingest_process
 
         ingest = run_ingest_process(settings.ingest, store=settings.store)
-    loop = InferenceLoop(settings) if settings.inference else None
+    loop: Any = None
+    if settings.inference and settings.inference_process:
+        from service.inference_process import InferenceProcess
+
+        loop = InferenceProcess(settings)  # the app's lifespan starts the child, after the bind above
+    elif settings.inference:
+        from service.inference import InferenceLoop
+
+        loop = InferenceLoop(settings)
     app = create_app(settings, loop, start_inference=True)
     from service.server import uvicorn_config
 

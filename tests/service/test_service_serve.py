@@ -1,4 +1,4 @@
-"""`nowcast serve` end to end: ingest process + inference + API from one command, clean SIGTERM."""
+"""`nowcast serve` end to end: ingest process + inference process + API from one command, clean SIGTERM."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ def _wait_status(url: str, proc: subprocess.Popen, timeout: float) -> dict:
             pass
         time.sleep(0.5)
     raise AssertionError(f"no forecast within {timeout} s; last status {last}")
+
+
+def _maps_torch(p: psutil.Process) -> bool:
+    """True when the process has torch's shared library mapped (torch imported)."""
+    return any("libtorch" in m.path for m in p.memory_maps())
 
 
 @pytest.mark.slow
@@ -60,7 +65,12 @@ def test_serve_with_no_configuration(tmp_path: Path, free_port) -> None:  # noqa
         assert "immutable" in tile.headers["cache-control"]
         assert httpx.get(url + "/", timeout=10).status_code == 200
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert children, "the ingest process should run as a child process"
+        assert len(children) >= 2, f"ingest and inference should run as child processes: {children}"
+        # the ConvLSTM (torch) runs in the inference child; the API process never loads torch
+        torch_in = [c.pid for c in children if _maps_torch(c)]
+        assert len(torch_in) == 1, f"torch should be loaded by exactly one child (inference), got {torch_in}"
+        assert not _maps_torch(psutil.Process(proc.pid)), "the API process loaded torch"
+        assert psutil.Process(torch_in[0]).nice() == min(19, psutil.Process(proc.pid).nice() + 5)  # inference_nice: below the API
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
