@@ -115,11 +115,13 @@ class InferenceProcess:
             proc.start()
             child.close()  # the child holds its end: EOF here when it exits
             self._proc, self._conn = proc, parent
-        log.info("started inference process pid %s (model %s, nice +%d)", proc.pid, self.settings.model, self.settings.inference_nice)
+        log.info("started inference process pid %s (nice +%d)", proc.pid, self.settings.inference_nice)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Ask the child to finish its current run and exit; SIGTERM, then SIGKILL after ``timeout`` s. Returns its exit code."""
         with self._lock:
+            if self._stopping.is_set() and self._thread is None:  # stopped already (lifespan, then serve)
+                return self._proc.exitcode if self._proc is not None else None
             self._stopping.set()
             proc, conn = self._proc, self._conn
             if proc is not None and proc.is_alive() and conn is not None:
@@ -306,6 +308,7 @@ def _torch_threads(threads: int | None) -> None:
 
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+            log.info("torch threads: %d", torch.get_num_threads())
 
 
 def _child_main(settings: ServiceSettings, conn: Connection, log_level: int = logging.INFO) -> None:
