@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from nowcast.durability import LeaseHeld
+
 FORMAT = "nowcast-model-registry"
 FORMAT_VERSION = 1
 STATUSES = ("candidate", "champion", "retired")
@@ -33,8 +35,9 @@ class CorruptModelError(RegistryError):
     """A checkpoint whose checksum does not match its manifest, or that cannot be loaded."""
 
 
-class LockHeldError(RegistryError):
-    """The retrain lock is held by another live job."""
+class LockHeldError(RegistryError, LeaseHeld):
+    """A registry lock (``retrain.lock``, ``status.lock``) is held by another live job, or was
+    lost; also a :class:`nowcast.durability.LeaseHeld`."""
 
 
 def now_utc() -> pd.Timestamp:
