@@ -372,7 +372,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "python": platform.python_version(),
             "loadavg_before": load_before,
             "loadavg_after": loadavg(),
-            "note": "shared development machine: other jobs were running (see the load averages); compare ratios of one run",
+            "note": "development machine (2 cores here): other jobs may run, see the load averages; compare ratios of one run",
         },
         "targets": targets(rows),
         "rows": rows,
