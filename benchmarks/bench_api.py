@@ -99,6 +99,40 @@ def loadavg() -> list[float]:
         return []
 
 
+def cpu_jiffies() -> tuple[int, int] | None:
+    """(steal, total) CPU jiffies of the machine from /proc/stat (Linux), else None.
+
+    Steal is time the hypervisor gave this VM's virtual CPUs to other guests: on a shared host
+    it inflates tail latencies without any process here being busy, so each row records it.
+    """
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
+def store_versions(api_url: str) -> tuple[str, str] | None:
+    """(newest forecast run's written_at, newest observed frame entry) as the API reports them, or None."""
+    import json
+
+    try:
+        code, body = http_get(api_url + "/v1/forecasts/latest")
+        code2, body2 = http_get(api_url + "/v1/frames")
+    except Exception:  # noqa: BLE001 - the load run reports errors itself
+        return None
+    if code != 200 or code2 != 200:
+        return None
+    return json.loads(body).get("written_at", ""), str(json.loads(body2).get("observed", [])[-1:])
+
+
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
     import httpx
 
@@ -329,15 +363,20 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         print(f"nowcast serve up, first forecast after {first_forecast_s} s", file=sys.stderr, flush=True)
         paths = make_paths(api_url, args.seed)
         for c in args.levels:  # the reference right before the endpoints at the same level: same load
+            jiffies0 = cpu_jiffies()
             ref_r = load(ref_url, ["/tile.png"], c)
+            ref_r["cpu_steal_pct"] = steal_pct(jiffies0, cpu_jiffies())
             print(f"  reference              c={c:3d}: {ref_r['rps']} req/s, p99 {ref_r['p99_ms']} ms", file=sys.stderr, flush=True)
             for endpoint, ps in paths.items():
                 if endpoint == "tile (cold)" and c != 16:
                     continue
+                versions0, jiffies0 = store_versions(api_url), cpu_jiffies()
                 r = load(api_url, ps, c, once=endpoint == "tile (cold)")
-                row = {"endpoint": endpoint, "connections": c, **r}
+                jiffies1, versions1 = cpu_jiffies(), store_versions(api_url)
+                row = {"endpoint": endpoint, "connections": c, **r, "cpu_steal_pct": steal_pct(jiffies0, jiffies1),
+                       "new_data_during_run": None if versions0 is None or versions1 is None else versions0 != versions1}
                 if ref_r:
-                    row.update(ref_rps=ref_r["rps"], ref_p99_ms=ref_r["p99_ms"], ratio=round(r["rps"] / ref_r["rps"], 3) if ref_r["rps"] else None)
+                    row.update(ref_rps=ref_r["rps"], ref_p99_ms=ref_r["p99_ms"], ref_cpu_steal_pct=ref_r["cpu_steal_pct"], ratio=round(r["rps"] / ref_r["rps"], 3) if ref_r["rps"] else None)
                 if endpoint == "tile (cold)" and r["requests"] > len(ps):
                     row["note"] = f"only {len(ps)} distinct cold tiles: the later requests were warm"
                 rows.append(row)

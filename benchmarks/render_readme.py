@@ -45,8 +45,8 @@ def api_table(doc: dict[str, Any]) -> str:
     lines = [
         f"Run {doc['when']} with {client}, {doc['seconds_per_level']:g} s per level, on loopback; `nowcast serve` (default "
         f"configuration, one uvicorn {doc['server']['uvicorn']} worker, ingest and inference running) against a minimal FastAPI "
-        f"{doc['server']['fastapi']} app returning a 20 KB PNG from memory, started by the same run. Machine: {m['cpus']} CPUs "
-        f"shared with other jobs, load average {', '.join(str(x) for x in m['loadavg_before'])} before and "
+        f"{doc['server']['fastapi']} app returning a 20 KB PNG from memory, started by the same run. Machine: {m['cpus']} CPUs, "
+        f"load average {', '.join(str(x) for x in m['loadavg_before'])} before and "
         f"{', '.join(str(x) for x in m['loadavg_after'])} after (1/5/15 min): compare the ratios, not the absolute figures.",
         "",
         "| endpoint | connections | req/s | p50 | p99 | reference req/s | reference p99 | ratio | errors |",
@@ -67,6 +67,17 @@ def api_table(doc: dict[str, Any]) -> str:
         + ("all met." if t["all_met"] else f"missed by {', '.join(missed)}."),
     ]
     notes = [f"{r['endpoint']} c={r['connections']}: {r['note']}" for r in doc["rows"] if r.get("note")]
+    notes += [
+        f"{r['endpoint']} c={r['connections']}: a new frame or forecast landed during this measurement (ingest and inference ran)"
+        for r in doc["rows"] if r.get("new_data_during_run")
+    ]
+    steals = [r["cpu_steal_pct"] for r in doc["rows"] if r.get("cpu_steal_pct") is not None]
+    if steals:
+        worst = max(doc["rows"], key=lambda r: r.get("cpu_steal_pct") or -1.0)
+        notes.append(
+            f"CPU steal (time the hypervisor gave this VM's CPUs to other guests) per measurement: median "
+            f"{sorted(steals)[len(steals) // 2]:.1f} %, highest {worst['cpu_steal_pct']:.1f} % ({worst['endpoint']} c={worst['connections']})"
+        )
     lines += [f"Note: {n}." for n in notes]
     return "\n".join(lines)
 
