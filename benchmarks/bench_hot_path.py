@@ -148,7 +148,7 @@ def measure(frames: int, startup_timeout: float, workdir: Path) -> dict[str, Any
             "python": platform.python_version(),
             "loadavg_before": load_before,
             "loadavg_after": list(os.getloadavg()),
-            "note": "shared 2-core development machine, no GPU: other engineers' training jobs were running (see the load averages)",
+            "note": "2-core development machine, no GPU; other jobs may run: see the load averages",
         },
     }
 

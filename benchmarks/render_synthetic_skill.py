@@ -101,7 +101,7 @@ def section_body(card: dict[str, Any], summary: dict[str, Any], hot: dict[str, A
         f"over {len(frames)} new frames, the forecast was visible in `/v1/status` at most {hot['api_seconds_max']:.2f} s (mean {hot['api_seconds_mean']:.2f} s) after the frame "
         f"(model run {min(f['compute_seconds'] for f in frames):.2f}-{max(f['compute_seconds'] for f in frames):.2f} s; target <= {hot['target_seconds']:g} s: "
         f"**{'met' if hot['target_met'] else 'not met'}**); first forecast {hot['first_forecast_s']:.0f} s after start. Machine: {m['cpus']} shared CPU cores, no GPU, "
-        f"load average {m['loadavg_before'][0]:.1f} before / {m['loadavg_after'][0]:.1f} after (other engineers' training jobs). Source: `benchmarks/hot-path.json` "
+        f"load average {m['loadavg_before'][0]:.1f} before / {m['loadavg_after'][0]:.1f} after. Source: `benchmarks/hot-path.json` "
         "(`python benchmarks/bench_hot_path.py`)."
     )
     return "\n".join(lines).rstrip()
