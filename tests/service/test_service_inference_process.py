@@ -119,6 +119,7 @@ def test_admin_routes_call_the_child(tmp_path: Path, obs: Any) -> None:
         assert r.json()["ok"] is True and r.json()["model"]["active"] == "persistence"
         assert proxy.model_status.loaded_at > loaded  # loaded again in the child
         first = client.get("/v1/forecasts/latest").json()
+        time.sleep(1.1)  # written_at is served to the second: the forced run must land in a later one
         r = client.post("/v1/admin/forecast", headers=KEY)
         assert r.status_code == 200, r.text
         assert r.json()["init_time"] == "2025-06-01T12:00:00Z"
