@@ -95,7 +95,8 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a folder (its entries: a rename or a new file in it) where the platform allows."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
@@ -151,7 +152,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _publish_local(target: Path, data: bytes, publish: Any) -> None:
@@ -165,7 +166,7 @@ def _publish_local(target: Path, data: bytes, publish: Any) -> None:
         publish(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)  # gone already after a replace
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def write_atomic(path: str | Path, data: bytes, fs: Any | None = None) -> None:

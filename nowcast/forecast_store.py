@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -453,7 +455,10 @@ class ForecastStore:
         """Publish a forecast Dataset (lead_time, y, x) from a nowcaster; returns the run's info.
 
         The data are written first, then the run's marker. Rewriting an existing init time
-        replaces it (its marker is removed first, so readers never see a mixed run).
+        replaces it without readers ever seeing a mixed run: on a local store the new data are
+        staged beside the old run, which stays readable until a swap of a few file operations
+        (marker removed, two folder renames, marker written; the old data are deleted after); on object
+        storage (no folder rename) the old run's marker and data are removed before writing.
         """
         for v in VARIABLES:
             if v not in forecast:
@@ -468,11 +473,13 @@ class ForecastStore:
             )
         init = dims.to_utc_timestamp(forecast[dims.INIT_TIME].values)
         key = run_key(init)
-        if self._has_marker(key):
-            self._remove(self._marker(key))
-            with self._lock:
-                self._open_runs.pop(key, None)
-        self._remove(self._run_path(key))
+        replacing = self._has_marker(key)
+        staged = replacing and not self.remote
+        target = f"{self._run_url(key)}.staging-{uuid.uuid4().hex[:12]}" if staged else self._run_url(key)
+        if replacing and not staged:
+            self._unpublish(key)
+        elif not replacing:
+            self._remove(self._run_path(key))  # data of an interrupted write (no marker)
 
         ds = xr.Dataset(
             {v: forecast[v].astype(dims.FLOAT) for v in VARIABLES},
@@ -484,10 +491,17 @@ class ForecastStore:
         ny, nx = self.grid.shape
         encoding = {v: {"chunks": (1, 1, ny, nx)} for v in VARIABLES}
         encoding[dims.LEAD_TIME] = {"units": "minutes", "dtype": "int32"}
-        ds.to_zarr(
-            self._run_url(key), mode="w", encoding=encoding, consolidated=False, zarr_format=3, storage_options=self.storage_options
-        )
+        ds.to_zarr(target, mode="w", encoding=encoding, consolidated=False, zarr_format=3, storage_options=self.storage_options)
         durability.crash_point("forecast.write.data")
+        retired = None
+        if staged:  # swap: the run is hidden only between these few file operations (no data copied)
+            self._remove(self._marker(key))
+            with self._lock:
+                self._open_runs.pop(key, None)
+            retired = f"{self._run_url(key)}.retired-{uuid.uuid4().hex[:12]}"
+            os.replace(self._run_url(key), retired)
+            os.replace(target, self._run_url(key))
+            durability.fsync_dir(Path(self._run_url(key)).parent)
 
         info = {
             "init_time": init.isoformat(),
@@ -499,8 +513,17 @@ class ForecastStore:
             "extra": extra or {},
         }
         self._write_marker(key, json.dumps(info))
+        if retired is not None:
+            self._remove(retired)  # the replaced data, once the new run is visible
         log.info("published forecast run %s (%d leads, model %s)", key, len(info["lead_minutes"]), info["model"])
         return self.run_info(key)
+
+    def _unpublish(self, key: str) -> None:
+        """Remove a run's marker (readers stop seeing it), then its data."""
+        self._remove(self._marker(key))
+        with self._lock:
+            self._open_runs.pop(key, None)
+        self._remove(self._run_path(key))
 
     def _age_seconds(self, path: str) -> float | None:
         """Seconds since the newest file under ``path`` was written (None when it is gone)."""

@@ -94,6 +94,35 @@ def test_retention_keeps_the_newest_runs(tmp_path, helpers) -> None:  # noqa: AN
     assert list(fc.init_times()) == [inits[-1]]
 
 
+def test_replacing_a_run_keeps_it_readable_while_the_new_data_are_written(tmp_path, helpers, monkeypatch) -> None:  # noqa: ANN001
+    """A re-forecast of the same init time (admin route) stages its data beside the old run: while
+    the new data are written, readers still find the old run complete; then the new one is served
+    and nothing staged is left behind."""
+    import xarray as xr
+
+    small_grid, make_forecast = helpers.grid, helpers.forecast
+    fc = ForecastStore.create(tmp_path / "fc", small_grid())
+    init = pd.Timestamp("2025-06-01T12:00")
+    fc.write(make_forecast(small_grid(), init, seed=1))
+    before = fc.latest()
+    old = fc.read_lead(init, pd.Timedelta("5min"))
+    reader = ForecastStore.open(tmp_path / "fc")
+    during: list[object] = []
+    to_zarr = xr.Dataset.to_zarr
+
+    def watched(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        run = reader.latest()
+        during.append(None if run is None else (run.written_at, np.array_equal(reader.read_lead(init, pd.Timedelta("5min")), old, equal_nan=True)))
+        return to_zarr(self, *args, **kwargs)
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", watched)
+    fc.write(make_forecast(small_grid(), init, seed=2))
+    assert during == [(before.written_at, True)]  # the old run, complete, while the new data were written
+    new = reader.read_lead(init, pd.Timedelta("5min"))
+    assert not np.array_equal(new, old, equal_nan=True) and reader.latest().written_at > before.written_at
+    assert [p.name for p in (tmp_path / "fc" / "runs").iterdir()] == [init.strftime("%Y%m%dT%H%M%S")]  # nothing staged or retired left
+
+
 def test_forecast_store_round_trip_and_errors(tmp_path, helpers) -> None:  # noqa: ANN001
     small_grid, make_forecast = helpers.grid, helpers.forecast
     g = small_grid()
