@@ -217,15 +217,14 @@ def advect(
     integral = np.allclose(steps, np.rint(steps))
     if integral and path is not None and len(path) >= int(np.rint(steps.max())):
         out = np.stack([warp(f, path[int(k) - 1], outval) for k in np.rint(steps)]).astype(dims.FLOAT)
-        out[~np.isfinite(out)] = outval
-        return out
-    # whole steps: integrate step by step and pick, so any subset of leads matches the full run
-    ts = int(np.rint(steps.max())) if integral else list(map(float, steps))
-    with quiet_pysteps():
-        out = semilagrangian.extrapolate(f, velocity.astype(np.float64), ts, outval=outval)
-    out = np.asarray(out, dtype=dims.FLOAT)
-    if integral:
-        out = out[np.rint(steps).astype(int) - 1]
+    else:
+        # whole steps: integrate step by step and pick, so any subset of leads matches the full run
+        ts = int(np.rint(steps.max())) if integral else list(map(float, steps))
+        with quiet_pysteps():
+            out = semilagrangian.extrapolate(f, velocity.astype(np.float64), ts, outval=outval)
+        out = np.asarray(out, dtype=dims.FLOAT)
+        if integral:
+            out = out[np.rint(steps).astype(int) - 1]
     out[~np.isfinite(out)] = outval
     return out
 
