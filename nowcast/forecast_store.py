@@ -495,9 +495,7 @@ class ForecastStore:
         durability.crash_point("forecast.write.data")
         retired = None
         if staged:  # swap: the run is hidden only between these few file operations (no data copied)
-            self._remove(self._marker(key))
-            with self._lock:
-                self._open_runs.pop(key, None)
+            self._hide(key)
             retired = f"{self._run_url(key)}.retired-{uuid.uuid4().hex[:12]}"
             os.replace(self._run_url(key), retired)
             os.replace(target, self._run_url(key))
@@ -518,11 +516,15 @@ class ForecastStore:
         log.info("published forecast run %s (%d leads, model %s)", key, len(info["lead_minutes"]), info["model"])
         return self.run_info(key)
 
-    def _unpublish(self, key: str) -> None:
-        """Remove a run's marker (readers stop seeing it), then its data."""
+    def _hide(self, key: str) -> None:
+        """Remove a run's marker (readers stop seeing it) and forget its open handle."""
         self._remove(self._marker(key))
         with self._lock:
             self._open_runs.pop(key, None)
+
+    def _unpublish(self, key: str) -> None:
+        """Hide a run, then delete its data."""
+        self._hide(key)
         self._remove(self._run_path(key))
 
     def _age_seconds(self, path: str) -> float | None:
@@ -556,10 +558,7 @@ class ForecastStore:
             doomed.update(k for k in keys[:-1] if ref - parse_key(k) > max_age)
         doomed.discard(keys[-1])
         for key in sorted(doomed):
-            self._remove(self._marker(key))
-            with self._lock:
-                self._open_runs.pop(key, None)
-            self._remove(self._run_path(key))
+            self._unpublish(key)
         # runs without a marker older than a minute are leftovers of an interrupted write
         for name in self._names("runs"):
             if name not in keys and not self._has_marker(name):
