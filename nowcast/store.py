@@ -3,7 +3,8 @@
 This is the only module that knows the on-disk layout and chunking::
 
     <root>/zarr.json            attrs: format, version, cadence_seconds, crs_wkt, last_complete,
-                                frames_written, lightning_written, frames_by_source, time_encoding
+                                frames_written, lightning_written, frames_replaced (slots written
+                                again with overwrite), frames_by_source, time_encoding
     <root>/x, <root>/y          1-D cell-centre coordinates (CRS units)
     <root>/days/YYYYMMDD/       one group per UTC day, created on demand
         rain_rate               (slot, y, x) float32 mm/h, NaN fill; one chunk (or shard) per slot
@@ -410,6 +411,12 @@ class ObservationStore:
         a = self._root_attrs()
         return f"{a.get('frames_written', 0)}.{a.get('lightning_written', 0)}.{a.get('last_complete')}"
 
+    @property
+    def replacements(self) -> int:
+        """Frames (rain or lightning) replaced so far by ``overwrite=True``: with a frame's time, the
+        cache key of its content, which a new frame does not change."""
+        return int(self._root_attrs().get("frames_replaced", 0))
+
     def last_complete(self) -> pd.Timestamp | None:
         """Time of the most recent complete rain frame, or None for an empty store."""
         value = self._root_attrs().get("last_complete")
@@ -559,7 +566,8 @@ class ObservationStore:
             self._day_group(slot.day, create=True)
             attrs = self._day_attrs(slot.day) or {}
             done = set(attrs.get(f"{dims.RAIN_RATE}_slots", []))
-            if slot.index in done and not overwrite:
+            replacing = slot.index in done
+            if replacing and not overwrite:
                 log.debug("frame %s already stored; skipped", t)
                 if light is not None and slot.index not in set(attrs.get(f"{dims.LIGHTNING}_slots", [])):
                     self.append_lightning(t, light)
@@ -579,7 +587,7 @@ class ObservationStore:
                 update[SOURCES_ATTR] = counts
             self._write_attrs(path, update)
             durability.crash_point("store.append.marked")
-            self._bump(rain=t, lightning=light is not None, source=key)
+            self._bump(rain=t, lightning=light is not None, source=key, replaced=replacing)
         log.info("stored frame %s%s", t, f" from {source}" if source else "")
         return True
 
@@ -593,17 +601,22 @@ class ObservationStore:
             self._day_group(slot.day, create=True)
             attrs = self._day_attrs(slot.day) or {}
             done = set(attrs.get(f"{dims.LIGHTNING}_slots", []))
-            if slot.index in done and not overwrite:
+            replacing = slot.index in done
+            if replacing and not overwrite:
                 return False
             self._array(slot.day, dims.LIGHTNING)[slot.index] = light  # type: ignore[index]
             durability.crash_point("store.lightning.data")
             self._write_attrs(f"days/{slot.day}", {f"{dims.LIGHTNING}_slots": sorted(done | {slot.index})})
-            self._bump(rain=None, lightning=True)
+            self._bump(rain=None, lightning=True, replaced=replacing)
         return True
 
-    def _bump(self, rain: pd.Timestamp | None, lightning: bool, source: str = "") -> None:
+    def _bump(self, rain: pd.Timestamp | None, lightning: bool, source: str = "", replaced: bool = False) -> None:
+        """Move the root markers after a slot was marked complete; ``replaced``: it was complete before
+        (counted in ``frames_replaced``, after the new data, so readers drop what they cached of it)."""
         attrs = self._root_attrs()
         update: dict[str, Any] = {}
+        if replaced:
+            update["frames_replaced"] = int(attrs.get("frames_replaced", 0)) + 1
         if rain is not None:
             last = attrs.get("last_complete")
             if not last or pd.Timestamp(last) < rain:

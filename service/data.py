@@ -91,6 +91,8 @@ class FrameRef:
     lead_minutes: int | None
     immutable: bool
     model: str = ""
+    #: when the run of a forecast lead was written (its content version); None for observations
+    written_at: pd.Timestamp | None = None
 
     @property
     def is_forecast(self) -> bool:
@@ -118,6 +120,11 @@ class Snapshot:
     obs_stamp: Any = dc_field(default=None, compare=False, repr=False)
     fc_stamp: Any = dc_field(default=None, compare=False, repr=False)
     checked_at: float = dc_field(default=0.0, compare=False, repr=False)
+    #: frames replaced so far (``nowcast import --overwrite``): part of every observed frame's content version
+    obs_replaced: int = 0
+    #: times of the complete rain and lightning frames, read once per observation version (None: not read)
+    obs_times: frozenset[pd.Timestamp] | None = dc_field(default=None, compare=False, repr=False)
+    lightning_times: frozenset[pd.Timestamp] | None = dc_field(default=None, compare=False, repr=False)
 
     @property
     def versions(self) -> tuple[str, str]:
@@ -129,12 +136,27 @@ class Snapshot:
         fc = posix_seconds(self.latest_run.written_at) if self.latest_run is not None else 0.0
         return max(self.obs_modified, fc)
 
-    def version_of(self, ref: FrameRef) -> str:
-        """The version of the store ``ref`` is read from."""
-        return self.fc_version if ref.is_forecast else self.obs_version
+    def content_version(self, ref: FrameRef, layer: str | None = None) -> str:
+        """Cache key of what ``ref`` shows for ``layer`` (None: every layer, e.g. its netCDF file).
+
+        A new frame or run changes the store versions, not what frames already complete show:
+        an observed frame changes only when it is replaced (``obs_replaced``) and, for its
+        lightning, when its lightning slot becomes complete; a forecast lead only when its run is
+        rewritten (``written_at``). So a new frame leaves every cached tile of the other frames
+        valid. Where that is not known, the store's version (always safe).
+        """
+        if ref.is_forecast:
+            return f"run@{ref.written_at.isoformat()}" if ref.written_at is not None else f"fc:{self.fc_version}"
+        if layer == "rain":
+            return f"obs:{self.obs_replaced}"
+        if self.lightning_times is None:
+            return f"obs@{self.obs_version}"
+        return f"obs:{self.obs_replaced}:{'L' if ref.time in self.lightning_times else '-'}"
 
     def modified_of(self, ref: FrameRef) -> float:
         """Last-Modified (POSIX seconds) of the content of ``ref``."""
+        if ref.is_forecast and ref.written_at is not None:
+            return posix_seconds(ref.written_at)
         if ref.is_forecast and self.latest_run is not None and self.latest_run.init_time == ref.time:
             return posix_seconds(self.latest_run.written_at)
         return self.obs_modified
@@ -309,6 +331,14 @@ class DataAccess:
             fc_version = fc.version if fc is not None else "none"
             if run is not None:  # a run replaced under the same init time (admin re-forecast) is a new version
                 fc_version = f"{fc_version}@{run.written_at.isoformat()}"
+            # the frame lists, read here once per new frame (not by the requests that resolve its keys)
+            prev = self._snapshot
+            if prev is not None and prev.obs_version == obs_version and prev.obs_times is not None:
+                replaced, obs_times, lightning_times = prev.obs_replaced, prev.obs_times, prev.lightning_times
+            else:
+                replaced = obs.replacements
+                obs_times = frozenset(obs.times())
+                lightning_times = frozenset(obs.times(dims.LIGHTNING))
             # a remote store has no mtime: its newest frame's valid time is stable across workers
             modified = posix_seconds(pd.Timestamp(last)) if last is not None else 0.0
             if self._obs_meta is not None:
@@ -325,6 +355,9 @@ class DataAccess:
                 obs_stamp=obs_stamp,
                 fc_stamp=fc_stamp,
                 checked_at=time.monotonic(),
+                obs_replaced=replaced,
+                obs_times=obs_times,
+                lightning_times=lightning_times,
             )
             changed = self._snapshot is None or snap.versions != self._snapshot.versions
             self._snapshot = snap
@@ -348,7 +381,7 @@ class DataAccess:
             refs.append(FrameRef(snap.last_complete, None, immutable=True))
         if snap.latest_run is not None:
             run = snap.latest_run
-            refs += [FrameRef(run.init_time, m, immutable=True, model=run.model) for m in run.lead_minutes()]
+            refs += [FrameRef(run.init_time, m, immutable=True, model=run.model, written_at=run.written_at) for m in run.lead_minutes()]
         try:
             cells = int(np.prod(self.grid().shape))
             older = sorted(t for t in self.observed_times(snap) if snap.last_complete is None or t < snap.last_complete)
@@ -368,7 +401,7 @@ class DataAccess:
                     if self._snapshot is not snap:  # newer data: that refresh warms its own frames
                         return
                     try:
-                        self.levels(ref, layer, snap.version_of(ref))
+                        self.levels(ref, layer, snap.content_version(ref, layer))
                     except Exception as exc:  # noqa: BLE001 - a request will report it
                         log.debug("prewarm of %s %s skipped: %s", ref.key, layer, exc)
 
@@ -379,10 +412,10 @@ class DataAccess:
         return self.current() or self.refresh()
 
     async def snapshot_async(self) -> Snapshot:
-        """The current snapshot; a refresh runs in a worker thread."""
+        """The current snapshot; a refresh runs in a worker thread, once for all the requests waiting on it."""
         snap = self.current()
         if snap is None:
-            snap = await self.in_thread(self.refresh)
+            snap = await self._single_flight(("refresh",), self.refresh)
         return snap
 
     def versions(self) -> tuple[str, str]:
@@ -426,17 +459,22 @@ class DataAccess:
         value = cache.get(key)
         if value is not None:
             return value
+
+        def run() -> T:
+            out = compute()
+            cache.put(key, out)
+            return out
+
+        return await self._single_flight((id(cache), key), run)
+
+    async def _single_flight(self, key: Hashable, fn: Callable[[], T]) -> T:
+        """``fn()`` in a worker thread, shared by every concurrent caller with the same ``key``
+        (errors too); a cancelled caller does not cancel it."""
         loop = asyncio.get_running_loop()
-        flight_key = (id(loop), id(cache), key)
+        flight_key = (id(loop), key)
         task = self._flights.get(flight_key)
         if task is None:
-
-            def run() -> T:
-                out = compute()
-                cache.put(key, out)
-                return out
-
-            task = loop.create_task(self.in_thread(run))
+            task = loop.create_task(self.in_thread(fn))
             self._flights[flight_key] = task
             task.add_done_callback(lambda _t: self._flights.pop(flight_key, None))
         return await asyncio.shield(task)
@@ -451,8 +489,8 @@ class DataAccess:
     async def resolve_async(self, key: str, snap: Snapshot) -> FrameRef:
         """:meth:`resolve` that reads the stores in a worker thread when the key is not cached."""
         ref = self.resolve_cached(key, snap)
-        if ref is None:
-            ref = await self.in_thread(lambda: self._resolve_fixed(key, snap))
+        if ref is None:  # one store read per key and versions, however many requests ask at once
+            ref = await self._single_flight(("resolve", snap.versions, key), lambda: self._resolve_fixed(key, snap))
         return ref
 
     def resolve_cached(self, key: str, snap: Snapshot) -> FrameRef | None:
@@ -473,7 +511,7 @@ class DataAccess:
             if run is None:
                 raise NotFound("no forecast yet")
             self._check_lead(run, lead_minutes)
-            return FrameRef(run.init_time, lead_minutes, immutable=False, model=run.model)
+            return FrameRef(run.init_time, lead_minutes, immutable=False, model=run.model, written_at=run.written_at)
         cache_key = (snap.fc_version if lead_minutes else snap.obs_version, key)
         ref = self.refs.get(cache_key)
         if ref is not None:
@@ -481,8 +519,8 @@ class DataAccess:
         run = snap.latest_run
         if lead_minutes is not None and run is not None and base == time_key(run.init_time):  # the newest run: known
             self._check_lead(run, lead_minutes)
-            ref = FrameRef(run.init_time, lead_minutes, immutable=True, model=run.model)
-        elif lead_minutes is None and (times := self.objects.get(("obs-times", snap.obs_version))) is not None:
+            ref = FrameRef(run.init_time, lead_minutes, immutable=True, model=run.model, written_at=run.written_at)
+        elif lead_minutes is None and (times := self._known_obs_times(snap)) is not None:
             t = parse_key_time(base, key)
             if t not in times:  # type: ignore[operator]
                 raise NotFound(f"no observed frame at {iso(t)}")
@@ -492,8 +530,13 @@ class DataAccess:
         self.refs.put(cache_key, ref)
         return ref
 
+    def _known_obs_times(self, snap: Snapshot) -> frozenset[pd.Timestamp] | None:
+        return snap.obs_times if snap.obs_times is not None else self.objects.get(("obs-times", snap.obs_version))  # type: ignore[return-value]
+
     def observed_times(self, snap: Snapshot) -> frozenset[pd.Timestamp]:
         """Times of the complete observed frames at ``snap`` (blocking the first time per version)."""
+        if snap.obs_times is not None:
+            return snap.obs_times
         key = ("obs-times", snap.obs_version)
         times = self.objects.get(key)
         if times is None:
@@ -515,7 +558,7 @@ class DataAccess:
             return ref
         run = self.run_info_at(t)
         self._check_lead(run, lead_minutes)
-        ref = FrameRef(t, lead_minutes, immutable=True, model=run.model)
+        ref = FrameRef(t, lead_minutes, immutable=True, model=run.model, written_at=run.written_at)
         self.refs.put((snap.fc_version, key), ref)
         return ref
 
@@ -543,12 +586,13 @@ class DataAccess:
 
         For observations, the lightning layer is 1 where flashes were observed, 0 where none
         and NaN where there is no lightning data; forecasts give the lightning probability.
-        ``version`` is the version of the store ``ref`` comes from (default: the current one).
+        ``version`` is the content version of ``ref`` (:meth:`Snapshot.content_version`; default:
+        in the current snapshot).
         """
         if layer not in LAYERS:
             raise NotFound(f"unknown layer {layer!r}; valid: {', '.join(LAYERS)}")
         if version is None:
-            version = self.snapshot().version_of(ref)
+            version = self.snapshot().content_version(ref, layer)
         cache_key = ("field", version, ref.key, layer)
 
         def compute() -> np.ndarray:
@@ -575,7 +619,7 @@ class DataAccess:
         from service.tiles import level_field
 
         if version is None:
-            version = self.snapshot().version_of(ref)
+            version = self.snapshot().content_version(ref, layer)
         return self.fields.get_or_compute(("levels", version, ref.key, layer), lambda: level_field(self.field(ref, layer, version), layer))
 
     def observed_stack(self, last: pd.Timestamp, n: int, version: str | None = None) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:

@@ -31,9 +31,9 @@ def map_title(ref: FrameRef, layer: str) -> tuple[str, str]:
     return title, sub
 
 
-def render_png(access: DataAccess, ref: FrameRef, layer: str) -> bytes:
-    """A PNG map of the whole grid for ``ref``/``layer`` (matplotlib, Agg)."""
-    field = access.field(ref, layer)
+def render_png(access: DataAccess, ref: FrameRef, layer: str, version: str | None = None) -> bytes:
+    """A PNG map of the whole grid for ``ref``/``layer`` (matplotlib, Agg); ``version``: its content version."""
+    field = access.field(ref, layer, version)
     grid = access.grid()
     xmin, ymin, xmax, ymax = grid.bounds()
     v = field if grid.dy < 0 else field[::-1]
@@ -80,7 +80,8 @@ def to_netcdf_bytes(access: DataAccess, ref: FrameRef) -> bytes:
 def render_tile(access: DataAccess, ref: FrameRef, layer: str, z: int, x: int, y: int, version: str | None = None) -> bytes:
     """One 256 x 256 palette PNG tile (Web Mercator), transparent where dry or not covered.
 
-    ``version``: of the store ``ref`` comes from (default: the current one); see :func:`service.tiles.tile_png`.
+    ``version``: the content version of ``ref`` (:meth:`service.data.Snapshot.content_version`;
+    default: in the current snapshot); see :func:`service.tiles.tile_png`.
     """
     from service.tiles import tile_png
 

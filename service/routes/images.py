@@ -66,18 +66,17 @@ async def get_map(
     access = request.app.state.access
     snap = await access.snapshot_async()
     ref = await access.resolve_async(time_key, snap)
-    version = snap.version_of(ref)
     modified = snap.modified_of(ref)
     if format is MapFormat.nc:
         entry = await access.cached(
-            access.responses, ("nc", version, ref.key), lambda: CachedBody.of(maps.to_netcdf_bytes(access, ref), "application/x-netcdf", modified)
+            access.responses, ("nc", snap.content_version(ref), ref.key), lambda: CachedBody.of(maps.to_netcdf_bytes(access, ref), "application/x-netcdf", modified)
         )
         extra = {"Content-Disposition": f'attachment; filename="nowcast_{ref.key.replace("+", "_")}.nc"'}
     else:
         entry = await access.cached(
             access.responses,
-            ("map", version, ref.key, layer.value),
-            lambda: CachedBody.of(maps.render_png(access, ref, layer.value), "image/png", modified),
+            ("map", snap.content_version(ref, layer.value), ref.key, layer.value),
+            lambda: CachedBody.of(maps.render_png(access, ref, layer.value, snap.content_version(ref, layer.value)), "image/png", modified),
         )
         extra = None
     return cached_response(request, entry, _cache_header(ref, request.app.state.settings), extra)
@@ -109,7 +108,7 @@ async def get_tile(
     access = request.app.state.access
     snap = await access.snapshot_async()
     ref = await access.resolve_async(time_key, snap)
-    version = snap.version_of(ref)
+    version = snap.content_version(ref, layer.value)
     key = ("tile", version, ref.key, layer.value, z, x, y)
     entry = access.responses.get(key)
     if entry is None:

@@ -103,6 +103,62 @@ def test_rerun_of_the_same_init_time_is_a_new_version(env) -> None:  # noqa: ANN
     assert again.headers["etag"] != first.headers["etag"]
 
 
+def test_new_frame_keeps_the_cached_tiles_of_other_frames(env, monkeypatch) -> None:  # noqa: ANN001
+    """Cached tiles are keyed on what their frame shows, not on the store versions: a new frame or
+    run renders only its own tiles, while a replaced frame, late lightning and a rewritten run
+    render theirs again."""
+    import time
+
+    import numpy as np
+
+    from service import maps
+
+    c, access = env.client, env.app.state.access
+    renders: list[str] = []
+    render_tile = maps.render_tile
+    monkeypatch.setattr(maps, "render_tile", lambda access, ref, *a: renders.append(ref.key) or render_tile(access, ref, *a))
+    old_obs, old_lead = "/v1/tiles/rain/20250601T1200/7/67/45.png", "/v1/tiles/rain/20250601T1200+15/7/67/45.png"
+    light = "/v1/tiles/lightning/20250601T1205/7/67/45.png"
+    first = {u: c.get(u) for u in (old_obs, old_lead)}
+    assert all(r.status_code == 200 for r in first.values())
+    renders.clear()
+    rain = env.writer.window(T0, 1)["rain_rate"].values[0]
+    assert env.writer.append(xr_frame(env.writer, T1, rain))  # a new frame, rain only: its lightning comes later
+    env.loop.step()
+    for u, r in first.items():
+        again = c.get(u)
+        assert again.status_code == 200 and again.content == r.content and again.headers["etag"] == r.headers["etag"]
+    assert renders == []  # served from the tile cache: nothing rendered again
+    # a replaced frame renders again (nowcast import --overwrite)
+    wet = np.full(access.grid().shape, 50.0, dtype=np.float32)
+    env.writer.append(xr_frame(env.writer, T0, wet), overwrite=True)
+    replaced = c.get(old_obs)
+    assert replaced.headers["etag"] != first[old_obs].headers["etag"]  and renders == ["20250601T1200"]
+    # late lightning of a frame renders its lightning tile again, not its rain tile
+    no_light = c.get(light)
+    rain_tile = c.get("/v1/tiles/rain/20250601T1205/7/67/45.png")
+    renders.clear()
+    assert env.writer.append_lightning(T1, np.ones(access.grid().shape, dtype=np.float32))
+    assert c.get(light).headers["etag"] != no_light.headers["etag"]
+    assert c.get("/v1/tiles/rain/20250601T1205/7/67/45.png").headers["etag"] == rain_tile.headers["etag"]
+    assert renders == ["20250601T1205"]  # the lightning tile only
+    # a rewritten run (admin re-forecast of the same init time) renders its leads again
+    lead = "/v1/tiles/rain/20250601T1205+15/7/67/45.png"
+    before = c.get(lead)
+    time.sleep(1.1)  # written_at has a resolution of one second
+    assert c.post("/v1/admin/forecast", headers={"X-API-Key": "s3cret"}).status_code == 200
+    renders.clear()
+    assert c.get(lead).status_code == 200 and renders == ["20250601T1205+15"]
+    assert c.get(lead).content == before.content  # same inputs, same forecast: re-rendered all the same
+
+
+def xr_frame(store, t: pd.Timestamp, values):  # noqa: ANN001, ANN201
+    import xarray as xr
+
+    g = store.grid
+    return xr.DataArray(values[None], dims=("time", "y", "x"), coords={"time": [t.to_datetime64()], "y": g.y, "x": g.x})
+
+
 def test_change_stamp_sees_every_append(env) -> None:  # noqa: ANN001
     """The cheap change stamps must change whenever the store versions do (guards the store layout they read)."""
     access = env.app.state.access
@@ -390,9 +446,16 @@ def test_new_frame_and_run_are_prewarmed_for_tiles(env) -> None:  # noqa: ANN001
     env.loop.step()
     snap = access.snapshot()  # sees the new versions: starts the prewarm
     assert snap.last_complete == T1 and snap.latest_run.init_time == T1
-    wanted = [("levels", snap.obs_version, "20250601T1205", layer) for layer in ("rain", "lightning")]
-    wanted += [("levels", snap.fc_version, f"20250601T1205+{m}", layer) for m in (5, 10, 15, 30, 60, 75) for layer in ("rain", "lightning")]
-    wanted += [("levels", snap.obs_version, "20250601T1200", layer) for layer in ("rain", "lightning")]  # animation frames
+    from service.data import FrameRef
+
+    def key(ref: FrameRef, layer: str) -> tuple:
+        return ("levels", snap.content_version(ref, layer), ref.key, layer)
+
+    run = snap.latest_run
+    layers = ("rain", "lightning")
+    wanted = [key(FrameRef(T1, None, True), layer) for layer in layers]
+    wanted += [key(FrameRef(T1, m, True, written_at=run.written_at), layer) for m in (5, 10, 15, 30, 60, 75) for layer in layers]
+    wanted += [key(FrameRef(pd.Timestamp("2025-06-01T12:00"), None, True), layer) for layer in layers]  # animation frames
     deadline = time.time() + 30
     while time.time() < deadline and not all(k in access.fields for k in wanted):
         time.sleep(0.1)
