@@ -13,6 +13,7 @@ import gc
 import importlib
 import logging
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -199,6 +200,7 @@ def create_app(
 
     from service.routes import admin, images, info, overlays, point
 
+    access.warmers.append(partial(info.warm_documents, access, settings))
     app.include_router(info.router)
     app.include_router(images.router)
     app.include_router(point.router)

@@ -60,6 +60,10 @@ _KEY_STRICT = re.compile(TIME_KEY_PATTERN)
 LAYERS = ("rain", "lightning")
 
 
+#: the prewarm thread sleeps as long as its last step took, up to this (seconds)
+PREWARM_YIELD_MAX_S = 0.05
+
+
 class NotFound(LookupError):
     """A frame, run, lead or location that does not exist (HTTP 404)."""
 
@@ -214,6 +218,9 @@ class DataAccess:
         self._fc_complete = os.path.join(fc_root, "complete") if fc_root is not None else None
         self._fc_meta = os.path.join(fc_root, "zarr.json") if fc_root is not None else None
         self._limiters: dict[int, Any] = {}
+        #: called in the refreshing thread with a snapshot of new data before requests see it:
+        #: documents every dashboard asks for after new data are built there, once (see app.py)
+        self.warmers: list[Callable[[Snapshot], None]] = []
 
     # -- stores --------------------------------------------------------------------------
     def obs(self):  # -> ObservationStore
@@ -360,6 +367,12 @@ class DataAccess:
                 lightning_times=lightning_times,
             )
             changed = self._snapshot is None or snap.versions != self._snapshot.versions
+            if changed:
+                for warm in self.warmers:  # before publishing: requests waiting on this refresh find them built
+                    try:
+                        warm(snap)
+                    except Exception as exc:  # noqa: BLE001 - the requests build (and report) it themselves
+                        log.debug("warming %s skipped: %s", getattr(warm, "__name__", warm), exc)
             self._snapshot = snap
             if changed:
                 log.debug("store versions now %s / %s", obs_version, fc_version)
@@ -400,10 +413,13 @@ class DataAccess:
                 for layer in LAYERS:
                     if self._snapshot is not snap:  # newer data: that refresh warms its own frames
                         return
+                    t0 = time.perf_counter()
                     try:
                         self.levels(ref, layer, snap.content_version(ref, layer))
                     except Exception as exc:  # noqa: BLE001 - a request will report it
                         log.debug("prewarm of %s %s skipped: %s", ref.key, layer, exc)
+                    # background work: at most half of the GIL's time, the requests in flight get the rest
+                    time.sleep(min(PREWARM_YIELD_MAX_S, time.perf_counter() - t0))
 
         threading.Thread(target=run, name="nowcast-prewarm", daemon=True).start()
 

@@ -214,10 +214,23 @@ async def get_frames(request: Request) -> Response:
     access: DataAccess = request.app.state.access
     settings: ServiceSettings = request.app.state.settings
     snap = await access.snapshot_async()
-    entry = await access.cached(
-        access.objects, ("frames", *snap.versions), lambda: json_body(_build_frames(access, settings, snap), snap.modified)
-    )
+    entry = await access.cached(access.objects, ("frames", *snap.versions), lambda: json_body(_build_frames(access, settings, snap), snap.modified))
     return cached_response(request, entry, short_cache(settings))  # type: ignore[arg-type]
+
+
+def warm_documents(access: DataAccess, settings: ServiceSettings, snap: Snapshot) -> None:
+    """Build the frame index and the newest run's metadata at ``snap`` into their caches.
+
+    Called by the refresh that found new data, before requests see ``snap`` (a
+    :attr:`DataAccess.warmers` entry): the burst of dashboard requests after a new frame then
+    finds them built instead of waiting for the first of them to build them.
+    """
+    key: tuple = ("frames", *snap.versions)
+    if key not in access.objects:
+        access.objects.put(key, json_body(_build_frames(access, settings, snap), snap.modified))
+    run = snap.latest_run
+    if run is not None and (key := _meta_key(run)) not in access.objects:
+        access.objects.put(key, json_body(forecast_meta(access, run), posix_seconds(run.written_at)))
 
 
 def _build_frames(access: DataAccess, settings: ServiceSettings, snap: Snapshot) -> FramesResponse:
@@ -226,8 +239,7 @@ def _build_frames(access: DataAccess, settings: ServiceSettings, snap: Snapshot)
     ``generated_at`` is the last change of either store (``snap.modified``), not the wall clock: every
     worker of a multi-worker deployment then builds the same bytes, hence the same ETag, for one state.
     """
-    obs = access.obs()
-    times = obs.times()[-settings.frames_in_index :]
+    times = sorted(access.observed_times(snap))[-settings.frames_in_index :]
     observed = [frame_entry(time_key(t), t, None) for t in times]
     run = snap.latest_run
     forecast: list[FrameEntry] = []
@@ -257,6 +269,10 @@ def grid_info(access: DataAccess) -> GridInfo:
         crs=":".join(auth) if auth else grid.crs.to_string(),
         crs_wkt=grid.crs_wkt,
     )
+
+
+def _meta_key(run: RunInfo) -> tuple:
+    return ("forecast-meta", run.key, run.written_at)
 
 
 def forecast_meta(access: DataAccess, run: RunInfo) -> ForecastMeta:
@@ -303,9 +319,7 @@ async def latest_forecast(request: Request) -> Response:
     run = snap.latest_run
     if run is None:
         raise NotFound("no forecast yet")
-    entry = await access.cached(
-        access.objects, ("forecast-meta", run.key, run.written_at), lambda: json_body(forecast_meta(access, run), posix_seconds(run.written_at))
-    )
+    entry = await access.cached(access.objects, _meta_key(run), lambda: json_body(forecast_meta(access, run), posix_seconds(run.written_at)))
     return cached_response(request, entry, short_cache(request.app.state.settings))  # type: ignore[arg-type]
 
 

@@ -103,6 +103,24 @@ def test_rerun_of_the_same_init_time_is_a_new_version(env) -> None:  # noqa: ANN
     assert again.headers["etag"] != first.headers["etag"]
 
 
+def test_new_data_documents_are_built_before_requests_see_them(env) -> None:  # noqa: ANN001
+    """The refresh that finds new data builds the frame index and the newest run's metadata before it
+    publishes the snapshot, so the burst of requests after a new frame does not wait to build them."""
+    from service.routes.info import _meta_key
+
+    c, access = env.client, env.app.state.access
+    c.get("/v1/frames")
+    env.add_frame(T1)
+    env.loop.step()
+    snap = access.refresh()
+    assert snap.last_complete == T1 and snap.latest_run.init_time == T1
+    assert ("frames", *snap.versions) in access.objects and _meta_key(snap.latest_run) in access.objects
+    built = access.objects.get(("frames", *snap.versions))
+    r = c.get("/v1/frames")
+    assert r.content == built.body and r.json()["observed"][-1]["key"] == "20250601T1205"
+    assert c.get("/v1/forecasts/latest").json()["init_time"] == "2025-06-01T12:05:00Z"
+
+
 def test_new_frame_keeps_the_cached_tiles_of_other_frames(env, monkeypatch) -> None:  # noqa: ANN001
     """Cached tiles are keyed on what their frame shows, not on the store versions: a new frame or
     run renders only its own tiles, while a replaced frame, late lightning and a rewritten run
