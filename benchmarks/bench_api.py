@@ -119,6 +119,38 @@ def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> 
     return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
+def process_cpu_s(pid: int) -> tuple[float, float] | None:
+    """(CPU seconds of ``pid``, CPU seconds of its live children) from /proc (Linux), else None.
+
+    The children of ``nowcast serve`` are its ingest and inference processes: CPU they use during a
+    level (a forecast being computed, a frame being ingested) competes with the API on this machine.
+    """
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def own(p: int) -> float:
+        with open(f"/proc/{p}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    try:
+        children = [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+        kids = 0.0
+        for c in children:
+            try:
+                kids += own(c)
+            except OSError:
+                pass
+        return own(pid), kids
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_delta(before: tuple[float, float] | None, after: tuple[float, float] | None) -> dict[str, float] | None:
+    if before is None or after is None:
+        return None
+    return {"api_cpu_s": round(after[0] - before[0], 2), "ingest_inference_cpu_s": round(max(0.0, after[1] - before[1]), 2)}
+
+
 def store_versions(api_url: str) -> tuple[str, str] | None:
     """(newest forecast run's written_at, newest observed frame entry) as the API reports them, or None."""
     import json
@@ -370,11 +402,12 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             for endpoint, ps in paths.items():
                 if endpoint == "tile (cold)" and c != 16:
                     continue
-                versions0, jiffies0 = store_versions(api_url), cpu_jiffies()
+                versions0, jiffies0, procs0 = store_versions(api_url), cpu_jiffies(), process_cpu_s(api.pid)
                 r = load(api_url, ps, c, once=endpoint == "tile (cold)")
-                jiffies1, versions1 = cpu_jiffies(), store_versions(api_url)
+                jiffies1, procs1, versions1 = cpu_jiffies(), process_cpu_s(api.pid), store_versions(api_url)
                 row = {"endpoint": endpoint, "connections": c, **r, "cpu_steal_pct": steal_pct(jiffies0, jiffies1),
-                       "new_data_during_run": None if versions0 is None or versions1 is None else versions0 != versions1}
+                       "new_data_during_run": None if versions0 is None or versions1 is None else versions0 != versions1,
+                       **(cpu_delta(procs0, procs1) or {})}
                 if ref_r:
                     row.update(ref_rps=ref_r["rps"], ref_p99_ms=ref_r["p99_ms"], ref_cpu_steal_pct=ref_r["cpu_steal_pct"], ratio=round(r["rps"] / ref_r["rps"], 3) if ref_r["rps"] else None)
                 if endpoint == "tile (cold)" and r["requests"] > len(ps):

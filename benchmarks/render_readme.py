@@ -71,6 +71,12 @@ def api_table(doc: dict[str, Any]) -> str:
         f"{r['endpoint']} c={r['connections']}: a new frame or forecast landed during this measurement (ingest and inference ran)"
         for r in doc["rows"] if r.get("new_data_during_run")
     ]
+    notes += [
+        f"{r['endpoint']} c={r['connections']}: the ingest and inference processes used {r['ingest_inference_cpu_s']:.1f} CPU s "
+        f"during this measurement (the API process {r['api_cpu_s']:.1f} s)"
+        for r in doc["rows"]
+        if (r.get("ingest_inference_cpu_s") or 0) >= 1.0
+    ]
     steals = [r["cpu_steal_pct"] for r in doc["rows"] if r.get("cpu_steal_pct") is not None]
     if steals:
         worst = max(doc["rows"], key=lambda r: r.get("cpu_steal_pct") or -1.0)

@@ -39,6 +39,8 @@ class LRUCache(Generic[V]):
         self._sizes: dict[Hashable, int] = {}
         self._data: OrderedDict[Hashable, V] = OrderedDict()
         self._lock = threading.Lock()
+        #: keys being computed by :meth:`get_or_compute`, set when done
+        self._pending: dict[Hashable, threading.Event] = {}
         self.hits = 0
         self.misses = 0
 
@@ -66,12 +68,33 @@ class LRUCache(Generic[V]):
                 self.nbytes -= self._sizes.pop(old, 0)
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
-        """The cached value of ``key``, computing and storing it on a miss (compute runs unlocked)."""
-        value = self.get(key)
-        if value is None:
-            value = compute()
-            self.put(key, value)
-        return value
+        """The cached value of ``key``, computing and storing it on a miss (compute runs unlocked).
+
+        One computation per key at a time: threads asking for a key being computed wait for it
+        (after a new frame, many requests need the same decoded field or stack at once); when it
+        fails, its error goes to its own caller and the next waiter computes it.
+        """
+        while True:
+            value = self.get(key)
+            if value is not None:
+                return value
+            with self._lock:
+                pending = self._pending.get(key)
+                mine = pending is None
+                if mine:
+                    pending = self._pending[key] = threading.Event()
+            assert pending is not None
+            if not mine:
+                pending.wait()
+                continue
+            try:
+                value = compute()
+                self.put(key, value)
+                return value
+            finally:
+                with self._lock:
+                    self._pending.pop(key, None)
+                pending.set()
 
     def clear(self) -> None:
         with self._lock:

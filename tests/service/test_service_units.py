@@ -83,6 +83,61 @@ def test_lru_cache_byte_budget() -> None:
     assert cache.nbytes == 40
 
 
+def test_lru_cache_computes_a_key_once_for_concurrent_threads() -> None:
+    """Threads missing the same key wait for the one computing it; a failure goes to its caller and
+    the next waiter computes the value itself."""
+    import threading
+    import time
+
+    cache: LRUCache[int] = LRUCache(8)
+    calls: list[int] = []
+    go = threading.Barrier(6)
+
+    def slow() -> int:
+        calls.append(1)
+        time.sleep(0.2)
+        return 42
+
+    out: list[int] = []
+
+    def ask() -> None:
+        go.wait()
+        out.append(cache.get_or_compute("k", slow))
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == [42] * 6 and len(calls) == 1
+    attempts: list[int] = []
+
+    def flaky() -> int:
+        attempts.append(1)
+        time.sleep(0.1)
+        if len(attempts) == 1:
+            raise OSError("store hiccup")
+        return 7
+
+    errors: list[Exception] = []
+    values: list[int] = []
+
+    def ask2() -> None:
+        try:
+            values.append(cache.get_or_compute("f", flaky))
+        except OSError as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=ask2)
+    first.start()
+    time.sleep(0.02)
+    second = threading.Thread(target=ask2)
+    second.start()
+    first.join()
+    second.join()
+    assert len(errors) == 1 and values == [7] and len(attempts) == 2
+
+
 def test_settings_env_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     from service.settings import ServiceSettings
 
