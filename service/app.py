@@ -200,7 +200,7 @@ def create_app(
 
     from service.routes import admin, images, info, overlays, point
 
-    access.warmers.append(partial(info.warm_documents, access, settings))
+    access.warmers += [partial(info.warm_documents, access, settings), partial(point.warm_stacks, access, settings)]
     app.include_router(info.router)
     app.include_router(images.router)
     app.include_router(point.router)

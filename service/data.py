@@ -428,10 +428,23 @@ class DataAccess:
         return self.current() or self.refresh()
 
     async def snapshot_async(self) -> Snapshot:
-        """The current snapshot; a refresh runs in a worker thread, once for all the requests waiting on it."""
+        """The current snapshot; a refresh runs in a worker thread, once for all the requests waiting on it.
+
+        When the stores have changed, a request waits at most ``refresh_wait_s`` for the new snapshot
+        (which the refresh publishes once its :attr:`warmers` ran) and is otherwise answered from the
+        previous one: its data are still there, and a burst of requests then does not queue behind
+        the reads of the new data. A client polling alone gets the new data at once.
+        """
         snap = self.current()
         if snap is None:
-            snap = await self._single_flight(("refresh",), self.refresh)
+            flight = self._single_flight(("refresh",), self.refresh)
+            previous = self._snapshot
+            if previous is None:
+                return await flight
+            try:
+                snap = await asyncio.wait_for(flight, self.settings.refresh_wait_s)
+            except TimeoutError:
+                return previous
         return snap
 
     def versions(self) -> tuple[str, str]:
@@ -644,7 +657,7 @@ class DataAccess:
         Point series index into these stacks, so a burst of point requests reads the store once.
         """
         obs_v = version if version is not None else self.snapshot().obs_version
-        key = ("obs-stack", obs_v, pd.Timestamp(last), n)
+        key = _obs_stack_key(last, n, obs_v)
 
         def compute():  # noqa: ANN202
             ds = self.obs().window(last, n)
@@ -656,12 +669,20 @@ class DataAccess:
 
         return self.stacks.get_or_compute(key, compute)  # type: ignore[return-value]
 
+    def observed_stack_cached(self, last: pd.Timestamp, n: int, version: str) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray] | None:
+        """:meth:`observed_stack` when it is in memory, else None (no store read)."""
+        return self.stacks.get(_obs_stack_key(last, n, version))  # type: ignore[return-value]
+
+    def forecast_stack_cached(self, run: RunInfo) -> tuple[pd.TimedeltaIndex, np.ndarray, np.ndarray] | None:
+        """:meth:`forecast_stack` when it is in memory, else None (no store read)."""
+        return self.stacks.get(_fc_stack_key(run))  # type: ignore[return-value]
+
     def forecast_stack(self, run: RunInfo) -> tuple[pd.TimedeltaIndex, np.ndarray, np.ndarray]:
         """All leads of a run: (leads, rain (lead, y, x), lightning probability (lead, y, x)), cached (runs are immutable)."""
         fc = self.forecasts()
         if fc is None:
             raise NotFound("no forecast yet")
-        key = ("fc-stack", run.key, run.written_at)
+        key = _fc_stack_key(run)
 
         def compute():  # noqa: ANN202
             try:  # read_run re-checks the completion marker: a run deleted mid-read is an error, not NaN
@@ -694,6 +715,14 @@ class DataAccess:
                 f"(lon {lon0:.3f}..{lon1:.3f}, lat {lat0:.3f}..{lat1:.3f}, grid {grid.shape[0]}x{grid.shape[1]})"
             )
         return row, col
+
+
+def _obs_stack_key(last: pd.Timestamp, n: int, version: str) -> tuple:
+    return ("obs-stack", version, pd.Timestamp(last), n)
+
+
+def _fc_stack_key(run: RunInfo) -> tuple:
+    return ("fc-stack", run.key, run.written_at)
 
 
 def parse_key_time(base: str, key: str) -> pd.Timestamp:

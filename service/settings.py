@@ -78,6 +78,12 @@ class ServiceSettings(BaseSettings):
         description="store versions are re-read through the store API at least this often; local stores are also "
         "checked on every request by a cheap change stamp, object storage only this often (0: every request)",
     )
+    refresh_wait_s: float = Field(
+        0.02,
+        ge=0,
+        description="after the stores changed, how long a request waits for the new snapshot (read, and its "
+        "documents and point stacks built) before it is answered from the previous one; larger: never stale",
+    )
     render_threads: int = Field(2, ge=1, le=64, description="worker threads rendering cache misses (tiles, maps, series)")
     prewarm_tiles: bool = Field(True, description="decode the frames of /v1/frames for tiles as soon as they appear (newest frame, the run's leads, older frames)")
     max_query_bytes: int = Field(8192, ge=256, description="longer query strings get 414")

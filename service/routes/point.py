@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Query, Request, Response
 
@@ -28,29 +29,46 @@ def _num(v: float) -> float | None:
     return None if math.isnan(v) or math.isinf(v) else round(v, 4)
 
 
-def point_series(access: DataAccess, settings: ServiceSettings, snap: Snapshot, row: int, col: int) -> PointResponse:
-    """The series of cell (row, col) at ``snap`` (lat/lon left 0: the handler fills them in). Blocking."""
-    observed: list[ObservedPoint] = []
-    last = snap.last_complete
-    if last is not None:
-        obs = access.obs()
-        n = int(pd.Timedelta(minutes=settings.point_history_minutes) / obs.cadence) + 1
-        times, rain, light = access.observed_stack(pd.Timestamp(last), n, snap.obs_version)
-        for i, t in enumerate(times):
-            observed.append(ObservedPoint(time=iso(t) or "", rain_rate=_num(rain[i, row, col]), lightning=_num(light[i, row, col])))
-    forecast: list[ForecastPoint] = []
+def _history_slots(access: DataAccess, settings: ServiceSettings) -> int:
+    return int(pd.Timedelta(minutes=settings.point_history_minutes) / access.obs().cadence) + 1
+
+
+def _stacks(access: DataAccess, settings: ServiceSettings, snap: Snapshot, cached_only: bool = False):  # noqa: ANN202
+    """(observed stack or None, forecast stack or None) at ``snap``; ``cached_only``: None for what is
+    not in memory (raises KeyError then)."""
+    obs_stack = fc_stack = None
+    if snap.last_complete is not None:
+        args = (pd.Timestamp(snap.last_complete), _history_slots(access, settings), snap.obs_version)
+        obs_stack = access.observed_stack_cached(*args) if cached_only else access.observed_stack(*args)
+        if obs_stack is None:
+            raise KeyError("observed stack")
+    if snap.latest_run is not None:
+        fc_stack = access.forecast_stack_cached(snap.latest_run) if cached_only else access.forecast_stack(snap.latest_run)
+        if fc_stack is None:
+            raise KeyError("forecast stack")
+    return obs_stack, fc_stack
+
+
+def point_series(access: DataAccess, settings: ServiceSettings, snap: Snapshot, row: int, col: int, cached_only: bool = False) -> PointResponse:
+    """The series of cell (row, col) at ``snap`` (lat/lon left 0: the handler fills them in).
+
+    Blocking (store reads) unless ``cached_only``: then KeyError when the stacks are not in memory.
+    """
+    obs_stack, fc_stack = _stacks(access, settings, snap, cached_only)
     run = snap.latest_run
-    if run is not None:
-        leads, frain, fprob = access.forecast_stack(run)
-        for i, lead in enumerate(leads):
-            forecast.append(
-                ForecastPoint(
-                    lead_minutes=int(lead / pd.Timedelta(minutes=1)),
-                    valid_time=iso(run.init_time + lead) or "",
-                    rain_rate=_num(frain[i, row, col]),
-                    lightning_probability=_num(fprob[i, row, col]),
-                )
-            )
+    labels = access.objects.get_or_compute(("point-labels", *snap.versions), lambda: _labels(obs_stack, fc_stack, run))
+    obs_times, lead_minutes, valid_times = labels
+    observed: list[ObservedPoint] = []
+    if obs_stack is not None:
+        _, rain, light = obs_stack
+        observed = [ObservedPoint(time=t, rain_rate=_num(rain[i, row, col]), lightning=_num(light[i, row, col])) for i, t in enumerate(obs_times)]
+    forecast: list[ForecastPoint] = []
+    if fc_stack is not None:
+        _, frain, fprob = fc_stack
+        forecast = [
+            ForecastPoint(lead_minutes=m, valid_time=valid_times[i], rain_rate=_num(frain[i, row, col]), lightning_probability=_num(fprob[i, row, col]))
+            for i, m in enumerate(lead_minutes)
+        ]
     return PointResponse(
         lat=0.0,
         lon=0.0,
@@ -61,6 +79,30 @@ def point_series(access: DataAccess, settings: ServiceSettings, snap: Snapshot, 
         model=run.model if run else None,
         forecast=forecast,
     )
+
+
+def _labels(obs_stack, fc_stack, run) -> tuple[list[str], list[int], list[str]]:  # noqa: ANN001
+    """(observed times, lead minutes, forecast valid times) of the series: the same for every cell."""
+    obs_times = [iso(t) or "" for t in obs_stack[0]] if obs_stack is not None else []
+    if fc_stack is None or run is None:
+        return obs_times, [], []
+    leads = fc_stack[0]
+    return obs_times, [int(lead / pd.Timedelta(minutes=1)) for lead in leads], [iso(run.init_time + lead) or "" for lead in leads]
+
+
+def warm_stacks(access: DataAccess, settings: ServiceSettings, snap: Snapshot) -> None:
+    """Read the observed and forecast stacks of the point series at ``snap`` (a :attr:`DataAccess.warmers`
+    entry): the first point requests after new data then index into memory instead of queueing behind
+    those reads. Skipped when the stacks would take more than half of their cache's budget."""
+    budget = (access.stacks.max_bytes or 0) // 2
+    cells = int(np.prod(access.grid().shape))
+    last, run = snap.last_complete, snap.latest_run
+    if last is not None:
+        n = _history_slots(access, settings)
+        if n * cells * 8 <= budget:
+            access.observed_stack(pd.Timestamp(last), n, snap.obs_version)
+    if run is not None and len(run.lead_minutes()) * cells * 8 <= budget:
+        access.forecast_stack(run)
 
 
 def _tail(doc: PointResponse) -> bytes:
@@ -86,9 +128,14 @@ async def get_point(
     settings: ServiceSettings = request.app.state.settings
     snap = await access.snapshot_async()
     row, col = access.point_index(lat, lon)
-    tail = await access.cached(
-        access.points, ("point", *snap.versions, row, col), lambda: _tail(point_series(access, settings, snap, row, col))
-    )
+    key = ("point", *snap.versions, row, col)
+    tail = access.points.get(key)
+    if tail is None:
+        try:  # the stacks in memory: ~0.3 ms here, less than a hop to a worker thread costs a saturated loop
+            tail = _tail(point_series(access, settings, snap, row, col, cached_only=True))
+            access.points.put(key, tail)
+        except KeyError:
+            tail = await access.cached(access.points, key, lambda: _tail(point_series(access, settings, snap, row, col)))
     body = b'{"lat":' + json.dumps(lat).encode() + b',"lon":' + json.dumps(lon).encode() + b"," + tail
     entry = CachedBody(body, "application/json", etag_of(body), http_date(snap.modified))
     return cached_response(request, entry, short_cache(settings))

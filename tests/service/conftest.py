@@ -69,6 +69,7 @@ def make_env(tmp_path: Path, **overrides) -> ServiceEnv:  # noqa: ANN003
         "api_key": "s3cret",
         "lead_minutes": [5, 10, 15, 30, 60, 75],
         "cache_items": 64,
+        "refresh_wait_s": 60.0,  # deterministic: a request after a write waits for the new snapshot
         **overrides,
     }
     settings = ServiceSettings(**options)

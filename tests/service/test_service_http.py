@@ -121,6 +121,42 @@ def test_new_data_documents_are_built_before_requests_see_them(env) -> None:  # 
     assert c.get("/v1/forecasts/latest").json()["init_time"] == "2025-06-01T12:05:00Z"
 
 
+def test_requests_during_a_slow_refresh_get_the_previous_snapshot(tmp_path: Path) -> None:
+    """While the refresh of new data (and its warmers) runs, requests wait at most refresh_wait_s and
+    are then answered from the previous snapshot; once it is published they get the new data."""
+    import threading
+    import time
+
+    from tests.service.conftest import make_env
+
+    env = make_env(tmp_path, refresh_wait_s=0.05)
+    c, access = env.client, env.app.state.access
+    assert c.get("/v1/frames").json()["observed"][-1]["key"] == "20250601T1200"
+    release = threading.Event()
+    access.warmers.append(lambda snap: release.wait(30) if snap.last_complete == T1 else None)
+    env.add_frame(T1)
+    t0 = time.perf_counter()
+    stale = c.get("/v1/frames")
+    assert time.perf_counter() - t0 < 5 and stale.status_code == 200
+    assert stale.json()["observed"][-1]["key"] == "20250601T1200"  # the previous snapshot, not an error
+    assert c.get("/v1/tiles/rain/20250601T1200/7/67/45.png").status_code == 200
+    release.set()
+    deadline = time.time() + 30
+    while time.time() < deadline and c.get("/v1/frames").json()["observed"][-1]["key"] != "20250601T1205":
+        time.sleep(0.05)
+    assert c.get("/v1/frames").json()["observed"][-1]["key"] == "20250601T1205"
+
+
+def test_point_stacks_are_read_before_the_new_snapshot_is_published(env) -> None:  # noqa: ANN001
+    access = env.app.state.access
+    env.add_frame(T1)
+    env.loop.step()
+    snap = access.refresh()
+    keys = list(access.stacks._data)  # noqa: SLF001 - what the refresh read
+    assert any(k[0] == "obs-stack" and k[1] == snap.obs_version and k[2] == T1 for k in keys), keys
+    assert ("fc-stack", snap.latest_run.key, snap.latest_run.written_at) in keys
+
+
 def test_new_frame_keeps_the_cached_tiles_of_other_frames(env, monkeypatch) -> None:  # noqa: ANN001
     """Cached tiles are keyed on what their frame shows, not on the store versions: a new frame or
     run renders only its own tiles, while a replaced frame, late lightning and a rewritten run
