@@ -12,7 +12,10 @@ and reports requests/s, p50/p99 latency, errors and the ratio to the reference:
 - ``tile (cold)``: tiles never requested before (each URL once: other frames, layers and
   zooms 6-10, shuffled), at 16 connections;
 - ``/v1/point``: seeded random points in the domain (each cell's series warmed once);
-- ``/v1/frames`` and ``/v1/forecasts/latest``.
+- ``/v1/frames`` and ``/v1/forecasts/latest``;
+- last, ``mixed, new frame landing``: 64 connections on a mix of the cached endpoints, levels
+  repeated until one of them saw a new frame or forecast land (every 5 minutes; up to
+  ``--new-data-wait-s``): the row of that level, what a dashboard sees while new data arrive.
 
 ``wrk`` comes from Debian (``scripts/install-bench-tools.sh``). Without it a bounded Python
 client (asyncio, keep-alive, a request and time budget per level) is used and the JSON says
@@ -43,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -388,6 +392,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     api = start_nowcast(workdir, api_port)
     ref = start_reference(workdir, ref_port)
     rows: list[dict[str, Any]] = []
+    ref64: dict[str, Any] = {}
     try:
         wait_ready(ref_url, lambda: http_get(ref_url + "/tile.png")[0] == 200, 60, ref)
         wait_ready(api_url, lambda: http_get(api_url + "/v1/forecasts/latest")[0] == 200, args.startup_timeout, api)
@@ -398,6 +403,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             jiffies0 = cpu_jiffies()
             ref_r = load(ref_url, ["/tile.png"], c)
             ref_r["cpu_steal_pct"] = steal_pct(jiffies0, cpu_jiffies())
+            if c == 64:
+                ref64 = ref_r
             print(f"  reference              c={c:3d}: {ref_r['rps']} req/s, p99 {ref_r['p99_ms']} ms", file=sys.stderr, flush=True)
             for endpoint, ps in paths.items():
                 if endpoint == "tile (cold)" and c != 16:
@@ -414,6 +421,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     row["note"] = f"only {len(ps)} distinct cold tiles: the later requests were warm"
                 rows.append(row)
                 print(f"  {endpoint:22s} c={c:3d}: {r['rps']} req/s, p99 {r['p99_ms']} ms, ratio {row.get('ratio')}, errors {r['errors']}, non-2xx {r['non_2xx']}", file=sys.stderr, flush=True)
+        if args.new_data_level and 64 in args.levels:
+            rows.append(new_data_level(args, api, api_url, paths, load, ref64))
     finally:
         stop(api)
         stop(ref)
@@ -451,6 +460,35 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
 
 
+#: the row measured while a new frame and its forecast land
+NEW_DATA_ENDPOINT = "mixed, new frame landing"
+
+
+def new_data_level(args: argparse.Namespace, api: subprocess.Popen, api_url: str, paths: dict[str, list[str]], load: Callable, ref64: dict[str, Any]) -> dict[str, Any]:
+    """Levels of 64 connections on a mix of the cached endpoints, repeated until one of them saw a
+    new frame or forecast land (the synthetic source publishes a frame every 5 minutes): what a
+    dashboard sees then. The row of that level, with the number of levels it took."""
+    mixed = paths["tile (cached)"] + paths["/v1/point"] + ["/v1/frames"] * 50 + ["/v1/forecasts/latest"] * 50
+    deadline = time.time() + args.new_data_wait_s
+    tried = 0
+    while True:
+        tried += 1
+        versions0, jiffies0, procs0 = store_versions(api_url), cpu_jiffies(), process_cpu_s(api.pid)
+        r = load(api_url, mixed, 64)
+        jiffies1, procs1, versions1 = cpu_jiffies(), process_cpu_s(api.pid), store_versions(api_url)
+        landed = versions0 is not None and versions1 is not None and versions0 != versions1
+        if landed or time.time() > deadline:
+            break
+    row = {"endpoint": NEW_DATA_ENDPOINT, "connections": 64, **r, "cpu_steal_pct": steal_pct(jiffies0, jiffies1),
+           "new_data_during_run": landed, **(cpu_delta(procs0, procs1) or {}), "levels_tried": tried}
+    if ref64:
+        row.update(ref_rps=ref64["rps"], ref_p99_ms=ref64["p99_ms"], ref_cpu_steal_pct=ref64["cpu_steal_pct"], ratio=round(r["rps"] / ref64["rps"], 3) if ref64["rps"] else None)
+    if not landed:
+        row["note"] = f"no new data landed within {args.new_data_wait_s:g} s of levels"
+    print(f"  {NEW_DATA_ENDPOINT:22s} c= 64: {r['rps']} req/s, p99 {r['p99_ms']} ms, new data {landed} after {tried} level(s)", file=sys.stderr, flush=True)
+    return row
+
+
 def targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Issue 14's targets checked on ``rows``: ratio >= 0.5 at 16/64, p99 < 50 ms at 64, cold p99 < 150 ms at 16, no errors."""
     checks = {}
@@ -475,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--startup-timeout", type=float, default=240.0, help="seconds for nowcast serve to publish a first forecast")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", type=Path, default=RESULTS, help="committed results file (README table source)")
+    p.add_argument("--no-new-data-level", dest="new_data_level", action="store_false",
+                   help="skip the last level (64 connections, a mix of the cached endpoints, repeated until a new frame lands)")
+    p.add_argument("--new-data-wait-s", type=float, default=330.0, help="how long that level is repeated at most")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     p.add_argument("--no-readme", action="store_true", help="do not regenerate the README table")
     args = p.parse_args(argv)

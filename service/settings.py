@@ -64,7 +64,12 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = Field(None, description="key for admin routes (header X-API-Key); none: admin disabled")
-    cache_items: int = Field(512, ge=1, description="rendered tiles/images kept in the response cache")
+    cache_items: int = Field(
+        8192,
+        ge=1,
+        description="rendered tiles/images kept in the response cache (also bounded by a quarter of field_cache_mb); "
+        "one dashboard view animating 15 leads of two layers is several hundred tiles",
+    )
     field_cache_mb: int = Field(512, ge=16, description="memory budget of decoded fields and point-series stacks, MiB")
     tile_index_cache: int = Field(4096, ge=1, description="tile -> grid index mappings kept (LRU)")
     min_zoom: int = Field(0, ge=0, le=22)
