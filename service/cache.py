@@ -96,6 +96,11 @@ class LRUCache(Generic[V]):
                     self._pending.pop(key, None)
                 pending.set()
 
+    def keys(self) -> list[Hashable]:
+        """The keys, least recently used first (a copy)."""
+        with self._lock:
+            return list(self._data)
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()

@@ -368,6 +368,8 @@ class DataAccess:
             )
             changed = self._snapshot is None or snap.versions != self._snapshot.versions
             if changed:
+                if prev is not None and prev.fc_version != snap.fc_version:
+                    self._carry_forecast_keys(prev, snap)
                 for warm in self.warmers:  # before publishing: requests waiting on this refresh find them built
                     try:
                         warm(snap)
@@ -379,6 +381,17 @@ class DataAccess:
                 if self.settings.prewarm_tiles:
                     self._prewarm_in_background(snap)
             return snap
+
+    def _carry_forecast_keys(self, prev: Snapshot, snap: Snapshot, limit: int = 64) -> None:
+        """Resolve for ``snap`` the fixed forecast keys last resolved under ``prev`` (the leads
+        dashboards are showing), before ``snap`` is published: otherwise the first request of each
+        waits for a store read after every new run. Runs gone since are skipped."""
+        keys = [k for v, k in self.refs.keys() if v == prev.fc_version and "+" in k][-limit:]
+        for key in keys:
+            try:
+                self._resolve_fixed(key, snap)
+            except (NotFound, BadRequest, Unavailable):
+                continue
 
     def _prewarm_in_background(self, snap: Snapshot) -> None:
         """Decode the frames of the index into colour levels, in a background thread.

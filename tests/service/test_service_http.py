@@ -147,6 +147,19 @@ def test_requests_during_a_slow_refresh_get_the_previous_snapshot(tmp_path: Path
     assert c.get("/v1/frames").json()["observed"][-1]["key"] == "20250601T1205"
 
 
+def test_fixed_forecast_keys_in_use_are_resolved_before_a_new_run_is_published(env) -> None:  # noqa: ANN001
+    """Tiles of an older run's leads keep being requested after a new run: their keys are resolved
+    again by the refresh, not by the first request after it (a store read each)."""
+    c, access = env.client, env.app.state.access
+    assert c.get("/v1/tiles/rain/20250601T1200+15/7/67/45.png").status_code == 200
+    env.add_frame(T1)
+    env.loop.step()
+    snap = access.refresh()
+    assert snap.latest_run.init_time == T1
+    ref = access.refs.get((snap.fc_version, "20250601T1200+15"))
+    assert ref is not None and ref.time == T0 and ref.lead_minutes == 15 and ref.written_at is not None
+
+
 def test_point_stacks_are_read_before_the_new_snapshot_is_published(env) -> None:  # noqa: ANN001
     access = env.app.state.access
     env.add_frame(T1)
