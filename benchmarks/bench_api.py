@@ -409,18 +409,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             for endpoint, ps in paths.items():
                 if endpoint == "tile (cold)" and c != 16:
                     continue
-                versions0, jiffies0, procs0 = store_versions(api_url), cpu_jiffies(), process_cpu_s(api.pid)
-                r = load(api_url, ps, c, once=endpoint == "tile (cold)")
-                jiffies1, procs1, versions1 = cpu_jiffies(), process_cpu_s(api.pid), store_versions(api_url)
-                row = {"endpoint": endpoint, "connections": c, **r, "cpu_steal_pct": steal_pct(jiffies0, jiffies1),
-                       "new_data_during_run": None if versions0 is None or versions1 is None else versions0 != versions1,
-                       **(cpu_delta(procs0, procs1) or {})}
-                if ref_r:
-                    row.update(ref_rps=ref_r["rps"], ref_p99_ms=ref_r["p99_ms"], ref_cpu_steal_pct=ref_r["cpu_steal_pct"], ratio=round(r["rps"] / ref_r["rps"], 3) if ref_r["rps"] else None)
-                if endpoint == "tile (cold)" and r["requests"] > len(ps):
+                row = measured_level(api, api_url, load, endpoint, ps, c, ref_r, once=endpoint == "tile (cold)")
+                if endpoint == "tile (cold)" and row["requests"] > len(ps):
                     row["note"] = f"only {len(ps)} distinct cold tiles: the later requests were warm"
                 rows.append(row)
-                print(f"  {endpoint:22s} c={c:3d}: {r['rps']} req/s, p99 {r['p99_ms']} ms, ratio {row.get('ratio')}, errors {r['errors']}, non-2xx {r['non_2xx']}", file=sys.stderr, flush=True)
+                print(f"  {endpoint:22s} c={c:3d}: {row['rps']} req/s, p99 {row['p99_ms']} ms, ratio {row.get('ratio')}, errors {row['errors']}, non-2xx {row['non_2xx']}", file=sys.stderr, flush=True)
         if args.new_data_level and 64 in args.levels:
             rows.append(new_data_level(args, api, api_url, paths, load, ref64))
     finally:
@@ -473,19 +466,27 @@ def new_data_level(args: argparse.Namespace, api: subprocess.Popen, api_url: str
     tried = 0
     while True:
         tried += 1
-        versions0, jiffies0, procs0 = store_versions(api_url), cpu_jiffies(), process_cpu_s(api.pid)
-        r = load(api_url, mixed, 64)
-        jiffies1, procs1, versions1 = cpu_jiffies(), process_cpu_s(api.pid), store_versions(api_url)
-        landed = versions0 is not None and versions1 is not None and versions0 != versions1
-        if landed or time.time() > deadline:
+        row = measured_level(api, api_url, load, NEW_DATA_ENDPOINT, mixed, 64, ref64)
+        if row["new_data_during_run"] or time.time() > deadline:
             break
-    row = {"endpoint": NEW_DATA_ENDPOINT, "connections": 64, **r, "cpu_steal_pct": steal_pct(jiffies0, jiffies1),
-           "new_data_during_run": landed, **(cpu_delta(procs0, procs1) or {}), "levels_tried": tried}
-    if ref64:
-        row.update(ref_rps=ref64["rps"], ref_p99_ms=ref64["p99_ms"], ref_cpu_steal_pct=ref64["cpu_steal_pct"], ratio=round(r["rps"] / ref64["rps"], 3) if ref64["rps"] else None)
-    if not landed:
+    row["levels_tried"] = tried
+    if not row["new_data_during_run"]:
         row["note"] = f"no new data landed within {args.new_data_wait_s:g} s of levels"
-    print(f"  {NEW_DATA_ENDPOINT:22s} c= 64: {r['rps']} req/s, p99 {r['p99_ms']} ms, new data {landed} after {tried} level(s)", file=sys.stderr, flush=True)
+    print(f"  {NEW_DATA_ENDPOINT:22s} c= 64: {row['rps']} req/s, p99 {row['p99_ms']} ms, new data {row['new_data_during_run']} after {tried} level(s)", file=sys.stderr, flush=True)
+    return row
+
+
+def measured_level(api: subprocess.Popen, api_url: str, load: Callable, endpoint: str, paths: list[str], c: int, ref_r: dict[str, Any], once: bool = False) -> dict[str, Any]:
+    """One level against the API: the client's figures, the CPU steal, whether new data landed, the
+    CPU of the API and its children, and the ratio to the reference level ``ref_r`` (when given)."""
+    versions0, jiffies0, procs0 = store_versions(api_url), cpu_jiffies(), process_cpu_s(api.pid)
+    r = load(api_url, paths, c, once=once)
+    jiffies1, procs1, versions1 = cpu_jiffies(), process_cpu_s(api.pid), store_versions(api_url)
+    row = {"endpoint": endpoint, "connections": c, **r, "cpu_steal_pct": steal_pct(jiffies0, jiffies1),
+           "new_data_during_run": None if versions0 is None or versions1 is None else versions0 != versions1,
+           **(cpu_delta(procs0, procs1) or {})}
+    if ref_r:
+        row.update(ref_rps=ref_r["rps"], ref_p99_ms=ref_r["p99_ms"], ref_cpu_steal_pct=ref_r["cpu_steal_pct"], ratio=round(r["rps"] / ref_r["rps"], 3) if ref_r["rps"] else None)
     return row
 
 

@@ -47,7 +47,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -218,6 +218,11 @@ class ObservationStoreLike(Protocol):
     def read_times(self, times: object, rows: slice | None = None, cols: slice | None = None) -> xr.Dataset:
         """The given slots, as :meth:`window`."""
         ...
+
+
+def _slots(day_attrs: dict[str, Any] | None, var: str) -> set[int]:
+    """The complete slots of ``var`` in a day group's attributes (none when the day is unusable)."""
+    return set(day_attrs.get(f"{var}_slots", [])) if day_attrs is not None else set()
 
 
 class ObservationStore:
@@ -486,10 +491,7 @@ class ObservationStore:
         return zarr.open_group(self._root.store, path=path, mode="r+")
 
     def _complete_slots(self, day: str, var: str = dims.RAIN_RATE) -> set[int]:
-        attrs = self._day_attrs(day)
-        if attrs is None:
-            return set()
-        return set(attrs.get(f"{var}_slots", []))
+        return _slots(self._day_attrs(day), var)
 
     def _array(self, day: str, var: str) -> zarr.Array | None:
         key = (day, var)
@@ -689,11 +691,17 @@ class ObservationStore:
 
     def times(self, variable: str = dims.RAIN_RATE) -> pd.DatetimeIndex:
         """Times of the complete frames of ``variable``, sorted."""
-        out: list[pd.Timestamp] = []
+        return self.complete_times((variable,))[variable]
+
+    def complete_times(self, variables: Sequence[str] = (dims.RAIN_RATE, dims.LIGHTNING)) -> dict[str, pd.DatetimeIndex]:
+        """:meth:`times` of several variables, reading each day's document once."""
+        out: dict[str, list[pd.Timestamp]] = {v: [] for v in variables}
         for day in self.days():
+            attrs = self._day_attrs(day)
             start = pd.Timestamp(day)
-            out.extend(start + i * self.cadence for i in sorted(self._complete_slots(day, variable)))
-        return pd.DatetimeIndex(out, name=dims.TIME).as_unit("ns")
+            for v in variables:
+                out[v].extend(start + i * self.cadence for i in sorted(_slots(attrs, v)))
+        return {v: pd.DatetimeIndex(ts, name=dims.TIME).as_unit("ns") for v, ts in out.items()}
 
     def has(self, time: object, variable: str = dims.RAIN_RATE) -> bool:
         slot = self.slot_of(time)

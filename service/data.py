@@ -126,9 +126,9 @@ class Snapshot:
     checked_at: float = dc_field(default=0.0, compare=False, repr=False)
     #: frames replaced so far (``nowcast import --overwrite``): part of every observed frame's content version
     obs_replaced: int = 0
-    #: times of the complete rain and lightning frames, read once per observation version (None: not read)
-    obs_times: frozenset[pd.Timestamp] | None = dc_field(default=None, compare=False, repr=False)
-    lightning_times: frozenset[pd.Timestamp] | None = dc_field(default=None, compare=False, repr=False)
+    #: times of the complete rain and lightning frames (sorted), read once per observation version
+    obs_times: pd.DatetimeIndex = dc_field(default_factory=lambda: pd.DatetimeIndex([]), compare=False, repr=False)
+    lightning_times: pd.DatetimeIndex = dc_field(default_factory=lambda: pd.DatetimeIndex([]), compare=False, repr=False)
 
     @property
     def versions(self) -> tuple[str, str]:
@@ -147,22 +147,18 @@ class Snapshot:
         an observed frame changes only when it is replaced (``obs_replaced``) and, for its
         lightning, when its lightning slot becomes complete; a forecast lead only when its run is
         rewritten (``written_at``). So a new frame leaves every cached tile of the other frames
-        valid. Where that is not known, the store's version (always safe).
+        valid. A forecast ref without ``written_at``: the store's version (always safe).
         """
         if ref.is_forecast:
             return f"run@{ref.written_at.isoformat()}" if ref.written_at is not None else f"fc:{self.fc_version}"
         if layer == "rain":
             return f"obs:{self.obs_replaced}"
-        if self.lightning_times is None:
-            return f"obs@{self.obs_version}"
         return f"obs:{self.obs_replaced}:{'L' if ref.time in self.lightning_times else '-'}"
 
     def modified_of(self, ref: FrameRef) -> float:
         """Last-Modified (POSIX seconds) of the content of ``ref``."""
         if ref.is_forecast and ref.written_at is not None:
             return posix_seconds(ref.written_at)
-        if ref.is_forecast and self.latest_run is not None and self.latest_run.init_time == ref.time:
-            return posix_seconds(self.latest_run.written_at)
         return self.obs_modified
 
 
@@ -340,12 +336,12 @@ class DataAccess:
                 fc_version = f"{fc_version}@{run.written_at.isoformat()}"
             # the frame lists, read here once per new frame (not by the requests that resolve its keys)
             prev = self._snapshot
-            if prev is not None and prev.obs_version == obs_version and prev.obs_times is not None:
+            if prev is not None and prev.obs_version == obs_version:
                 replaced, obs_times, lightning_times = prev.obs_replaced, prev.obs_times, prev.lightning_times
             else:
                 replaced = obs.replacements
-                obs_times = frozenset(obs.times())
-                lightning_times = frozenset(obs.times(dims.LIGHTNING))
+                lists = obs.complete_times((dims.RAIN_RATE, dims.LIGHTNING))
+                obs_times, lightning_times = lists[dims.RAIN_RATE], lists[dims.LIGHTNING]
             # a remote store has no mtime: its newest frame's valid time is stable across workers
             modified = posix_seconds(pd.Timestamp(last)) if last is not None else 0.0
             if self._obs_meta is not None:
@@ -366,7 +362,7 @@ class DataAccess:
                 obs_times=obs_times,
                 lightning_times=lightning_times,
             )
-            changed = self._snapshot is None or snap.versions != self._snapshot.versions
+            changed = prev is None or snap.versions != prev.versions
             if changed:
                 if prev is not None and prev.fc_version != snap.fc_version:
                     self._carry_forecast_keys(prev, snap)
@@ -387,10 +383,11 @@ class DataAccess:
         dashboards are showing), before ``snap`` is published: otherwise the first request of each
         waits for a store read after every new run. Runs gone since are skipped."""
         keys = [k for v, k in self.refs.keys() if v == prev.fc_version and "+" in k][-limit:]
+        runs: dict[pd.Timestamp, RunInfo] = {}  # one marker read per run, however many of its leads are in use
         for key in keys:
             try:
-                self._resolve_fixed(key, snap)
-            except (NotFound, BadRequest, Unavailable):
+                self._resolve_run_lead(key, snap, runs)
+            except (NotFound, BadRequest):
                 continue
 
     def _prewarm_in_background(self, snap: Snapshot) -> None:
@@ -410,9 +407,9 @@ class DataAccess:
             refs += [FrameRef(run.init_time, m, immutable=True, model=run.model, written_at=run.written_at) for m in run.lead_minutes()]
         try:
             cells = int(np.prod(self.grid().shape))
-            older = sorted(t for t in self.observed_times(snap) if snap.last_complete is None or t < snap.last_complete)
         except Unavailable:
             return
+        older = snap.obs_times if snap.last_complete is None else snap.obs_times[snap.obs_times < snap.last_complete]
         refs += [FrameRef(t, None, immutable=True) for t in reversed(older[-(self.settings.frames_in_index - 1) :])] if self.settings.frames_in_index > 1 else []
         budget = self.fields.max_bytes or 0
         per_ref = len(LAYERS) * 2  # a field and its levels per layer
@@ -526,13 +523,13 @@ class DataAccess:
         """Resolve a time key (see the module docstring); BadRequest if malformed, NotFound if absent (blocking)."""
         snap = snap or self.snapshot()
         ref = self.resolve_cached(key, snap)
-        return ref if ref is not None else self._resolve_fixed(key, snap)
+        return ref if ref is not None else self._resolve_run_lead(key, snap)
 
     async def resolve_async(self, key: str, snap: Snapshot) -> FrameRef:
         """:meth:`resolve` that reads the stores in a worker thread when the key is not cached."""
         ref = self.resolve_cached(key, snap)
         if ref is None:  # one store read per key and versions, however many requests ask at once
-            ref = await self._single_flight(("resolve", snap.versions, key), lambda: self._resolve_fixed(key, snap))
+            ref = await self._single_flight(("resolve", snap.versions, key), lambda: self._resolve_run_lead(key, snap))
         return ref
 
     def resolve_cached(self, key: str, snap: Snapshot) -> FrameRef | None:
@@ -562,9 +559,9 @@ class DataAccess:
         if lead_minutes is not None and run is not None and base == time_key(run.init_time):  # the newest run: known
             self._check_lead(run, lead_minutes)
             ref = FrameRef(run.init_time, lead_minutes, immutable=True, model=run.model, written_at=run.written_at)
-        elif lead_minutes is None and (times := self._known_obs_times(snap)) is not None:
+        elif lead_minutes is None:
             t = parse_key_time(base, key)
-            if t not in times:  # type: ignore[operator]
+            if t not in snap.obs_times:
                 raise NotFound(f"no observed frame at {iso(t)}")
             ref = FrameRef(t, None, immutable=True)
         else:
@@ -572,33 +569,18 @@ class DataAccess:
         self.refs.put(cache_key, ref)
         return ref
 
-    def _known_obs_times(self, snap: Snapshot) -> frozenset[pd.Timestamp] | None:
-        return snap.obs_times if snap.obs_times is not None else self.objects.get(("obs-times", snap.obs_version))  # type: ignore[return-value]
-
-    def observed_times(self, snap: Snapshot) -> frozenset[pd.Timestamp]:
-        """Times of the complete observed frames at ``snap`` (blocking the first time per version)."""
-        if snap.obs_times is not None:
-            return snap.obs_times
-        key = ("obs-times", snap.obs_version)
-        times = self.objects.get(key)
-        if times is None:
-            times = frozenset(self.obs().times())
-            self.objects.put(key, times)
-        return times  # type: ignore[return-value]
-
-    def _resolve_fixed(self, key: str, snap: Snapshot) -> FrameRef:
+    def _resolve_run_lead(self, key: str, snap: Snapshot, runs: dict[pd.Timestamp, RunInfo] | None = None) -> FrameRef:
+        """A fixed key of a lead of a run other than the newest (the only keys :meth:`resolve_cached`
+        leaves): a store read of its run's marker, unless ``runs`` holds it already."""
         m = _KEY_RE.match(key)
-        assert m is not None  # resolve_cached checked the syntax
-        base, lead = m.group("base"), m.group("lead")
-        lead_minutes = (int(lead) or None) if lead is not None else None
-        t = parse_key_time(base, key)
-        if lead_minutes is None:
-            if t not in self.observed_times(snap):
-                raise NotFound(f"no observed frame at {iso(t)}")
-            ref = FrameRef(t, None, immutable=True)
-            self.refs.put((snap.obs_version, key), ref)
-            return ref
-        run = self.run_info_at(t)
+        assert m is not None and m.group("lead") is not None  # resolve_cached resolved every other key
+        t = parse_key_time(m.group("base"), key)
+        run = runs.get(t) if runs is not None else None
+        if run is None:
+            run = self.run_info_at(t)
+            if runs is not None:
+                runs[t] = run
+        lead_minutes = int(m.group("lead"))
         self._check_lead(run, lead_minutes)
         ref = FrameRef(t, lead_minutes, immutable=True, model=run.model, written_at=run.written_at)
         self.refs.put((snap.fc_version, key), ref)

@@ -73,10 +73,11 @@ async def get_map(
         )
         extra = {"Content-Disposition": f'attachment; filename="nowcast_{ref.key.replace("+", "_")}.nc"'}
     else:
+        version = snap.content_version(ref, layer.value)
         entry = await access.cached(
             access.responses,
-            ("map", snap.content_version(ref, layer.value), ref.key, layer.value),
-            lambda: CachedBody.of(maps.render_png(access, ref, layer.value, snap.content_version(ref, layer.value)), "image/png", modified),
+            ("map", version, ref.key, layer.value),
+            lambda: CachedBody.of(maps.render_png(access, ref, layer.value, version), "image/png", modified),
         )
         extra = None
     return cached_response(request, entry, _cache_header(ref, request.app.state.settings), extra)

@@ -137,7 +137,7 @@ def get_status(request: Request, access: Access) -> Response:
         obs_status = ObservationStatus(
             last_frame=iso(last),
             age_seconds=(now - last).total_seconds() if last is not None else None,
-            frames=frame_count(access, snap),
+            frames=len(snap.obs_times),
             store_version=snap.obs_version,
         )
     except Unavailable as exc:
@@ -196,11 +196,6 @@ def get_model_card(request: Request) -> Response:
     return cached_response(request, CachedBody.of(json.dumps(card, default=str).encode(), "application/json"), "no-cache")
 
 
-def frame_count(access: DataAccess, snap: Snapshot) -> int:
-    """Complete observed frames (their set is cached per store version)."""
-    return len(access.observed_times(snap))
-
-
 NOT_MODIFIED = {304: {"description": "not modified (If-None-Match / If-Modified-Since matched)"}}
 
 
@@ -239,7 +234,7 @@ def _build_frames(access: DataAccess, settings: ServiceSettings, snap: Snapshot)
     ``generated_at`` is the last change of either store (``snap.modified``), not the wall clock: every
     worker of a multi-worker deployment then builds the same bytes, hence the same ETag, for one state.
     """
-    times = sorted(access.observed_times(snap))[-settings.frames_in_index :]
+    times = snap.obs_times[-settings.frames_in_index :]
     observed = [frame_entry(time_key(t), t, None) for t in times]
     run = snap.latest_run
     forecast: list[FrameEntry] = []

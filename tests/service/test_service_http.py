@@ -200,7 +200,7 @@ def test_new_frame_keeps_the_cached_tiles_of_other_frames(env, monkeypatch) -> N
     wet = np.full(access.grid().shape, 50.0, dtype=np.float32)
     env.writer.append(xr_frame(env.writer, T0, wet), overwrite=True)
     replaced = c.get(old_obs)
-    assert replaced.headers["etag"] != first[old_obs].headers["etag"]  and renders == ["20250601T1200"]
+    assert replaced.headers["etag"] != first[old_obs].headers["etag"] and renders == ["20250601T1200"]
     # late lightning of a frame renders its lightning tile again, not its rain tile
     no_light = c.get(light)
     rain_tile = c.get("/v1/tiles/rain/20250601T1205/7/67/45.png")
