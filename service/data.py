@@ -191,6 +191,8 @@ class DataAccess:
         self._refresh_lock = threading.Lock()
         self._rechecking = False
         self._snapshot: Snapshot | None = None
+        #: (snapshot, monotonic time) of the last check that found its change stamps unchanged
+        self._stamps_checked: tuple[Snapshot | None, float] = (None, 0.0)
         budget = settings.field_cache_mb * 2**20
         #: decoded fields and their colour levels (tiles), a few per frame
         self.fields: LRUCache[np.ndarray] = LRUCache(max(64, settings.cache_items), max_bytes=budget // 2)
@@ -285,7 +287,8 @@ class DataAccess:
     def current(self) -> Snapshot | None:
         """The snapshot when still valid (cheap: no store API call), else None (call :meth:`refresh`).
 
-        Local stores: valid while both change stamps are unchanged; when ``store_poll_s`` has
+        Local stores: valid while both change stamps are unchanged (a check is reused for
+        ``stamp_reuse_s``, so a burst of requests reads them once); when ``store_poll_s`` has
         passed as well, the versions are re-read through the store API in a background thread
         while this snapshot keeps serving (its stamps say nothing changed). Object storage:
         valid for ``store_poll_s``.
@@ -293,11 +296,15 @@ class DataAccess:
         snap = self._snapshot
         if snap is None:
             return None
-        stale = time.monotonic() - snap.checked_at > self.settings.store_poll_s
+        now = time.monotonic()
+        stale = now - snap.checked_at > self.settings.store_poll_s
         if snap.obs_stamp is None or snap.fc_stamp is None:
             return None if stale else snap
-        if self._obs_stamp() != snap.obs_stamp or self._fc_stamp() != snap.fc_stamp:
-            return None
+        checked_for, checked_at = self._stamps_checked
+        if checked_for is not snap or now - checked_at > self.settings.stamp_reuse_s:
+            if self._obs_stamp() != snap.obs_stamp or self._fc_stamp() != snap.fc_stamp:
+                return None
+            self._stamps_checked = (snap, now)
         if stale:
             self._recheck_in_background()
         return snap

@@ -33,6 +33,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: at most this much of a refused body is read (and discarded) before answering
 DRAIN_LIMIT = 64 * 2**20
 
+#: scope key where a route leaves how :class:`HotCache` may answer its URL under newer store
+#: versions: a function (snapshot) -> the 200 response (headers and body) for that snapshot, or
+#: None when only the routes can tell
+REVALIDATE = "nowcast.revalidate"
+
 
 async def send_error(send: Send, status: int, detail: str, close: bool = False) -> None:
     """Send a JSON ``{"detail": ...}`` error response."""
@@ -158,19 +163,25 @@ class HotCache:
     A 200 response of a route in ``templates`` that carries an ETag is stored under its path
     and query string together with the store versions it was built from (the snapshot was
     checked unchanged before and after the handler ran). A later GET of the same URL is
-    answered from it - 304 when its validators match - while :meth:`DataAccess.current`
-    reports the same versions; after a new frame or run the entry no longer matches and the
-    request goes through the routes again (which read their own version-keyed caches). Routing,
-    parameter validation and serialisation are skipped only for byte-identical URLs whose
-    answer is known, so every other request (errors included) is handled by the routes.
-    Bounded by ``max_items`` and ``max_bytes``.
+    answered from it - 304 when its validators match - while the snapshot
+    (:meth:`DataAccess.snapshot_async`: after a change, the new one once read, within
+    ``refresh_wait_s``, else the previous one, as the routes answer) has the same versions.
+
+    After a new frame or run the entry no longer matches. A route may have left in the scope,
+    under :data:`REVALIDATE`, a function of the new snapshot that answers the same URL without
+    the routes - the same response when what the URL shows is unchanged (a fixed-key tile whose
+    frame was not replaced), a new one built from memory (a point series from the stacks the
+    refresh read) - or None, and then the request goes through the routes again (which read
+    their own version-keyed caches). Routing, parameter validation and serialisation are
+    skipped only for byte-identical URLs whose answer is known, so every other request (errors
+    included) is handled by the routes. Bounded by ``max_items`` and ``max_bytes``.
     """
 
     def __init__(self, app: ASGIApp, access: Any, templates: frozenset[str], entries: LRUCache[tuple] | None = None) -> None:
         self.app = app
         self.access = access
         self.templates = templates
-        #: URL -> (versions, headers, body, etag, last-modified, route); bounded by the caller
+        #: URL -> (versions, headers, body, etag, last-modified, route, revalidate); bounded by the caller
         self.entries: LRUCache[tuple] = entries if entries is not None else LRUCache(4096, max_bytes=64 * 2**20)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -178,13 +189,12 @@ class HotCache:
             await self.app(scope, receive, send)
             return
         key = (scope["path"], scope.get("query_string", b""))
-        try:
-            snap = self.access.current()
-        except Exception:  # noqa: BLE001 - stores unavailable: the routes answer (503)
-            snap = None
+        snap = await self._snapshot()
         if snap is not None:
             entry = self.entries.get(key)
-            if entry is not None and entry[0] == snap.versions:
+            if entry is not None and entry[0] != snap.versions:
+                entry = self._revalidate(key, entry, snap)
+            if entry is not None:
                 await self._answer(scope, send, entry)
                 return
         start: Message | None = None
@@ -213,15 +223,45 @@ class HotCache:
             return
         if after is None or after.versions != snap.versions:
             return  # the stores changed while the handler ran: do not keep this answer
+        self._store(key, snap, headers, b"".join(chunks), route, scope.get(REVALIDATE))
+
+    async def _snapshot(self) -> Any:
+        """The snapshot the routes would answer from now (None: stores unavailable, the routes answer 503)."""
+        try:
+            snap = self.access.current()
+            return snap if snap is not None else await self.access.snapshot_async()
+        except Exception:  # noqa: BLE001
+            return None
+
+    def _store(self, key: tuple, snap: Any, headers: list, body: bytes, route: Any, revalidate: Any) -> tuple:
+        etag = next(v for k, v in headers if k == b"etag")
         modified = next((v for k, v in headers if k == b"last-modified"), None)
-        body = b"".join(chunks)
-        self.entries.put(key, (snap.versions, headers, body, etag.decode(), modified.decode() if modified else None, route))
+        entry = (snap.versions, headers, body, etag.decode(), modified.decode() if modified else None, route, revalidate)
+        self.entries.put(key, entry)
+        return entry
+
+    def _revalidate(self, key: tuple, entry: tuple, snap: Any) -> tuple | None:
+        """``entry`` brought to ``snap`` by the function its route left (see :data:`REVALIDATE`), or None."""
+        revalidate = entry[6]
+        if revalidate is None:
+            return None
+        try:
+            fresh = revalidate(snap)
+        except Exception as exc:  # noqa: BLE001 - the routes answer (and report) it
+            log.debug("replay of %s not revalidated: %s", key, exc)
+            return None
+        if fresh is None:
+            return None
+        headers, body = fresh
+        if not any(k == b"etag" for k, _ in headers):
+            return None
+        return self._store(key, snap, headers, body, entry[5], revalidate)
 
     @staticmethod
     async def _answer(scope: Scope, send: Send, entry: tuple) -> None:
         from service.cache import not_modified
 
-        _versions, headers, body, etag, modified, route = entry
+        _versions, headers, body, etag, modified, route, _revalidate = entry
         scope["route"] = route  # the request metrics label it by its route template
         inm = ims = None
         for k, v in scope.get("headers", ()):

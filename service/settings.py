@@ -83,6 +83,12 @@ class ServiceSettings(BaseSettings):
         description="store versions are re-read through the store API at least this often; local stores are also "
         "checked on every request by a cheap change stamp, object storage only this often (0: every request)",
     )
+    stamp_reuse_s: float = Field(
+        0.01,
+        ge=0,
+        description="a check of the local stores' change stamps (a file read, a listing, a stat) is reused for this "
+        "long: the requests of one burst share one check, and new data show at most this much later (0: every request)",
+    )
     refresh_wait_s: float = Field(
         0.02,
         ge=0,

@@ -42,18 +42,26 @@ Access = Annotated[DataAccess, Depends(get_access)]
 Settings = Annotated[ServiceSettings, Depends(get_settings)]
 
 
-def cached_response(request: Request, entry: CachedBody, cache_control: str, headers: dict[str, str] | None = None) -> Response:
-    """``entry`` with its validators (ETag, Last-Modified); 304 without a body when the request's validators match."""
+def cached_response(request: Request | None, entry: CachedBody, cache_control: str, headers: dict[str, str] | None = None) -> Response:
+    """``entry`` with its validators (ETag, Last-Modified); 304 without a body when the request's
+    validators match (``request`` None: always the 200 response)."""
     out = {"Cache-Control": cache_control, "ETag": entry.etag}
     if entry.last_modified is not None:
         out["Last-Modified"] = entry.last_modified
     if headers:
         out.update(headers)
+    if request is None:
+        return Response(entry.body, media_type=entry.media_type, headers=out)
     req = request.headers
     inm, ims = req.get("if-none-match"), req.get("if-modified-since")
     if (inm is not None or ims is not None) and not_modified(inm, ims, entry.etag, entry.last_modified):
         return Response(status_code=304, headers=out)
     return Response(entry.body, media_type=entry.media_type, headers=out)
+
+
+def replayed(response: Response) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """(raw headers, body) of a 200 ``response``: what a :data:`service.middleware.REVALIDATE` function returns."""
+    return list(response.raw_headers), bytes(response.body)
 
 
 def json_body(model: Any, modified: float | None = None) -> CachedBody:

@@ -8,6 +8,7 @@ a worker thread (concurrent requests for the same new tile share that render).
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -15,8 +16,24 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from nowcast import plotting
 from service import maps
 from service.cache import CachedBody
-from service.data import TIME_KEY_HELP, TIME_KEY_PATTERN, FrameRef, NotFound
-from service.routes.deps import IMMUTABLE, cached_response, error_responses, json_body, short_cache
+from service.data import (
+    TIME_KEY_HELP,
+    TIME_KEY_PATTERN,
+    BadRequest,
+    DataAccess,
+    FrameRef,
+    NotFound,
+    Snapshot,
+)
+from service.middleware import REVALIDATE
+from service.routes.deps import (
+    IMMUTABLE,
+    cached_response,
+    error_responses,
+    json_body,
+    replayed,
+    short_cache,
+)
 from service.schemas import Legend, LegendEntry
 from service.settings import ServiceSettings
 from service.tiles import TileError, check_tile
@@ -45,6 +62,19 @@ TimeKey = Annotated[
 
 def _cache_header(ref: FrameRef, settings: ServiceSettings) -> str:
     return IMMUTABLE if ref.immutable else short_cache(settings)
+
+
+def _unchanged(access: DataAccess, time_key: str, layer: str, shown: str, version: str, response: Response, snap: Snapshot) -> tuple | None:
+    """``response`` (an image of frame ``shown`` at content ``version``) when ``time_key`` still shows
+    that content at ``snap``, else None (a :data:`REVALIDATE` function: a new frame or run leaves the
+    replayed tiles of the other frames valid without routing them again)."""
+    try:
+        ref = access.resolve_cached(time_key, snap)
+    except (NotFound, BadRequest):
+        return None
+    if ref is None or ref.key != shown or snap.content_version(ref, layer) != version:
+        return None
+    return replayed(response)
 
 
 @router.get(
@@ -119,7 +149,9 @@ async def get_tile(
             return CachedBody.of(maps.render_tile(access, ref, layer.value, z, x, y, version), "image/png", modified)
 
         entry = await access.cached(access.responses, key, render)
-    return cached_response(request, entry, _cache_header(ref, settings))
+    response = cached_response(request, entry, _cache_header(ref, settings))
+    request.scope[REVALIDATE] = partial(_unchanged, access, time_key, layer.value, ref.key, version, response)
+    return response
 
 
 @router.get(

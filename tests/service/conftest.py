@@ -70,6 +70,7 @@ def make_env(tmp_path: Path, **overrides) -> ServiceEnv:  # noqa: ANN003
         "lead_minutes": [5, 10, 15, 30, 60, 75],
         "cache_items": 64,
         "refresh_wait_s": 60.0,  # deterministic: a request after a write waits for the new snapshot
+        "stamp_reuse_s": 0.0,  # deterministic: every request checks the change stamps
         **overrides,
     }
     settings = ServiceSettings(**options)

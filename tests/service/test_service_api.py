@@ -191,6 +191,27 @@ def test_point_series(shared_env) -> None:  # noqa: ANN001
     assert body["model"] == "persistence"
 
 
+def test_point_json_is_written_exactly_as_the_schema_serialises_it(shared_env) -> None:  # noqa: ANN001
+    """The point series is written directly, not through the pydantic models: byte for byte the same
+    JSON as PointResponse.model_dump_json for every cell (covered, uncovered, edges) and for the
+    awkward floats (-0.0, tiny, huge, NaN, inf)."""
+    from pydantic_core import to_json
+
+    from service.routes.point import _json_numbers, _num, point_series, series_tail
+
+    access, settings = shared_env.app.state.access, shared_env.app.state.settings
+    snap = access.snapshot()
+    ny, nx = access.grid().shape
+    head = b'{"lat":0.0,"lon":0.0,'
+    for row in range(0, ny, 3):
+        for col in range(0, nx, 3):
+            expect = point_series(access, settings, snap, row, col).model_dump_json().encode()
+            assert head + series_tail(access, settings, snap, row, col) == expect, (row, col)
+    odd = np.array([0.0, -0.0, 1e-5, -0.00004, 0.00005, 123456.78912, 3.3e15, 2.5e16, -7e20, np.nan, np.inf, -np.inf, 1.0, 12.5], dtype=np.float64)
+    assert _json_numbers(odd) == [to_json(_num(v)).decode() for v in odd]
+    assert _json_numbers(odd.astype(np.float32)) == [to_json(_num(v)).decode() for v in odd.astype(np.float32)]
+
+
 def test_point_without_coverage_is_null(shared_env) -> None:  # noqa: ANN001
     grid = shared_env.writer.grid
     from pyproj import Transformer

@@ -147,6 +147,71 @@ def test_requests_during_a_slow_refresh_get_the_previous_snapshot(tmp_path: Path
     assert c.get("/v1/frames").json()["observed"][-1]["key"] == "20250601T1205"
 
 
+def test_replayed_answers_follow_new_data_without_the_routes(env) -> None:  # noqa: ANN001
+    """After a new frame and run, the response replay answers a fixed-key tile whose frame is unchanged
+    with its stored bytes and a point series with the new data built from memory, without routing
+    them again; a 'latest' tile, whose frame changed, goes through the routes."""
+    c, access = env.client, env.app.state.access
+    calls: list[str] = []
+    resolve_async, point_index = access.resolve_async, access.point_index
+
+    async def counting_resolve(key, snap):  # noqa: ANN001, ANN202
+        calls.append(key)
+        return await resolve_async(key, snap)
+
+    access.resolve_async = counting_resolve
+    access.point_index = lambda lat, lon: calls.append(f"point {lat} {lon}") or point_index(lat, lon)
+    old_obs, old_lead, latest = "/v1/tiles/rain/20250601T1200/7/67/45.png", "/v1/tiles/rain/20250601T1200+15/7/67/45.png", "/v1/tiles/rain/latest/7/67/45.png"
+    point = "/v1/point?lat=46.5&lon=10"
+    first = {u: c.get(u) for u in (old_obs, old_lead, latest, point)}
+    assert all(r.status_code == 200 for r in first.values())
+    env.add_frame(T1)
+    env.loop.step()
+    assert access.refresh().latest_run.init_time == T1
+    calls.clear()
+    for u in (old_obs, old_lead):
+        again = c.get(u)
+        assert again.status_code == 200 and again.content == first[u].content and again.headers["etag"] == first[u].headers["etag"]
+        assert again.headers["cache-control"] == first[u].headers["cache-control"]
+        assert c.get(u, headers={"If-None-Match": first[u].headers["etag"]}).status_code == 304
+    series = c.get(point)
+    assert calls == []  # answered by the replay: no key resolution, no lat/lon lookup
+    assert series.json()["observed"][-1]["time"] == "2025-06-01T12:05:00Z" and series.json()["forecast_init_time"] == "2025-06-01T12:05:00Z"
+    assert series.headers["etag"] != first[point].headers["etag"]
+    routed = c.get("/v1/point?lat=46.5&lon=10.0")  # the same cell through the route
+    assert calls == ["point 46.5 10.0"]
+    assert {**routed.json(), "lon": 10} == series.json() and routed.headers["last-modified"] == series.headers["last-modified"]
+    assert c.get(point, headers={"If-None-Match": series.headers["etag"]}).status_code == 304
+    new_latest = c.get(latest)
+    assert "latest" in calls  # its frame changed: routed
+    assert new_latest.content == c.get("/v1/tiles/rain/20250601T1205/7/67/45.png").content
+
+
+def test_a_burst_of_requests_shares_one_check_of_the_change_stamps(tmp_path: Path) -> None:
+    """The change stamps (a file read, a listing and a stat) are read once per stamp_reuse_s, not per
+    request; new data show once that time has passed."""
+    import time
+
+    from tests.service.conftest import make_env
+
+    env = make_env(tmp_path, stamp_reuse_s=0.3)
+    c, access = env.client, env.app.state.access
+    reads: list[float] = []
+    obs_stamp = access._obs_stamp  # noqa: SLF001 - counted below
+    access._obs_stamp = lambda: reads.append(time.monotonic()) or obs_stamp()
+    assert c.get("/v1/frames").json()["observed"][-1]["key"] == "20250601T1200"
+    time.sleep(0.35)
+    reads.clear()
+    t0 = time.monotonic()
+    for _ in range(20):
+        assert access.current() is not None
+    assert len(reads) == 1 or time.monotonic() - t0 > 0.3  # one check for the burst
+    env.add_frame(T1)
+    time.sleep(0.35)
+    assert access.current() is None  # seen once the reused check has expired
+    assert c.get("/v1/frames").json()["observed"][-1]["key"] == "20250601T1205"
+
+
 def test_fixed_forecast_keys_in_use_are_resolved_before_a_new_run_is_published(env) -> None:  # noqa: ANN001
     """Tiles of an older run's leads keep being requested after a new run: their keys are resolved
     again by the refresh, not by the first request after it (a store read each)."""
