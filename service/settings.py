@@ -90,7 +90,7 @@ class ServiceSettings(BaseSettings):
         "long: the requests of one burst share one check, and new data show at most this much later (0: every request)",
     )
     refresh_wait_s: float = Field(
-        0.02,
+        0.005,
         ge=0,
         description="after the stores changed, how long a request waits for the new snapshot (read, and its "
         "documents and point stacks built) before it is answered from the previous one; larger: never stale",

@@ -77,4 +77,5 @@ def force_forecast(request: Request) -> AdminResult:
     if info is None:
         reason = loop.status.last_error or "no observed frame to forecast from"
         raise HTTPException(409, f"no forecast made: {reason}")
+    request.app.state.access.refresh(force=True)  # read your writes: the next request sees this run
     return AdminResult(ok=True, detail=f"forecast published for {iso(info.init_time)}", model=model_info(request), init_time=iso(info.init_time))

@@ -103,6 +103,21 @@ def test_rerun_of_the_same_init_time_is_a_new_version(env) -> None:  # noqa: ANN
     assert again.headers["etag"] != first.headers["etag"]
 
 
+def test_the_caller_of_a_forced_forecast_reads_the_new_run_at_once(tmp_path: Path) -> None:
+    """With no wait for a refresh (refresh_wait_s=0), the route that forces a forecast refreshes the
+    snapshot itself: its caller's next request shows the new run, not the previous snapshot."""
+    import time
+
+    from tests.service.conftest import make_env
+
+    env = make_env(tmp_path, refresh_wait_s=0.0)
+    c = env.client
+    first = c.get("/v1/forecasts/latest").json()
+    time.sleep(1.1)  # written_at has a resolution of one second
+    assert c.post("/v1/admin/forecast", headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert c.get("/v1/forecasts/latest").json()["written_at"] > first["written_at"]
+
+
 def test_new_data_documents_are_built_before_requests_see_them(env) -> None:  # noqa: ANN001
     """The refresh that finds new data builds the frame index and the newest run's metadata before it
     publishes the snapshot, so the burst of requests after a new frame does not wait to build them."""
