@@ -118,6 +118,10 @@ def create_app(
     in_process = inference is not None and getattr(inference, "in_process", True)
     warm_imports(WARM_MODULES + (INFERENCE_MODULES if in_process else ()))
     access = DataAccess(settings)
+    from service.routes import info, point
+
+    # before anything takes a snapshot (registering the metrics collector does): the first one is warmed too
+    access.warmers += [partial(info.warm_documents, access, settings), partial(point.warm_stacks, access, settings)]
     #: responses replayed by HotCache (bounded like the other caches)
     replay: LRUCache[tuple] = LRUCache(max(1024, settings.cache_items * 8), max_bytes=settings.field_cache_mb * 2**20 // 8)
     metrics = ServiceMetrics(
@@ -200,7 +204,6 @@ def create_app(
 
     from service.routes import admin, images, info, overlays, point
 
-    access.warmers += [partial(info.warm_documents, access, settings), partial(point.warm_stacks, access, settings)]
     app.include_router(info.router)
     app.include_router(images.router)
     app.include_router(point.router)

@@ -240,6 +240,18 @@ def test_fixed_forecast_keys_in_use_are_resolved_before_a_new_run_is_published(e
     assert ref is not None and ref.time == T0 and ref.lead_minutes == 15 and ref.written_at is not None
 
 
+def test_the_first_snapshot_is_warmed_too(env) -> None:  # noqa: ANN001
+    """create_app takes a first snapshot (the metrics collector reads the data ages): the warmers are
+    registered before it, so the first requests find the index and the point stacks built."""
+    access = env.app.state.access
+    snap = access._snapshot  # noqa: SLF001 - the one taken at start-up, before any request
+    assert snap is not None
+    assert ("frames", *snap.versions) in access.objects
+    keys = access.stacks.keys()
+    assert ("fc-stack", snap.latest_run.key, snap.latest_run.written_at) in keys
+    assert any(k[0] == "obs-stack" and k[1] == snap.obs_version for k in keys)
+
+
 def test_point_stacks_are_read_before_the_new_snapshot_is_published(env) -> None:  # noqa: ANN001
     access = env.app.state.access
     env.add_frame(T1)
@@ -607,6 +619,42 @@ def test_new_frame_and_run_are_prewarmed_for_tiles(env) -> None:  # noqa: ANN001
     while time.time() < deadline and not all(k in access.fields for k in wanted):
         time.sleep(0.1)
     assert all(k in access.fields for k in wanted), [k for k in wanted if k not in access.fields]
+
+
+def test_prewarm_slices_the_point_stacks_instead_of_reading_each_field(env) -> None:  # noqa: ANN001
+    """The newest run's leads and the last hour's frames are decoded for tiles from the stacks the
+    refresh read for the point series (no store read per field), and give exactly the fields a
+    store read gives."""
+    import time
+
+    import numpy as np
+
+    from service.data import FrameRef
+
+    access = env.app.state.access
+    fc = access.forecasts()
+    reads: list[int] = []
+    read_lead = fc.read_lead
+    fc.read_lead = lambda *a, **k: reads.append(1) or read_lead(*a, **k)
+    env.add_frame(T1)
+    env.loop.step()
+    snap = access.snapshot()
+    run = snap.latest_run
+    assert run.init_time == T1
+    refs = [FrameRef(T1, m, True, written_at=run.written_at) for m in run.lead_minutes()] + [FrameRef(T1, None, True), FrameRef(T0, None, True)]
+    wanted = [("levels", snap.content_version(r, layer), r.key, layer) for r in refs for layer in ("rain", "lightning")]
+    deadline = time.time() + 30
+    while time.time() < deadline and not all(k in access.fields for k in wanted):
+        time.sleep(0.05)
+    assert all(k in access.fields for k in wanted)
+    assert reads == []  # every lead came from the run's stack
+    sliced = {(r, layer): access.fields.get(("field", snap.content_version(r, layer), r.key, layer)) for r in refs for layer in ("rain", "lightning")}
+    access.fields.clear()
+    for (r, layer), field in sliced.items():
+        stored = access.field(r, layer, snap.content_version(r, layer))  # read from the store
+        assert field.dtype == stored.dtype == np.float32
+        np.testing.assert_array_equal(field, stored)
+    assert len(reads) == len(run.lead_minutes()) * 2  # the comparison did read them
 
 
 def test_startup_heap_is_kept_out_of_the_cyclic_gc(tmp_path: Path) -> None:
