@@ -16,6 +16,8 @@ and reports requests/s, p50/p99 latency, errors and the ratio to the reference:
 - last, ``mixed, new frame landing``: 64 connections on a mix of the cached endpoints, levels
   repeated until one of them saw a new frame or forecast land (every 5 minutes; up to
   ``--new-data-wait-s``): the row of that level, what a dashboard sees while new data arrive.
+  Measured on ``--new-data-samples`` new frames (default 2, rows ``(1)``, ``(2)``): one such
+  level is a single 10-s sample of a noisy event.
 
 ``wrk`` comes from Debian (``scripts/install-bench-tools.sh``). Without it a bounded Python
 client (asyncio, keep-alive, a request and time budget per level) is used and the JSON says
@@ -415,7 +417,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 rows.append(row)
                 print(f"  {endpoint:22s} c={c:3d}: {row['rps']} req/s, p99 {row['p99_ms']} ms, ratio {row.get('ratio')}, errors {row['errors']}, non-2xx {row['non_2xx']}", file=sys.stderr, flush=True)
         if args.new_data_level and 64 in args.levels:
-            rows.append(new_data_level(args, api, api_url, paths, load, ref64))
+            for sample in range(1, args.new_data_samples + 1):  # each waits for its own new frame
+                name = NEW_DATA_ENDPOINT if args.new_data_samples == 1 else f"{NEW_DATA_ENDPOINT} ({sample})"
+                rows.append(new_data_level(args, api, api_url, paths, load, ref64, name))
     finally:
         stop(api)
         stop(ref)
@@ -457,7 +461,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 NEW_DATA_ENDPOINT = "mixed, new frame landing"
 
 
-def new_data_level(args: argparse.Namespace, api: subprocess.Popen, api_url: str, paths: dict[str, list[str]], load: Callable, ref64: dict[str, Any]) -> dict[str, Any]:
+def new_data_level(
+    args: argparse.Namespace, api: subprocess.Popen, api_url: str, paths: dict[str, list[str]], load: Callable, ref64: dict[str, Any], name: str = NEW_DATA_ENDPOINT
+) -> dict[str, Any]:
     """Levels of 64 connections on a mix of the cached endpoints, repeated until one of them saw a
     new frame or forecast land (the synthetic source publishes a frame every 5 minutes): what a
     dashboard sees then. The row of that level, with the number of levels it took."""
@@ -466,13 +472,13 @@ def new_data_level(args: argparse.Namespace, api: subprocess.Popen, api_url: str
     tried = 0
     while True:
         tried += 1
-        row = measured_level(api, api_url, load, NEW_DATA_ENDPOINT, mixed, 64, ref64)
+        row = measured_level(api, api_url, load, name, mixed, 64, ref64)
         if row["new_data_during_run"] or time.time() > deadline:
             break
     row["levels_tried"] = tried
     if not row["new_data_during_run"]:
         row["note"] = f"no new data landed within {args.new_data_wait_s:g} s of levels"
-    print(f"  {NEW_DATA_ENDPOINT:22s} c= 64: {row['rps']} req/s, p99 {row['p99_ms']} ms, new data {row['new_data_during_run']} after {tried} level(s)", file=sys.stderr, flush=True)
+    print(f"  {name:22s} c= 64: {row['rps']} req/s, p99 {row['p99_ms']} ms, new data {row['new_data_during_run']} after {tried} level(s)", file=sys.stderr, flush=True)
     return row
 
 
@@ -516,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS, help="committed results file (README table source)")
     p.add_argument("--no-new-data-level", dest="new_data_level", action="store_false",
                    help="skip the last level (64 connections, a mix of the cached endpoints, repeated until a new frame lands)")
+    p.add_argument("--new-data-samples", type=int, default=2,
+                   help="how many new frames that level is measured on (one row each; each waits for its own frame, ~5 min)")
     p.add_argument("--new-data-wait-s", type=float, default=330.0, help="how long that level is repeated at most")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     p.add_argument("--no-readme", action="store_true", help="do not regenerate the README table")
