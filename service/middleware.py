@@ -189,10 +189,12 @@ class HotCache:
             await self.app(scope, receive, send)
             return
         key = (scope["path"], scope.get("query_string", b""))
-        snap = await self._snapshot()
-        if snap is not None:
-            entry = self.entries.get(key)
-            if entry is not None and entry[0] != snap.versions:
+        entry = self.entries.get(key)
+        # a URL the replay holds waits for a refresh like the routes; any other only notes the
+        # snapshot it was built from (None while a refresh is due: then it is not stored)
+        snap = await self._snapshot() if entry is not None else self._current()
+        if snap is not None and entry is not None:
+            if entry[0] != snap.versions:
                 entry = self._revalidate(key, entry, snap)
             if entry is not None:
                 await self._answer(scope, send, entry)
@@ -217,19 +219,25 @@ class HotCache:
         etag = next((v for k, v in headers if k == b"etag"), None)
         if etag is None:
             return
-        try:
-            after = self.access.current()
-        except Exception:  # noqa: BLE001
-            return
+        after = self._current()
         if after is None or after.versions != snap.versions:
             return  # the stores changed while the handler ran: do not keep this answer
         self._store(key, snap, headers, b"".join(chunks), route, scope.get(REVALIDATE))
 
+    def _current(self) -> Any:
+        """The snapshot while it is valid, else None (no store I/O, no wait)."""
+        try:
+            return self.access.current()
+        except Exception:  # noqa: BLE001 - stores unavailable: the routes answer (503)
+            return None
+
     async def _snapshot(self) -> Any:
         """The snapshot the routes would answer from now (None: stores unavailable, the routes answer 503)."""
+        snap = self._current()
+        if snap is not None:
+            return snap
         try:
-            snap = self.access.current()
-            return snap if snap is not None else await self.access.snapshot_async()
+            return await self.access.snapshot_async()
         except Exception:  # noqa: BLE001
             return None
 
