@@ -432,11 +432,7 @@ class DataAccess:
                         return
                     t0 = time.perf_counter()
                     try:
-                        version = snap.content_version(ref, layer)
-                        field_key = ("field", version, ref.key, layer)
-                        if field_key not in self.fields and (sliced := self.field_from_stacks(ref, layer, snap)) is not None:
-                            self.fields.put(field_key, sliced)
-                        self.levels(ref, layer, version)
+                        self.levels(ref, layer, snap.content_version(ref, layer), snap)
                     except Exception as exc:  # noqa: BLE001 - a request will report it
                         log.debug("prewarm of %s %s skipped: %s", ref.key, layer, exc)
                     # background work: at most half of the GIL's time, the requests in flight get the rest
@@ -616,13 +612,14 @@ class DataAccess:
             )
 
     # -- fields ----------------------------------------------------------------------------
-    def field(self, ref: FrameRef, layer: str, version: str | None = None) -> np.ndarray:
+    def field(self, ref: FrameRef, layer: str, version: str | None = None, snap: Snapshot | None = None) -> np.ndarray:
         """The field (y, x) float32 of ``ref`` for ``layer``: rain rate mm/h, or lightning 0..1.
 
         For observations, the lightning layer is 1 where flashes were observed, 0 where none
         and NaN where there is no lightning data; forecasts give the lightning probability.
         ``version`` is the content version of ``ref`` (:meth:`Snapshot.content_version`; default:
-        in the current snapshot).
+        in the current snapshot). With ``snap``, the point-series stacks read at it are sliced when
+        they hold the frame (:meth:`field_from_stacks`) instead of reading the store.
         """
         if layer not in LAYERS:
             raise NotFound(f"unknown layer {layer!r}; valid: {', '.join(LAYERS)}")
@@ -631,6 +628,9 @@ class DataAccess:
         cache_key = ("field", version, ref.key, layer)
 
         def compute() -> np.ndarray:
+            sliced = self.field_from_stacks(ref, layer, snap) if snap is not None else None
+            if sliced is not None:
+                return sliced
             if ref.is_forecast:
                 fc = self.forecasts()
                 if fc is None:
@@ -674,13 +674,13 @@ class DataAccess:
                 return _observed_field(layer, (rain if layer == "rain" else counts)[int(at[0])])
         return None
 
-    def levels(self, ref: FrameRef, layer: str, version: str | None = None) -> np.ndarray:
+    def levels(self, ref: FrameRef, layer: str, version: str | None = None, snap: Snapshot | None = None) -> np.ndarray:
         """Colour levels (y * x,) uint8 of the field of ``ref`` (tiles gather from them), cached like the field."""
         from service.tiles import level_field
 
         if version is None:
             version = self.snapshot().content_version(ref, layer)
-        return self.fields.get_or_compute(("levels", version, ref.key, layer), lambda: level_field(self.field(ref, layer, version), layer))
+        return self.fields.get_or_compute(("levels", version, ref.key, layer), lambda: level_field(self.field(ref, layer, version, snap), layer))
 
     def observed_stack(self, last: pd.Timestamp, n: int, version: str | None = None) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
         """The ``n`` slots ending at ``last``: (times, rain (n, y, x), lightning (n, y, x)), cached per store version.

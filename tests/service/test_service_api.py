@@ -195,9 +195,37 @@ def test_point_json_is_written_exactly_as_the_schema_serialises_it(shared_env) -
     """The point series is written directly, not through the pydantic models: byte for byte the same
     JSON as PointResponse.model_dump_json for every cell (covered, uncovered, edges) and for the
     awkward floats (-0.0, tiny, huge, NaN, inf)."""
+    import math
+
     from pydantic_core import to_json
 
-    from service.routes.point import _json_numbers, _num, point_series, series_tail
+    from service.data import iso
+    from service.routes.point import _json_numbers, _labels, _stacks, series_tail
+    from service.schemas import ForecastPoint, ObservedPoint, PointResponse
+
+    def _num(v: float) -> float | None:
+        v = float(v)
+        return None if math.isnan(v) or math.isinf(v) else round(v, 4)
+
+    def point_series(access, settings, snap, row: int, col: int) -> PointResponse:  # noqa: ANN001 - the schema's own serialisation
+        obs_stack, fc_stack = _stacks(access, settings, snap)
+        run = snap.latest_run
+        obs_times, lead_minutes, valid_times = _labels(obs_stack, fc_stack, run)
+        _, rain, light = obs_stack
+        _, frain, fprob = fc_stack
+        return PointResponse(
+            lat=0.0,
+            lon=0.0,
+            row=row,
+            col=col,
+            observed=[ObservedPoint(time=t, rain_rate=_num(rain[i, row, col]), lightning=_num(light[i, row, col])) for i, t in enumerate(obs_times)],
+            forecast_init_time=iso(run.init_time),
+            model=run.model,
+            forecast=[
+                ForecastPoint(lead_minutes=m, valid_time=valid_times[i], rain_rate=_num(frain[i, row, col]), lightning_probability=_num(fprob[i, row, col]))
+                for i, m in enumerate(lead_minutes)
+            ],
+        )
 
     access, settings = shared_env.app.state.access, shared_env.app.state.settings
     snap = access.snapshot()
