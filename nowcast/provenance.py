@@ -10,6 +10,7 @@ counter or on where the store lives).
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +35,8 @@ def _git() -> tuple[str | None, bool | None]:
         ).stdout
         return commit or None, bool(status.strip())
     except (OSError, subprocess.SubprocessError):
-        return None, None
+        # a copy without git metadata (a container image, a batch machine) may name its commit
+        return os.environ.get("NOWCAST_CODE_COMMIT") or None, None
 
 
 def code_version() -> dict[str, Any]:

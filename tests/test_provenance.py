@@ -51,3 +51,15 @@ def test_fingerprint_is_content_not_write_count(tmp_path: Path, monkeypatch) -> 
     frame.values[..., 0, 0] = np.float32(frame.values[..., 0, 0] + 1.0)
     a.append(frame, overwrite=True)
     assert provenance.data_fingerprint(a) != provenance.data_fingerprint(b)
+
+
+def test_a_copy_without_git_metadata_names_its_commit_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    """A checkout copied without ``.git`` (a batch or GPU machine) records NOWCAST_CODE_COMMIT;
+    without it the commit is unknown (None), never made up. A git checkout ignores the variable."""
+    monkeypatch.setattr(provenance, "REPO", tmp_path)  # not a git repository
+    monkeypatch.delenv("NOWCAST_CODE_COMMIT", raising=False)
+    assert provenance._git.__wrapped__() == (None, None)
+    monkeypatch.setenv("NOWCAST_CODE_COMMIT", "0123abcd")
+    assert provenance._git.__wrapped__() == ("0123abcd", None)
+    monkeypatch.setattr(provenance, "REPO", Path(__file__).resolve().parents[1])
+    assert provenance._git.__wrapped__()[0] != "0123abcd"

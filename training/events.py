@@ -13,9 +13,10 @@ DAP plans (:mod:`training.dap.events`): an event is held out whole, never split.
     python -m training.events guides --config configs/train-real-events-sprog.toml [--workers 2]
 
 ``guides`` fills the content-keyed guide cache of a training recipe for every event, in
-parallel worker processes (one event per task, largest first): the windows training selects
-(every ``window_stride``-th stored time) are the start times the event DAP scores, so one warm-up
-serves the shipped model and every fold.
+parallel worker processes (a few windows per task, largest grids first): every
+``window_stride``-th stored time, which covers the windows training selects and the start times
+the event DAP scores at the same stride, so one warm-up serves the shipped model, every fold and
+the folds' scoring.
 """
 
 from __future__ import annotations
@@ -143,34 +144,52 @@ def training_parts(
     return parts
 
 
-def _warm_event(task: tuple[str, str, dict, str]) -> tuple[str, int, float]:
-    """Worker: compute the cached guides of one event store (threads: the parent's OMP_NUM_THREADS)."""
+_WORKER_STORES: dict[str, ObservationStore] = {}  # per worker process: stores opened once
+
+
+def _warm_windows(task: tuple[str, str, dict, str, list[pd.Timestamp]]) -> tuple[str, int, float]:
+    """Worker: the cached guide of every window ending at the task's times (threads: the
+    parent's OMP_NUM_THREADS). Dry windows too: the event DAP scores every start time."""
     import time
 
+    import numpy as np
+
+    from nowcast import dims
+    from nowcast.models.convlstm import cached_guide
     from nowcast.store import ObservationStore
     from training.config import parse_options
-    from training.dataset import select_windows
 
-    name, url, options, cache = task
-    cfg, opts = parse_options(options)
+    name, url, options, cache, times = task
+    cfg, _ = parse_options(options)
     t0 = time.perf_counter()
-    store = ObservationStore.open(url)
-    windows = select_windows(store, store.times(), cfg, opts, Path(cache))
-    return name, len(windows), time.perf_counter() - t0
+    store = _WORKER_STORES.get(url)
+    if store is None:
+        store = _WORKER_STORES[url] = ObservationStore.open(url)
+    for t in times:
+        ds = store.window(t, cfg.frames_needed)
+        rain = ds[dims.RAIN_RATE].values.astype(dims.FLOAT)
+        light = ds[dims.LIGHTNING].values.astype(dims.FLOAT)
+        if np.isfinite(rain[-1]).any():
+            cached_guide(rain, light, cfg, Path(cache))
+    return name, len(times), time.perf_counter() - t0
 
 
 def warm_guides(catalogue: Catalogue, train_config: str | Path, workers: int = 2, only: list[str] | None = None,
-                classes: list[str] | None = None, progress: bool = True) -> dict[str, tuple[int, float]]:
+                classes: list[str] | None = None, progress: bool = True, chunk: int = 1) -> dict[str, tuple[int, float]]:
     """Fill the guide cache of the recipe ``train_config`` for the catalogue's events.
 
-    Returns ``{event: (windows, seconds)}``. Events are processed largest store first, ``workers``
-    at a time (processes; the cache's atomic writes make concurrent fills safe).
+    Every ``window_stride``-th stored time of each event (the training windows before the
+    wetness filter, and the start times the event DAP scores at the same stride) gets its guide.
+    Work is dealt to ``workers`` processes in tasks of ``chunk`` windows, costliest (largest grid)
+    first, so one large event no longer bounds the wall time; the cache's atomic writes make
+    concurrent fills safe. Returns ``{event: (windows, worker seconds)}``.
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
     from nowcast.config import read_mapping
+    from training.config import parse_options
 
     recipe = read_mapping(train_config)
     options = {k: v for k, v in recipe.items() if k in ("model", "train")}
@@ -178,22 +197,30 @@ def warm_guides(catalogue: Catalogue, train_config: str | Path, workers: int = 2
     cache = options.get("train", {}).get("cache_dir") or str(Path(recipe.get("out_dir", "runs/train")) / "cache")
     if options.get("model", {}).get("advection", "residual") == "none":
         raise ValueError(f"{train_config}: the model has no guide (advection = 'none')")
+    _, opts = parse_options(options)
     events = [e for e in catalogue.event if (only is None or e.name in only) and (classes is None or e.resolution_class in classes)]
     missing = [e.name for e in events if not Path(catalogue.store_url(e)).exists()]
     if missing:
         raise FileNotFoundError(f"stores missing for {missing}; build them with `python -m training.events build`")
 
-    def size(e: EventSpec) -> int:
-        return sum(f.stat().st_size for f in Path(catalogue.store_url(e)).rglob("*") if f.is_file())
-
-    tasks = [(e.name, catalogue.store_url(e), options, cache) for e in sorted(events, key=size, reverse=True)]
+    tasks: list[tuple[int, tuple[str, str, dict, str, list[pd.Timestamp]]]] = []
+    for e in events:
+        store = open_event_store(catalogue, e)
+        times = list(pd.DatetimeIndex(sorted(set(store.times())))[:: opts.window_stride])
+        cells = int(store.grid.shape[0] * store.grid.shape[1])
+        for i in range(0, len(times), max(1, chunk)):
+            part = times[i : i + max(1, chunk)]
+            tasks.append((cells * len(part), (e.name, catalogue.store_url(e), options, cache, part)))
+    tasks.sort(key=lambda t: t[0], reverse=True)
     out: dict[str, tuple[int, float]] = {}
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(total=len(tasks), desc="guides", disable=not progress) as bar:
-        for fut in as_completed([pool.submit(_warm_event, t) for t in tasks]):
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(total=sum(len(t[1][4]) for t in tasks), desc="guides", unit="window", disable=not progress) as bar:
+        for fut in as_completed([pool.submit(_warm_windows, t) for _, t in tasks]):
             name, n, seconds = fut.result()
-            out[name] = (n, seconds)
-            log.info("guides of %s: %d windows in %.0f s", name, n, seconds)
-            bar.update()
+            n0, s0 = out.get(name, (0, 0.0))
+            out[name] = (n0 + n, s0 + seconds)
+            bar.update(n)
+    for name, (n, seconds) in sorted(out.items()):
+        log.info("guides of %s: %d windows, %.0f worker seconds", name, n, seconds)
     return out
 
 
@@ -202,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["build", "list", "guides"])
     p.add_argument("--config", type=Path, default=Path("configs/train-real-events-sprog.toml"), help="guides: the training recipe")
     p.add_argument("--workers", type=int, default=2, help="guides: worker processes")
+    p.add_argument("--chunk", type=int, default=1, help="guides: windows per worker task")
     p.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE)
     p.add_argument("--only", nargs="*", default=None, help="event names (default: all)")
     p.add_argument("--no-progress", action="store_true")
@@ -213,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"{ev.name:28s} {ev.resolution_class:5s} {ev.cadence:6s} {cat.store_url(ev)}\n")
         return 0
     if args.action == "guides":
-        done = warm_guides(cat, args.config, args.workers, args.only, progress=not args.no_progress)
+        done = warm_guides(cat, args.config, args.workers, args.only, progress=not args.no_progress, chunk=args.chunk)
         for name, (n, seconds) in sorted(done.items()):
-            sys.stdout.write(f"{name}: {n} windows, {seconds:.0f} s\n")
+            sys.stdout.write(f"{name}: {n} windows, {seconds:.0f} worker seconds\n")
         return 0
     counts = build_stores(cat, args.only, progress=not args.no_progress)
     failed = sum(c["failed"] for c in counts.values())
