@@ -16,7 +16,7 @@ start=$(date +%s)
 py=${PYTHON:-python3}
 out=${OUT:-var/gpu-kfold}
 budget=${BUDGET_S:-540}
-workers=${WORKERS:-$(nproc)}
+workers=${WORKERS:-$(env -u OMP_NUM_THREADS nproc)}  # nproc obeys OMP_NUM_THREADS
 plan=plans/real-events-kfold-sprog-gpu.toml
 res=results/real-events-kfold-sprog-gpu
 mkdir -p "$out" "$res/tables"
@@ -25,7 +25,7 @@ export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 for m in persistence extrapolation sprog; do
   cp -rn "results/real-events-kfold-sprog/tables/$m" "$res/tables/" 2>/dev/null || true
 done
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())'; } > "$out/machine.txt" 2>&1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; echo "cores $workers"; "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())'; } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 
 t0=$(date +%s)

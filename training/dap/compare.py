@@ -1,0 +1,131 @@
+"""Paired comparison of the learned models of two event-DAP runs on the same held-out events.
+
+Two runs of :mod:`training.dap.events` whose plans share events, folds and start times (e.g. the
+CPU recipe ``results/real-events-kfold-sprog`` and the GPU-scale recipe
+``results/real-events-kfold-sprog-gpu``) differ only in their ConvLSTM. This pools each run's
+counts per resolution class and lead time and reports CSI and MCC of both ConvLSTMs and S-PROG,
+with percentile bootstrap intervals over events (the blocks) of the paired differences
+``A - B`` and ``A - S-PROG``. The runs must have scored the same start times: their S-PROG counts
+have to be identical, else the comparison refuses.
+
+    python -m training.dap.compare results/real-events-kfold-sprog-gpu results/real-events-kfold-sprog [--exclude EVENT ...] [--name NAME]
+
+writes ``comparison-<B>.json`` and ``comparison-<B>.md`` (or ``NAME.json`` / ``NAME.md``) into run A's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from nowcast.evaluation import COUNTS, pool_by_minutes, scores
+from training.dap.events import LEARNED, _bootstrap
+
+log = logging.getLogger(__name__)
+
+BASELINE = "sprog"
+
+
+class ComparisonError(ValueError):
+    """Two runs that cannot be compared (different events or start times)."""
+
+
+def combined_counts(a: xr.Dataset, b: xr.Dataset, label_a: str, label_b: str) -> xr.Dataset:
+    """Counts (method, event, step, threshold) holding A's and B's ConvLSTM and S-PROG.
+
+    Raises :class:`ComparisonError` when the runs' events or S-PROG counts differ.
+    """
+    if sorted(a["event"].values.tolist()) != sorted(b["event"].values.tolist()):
+        raise ComparisonError(f"events differ: {sorted(set(a['event'].values) ^ set(b['event'].values))}")
+    b = b.sel(event=a["event"].values)
+    for c in COUNTS:
+        if not np.array_equal(a[c].sel({"method": BASELINE}).values, b[c].sel({"method": BASELINE}).values):
+            raise ComparisonError(f"S-PROG {c} differ between the runs: not the same start times or stores")
+    parts = [a.sel({"method": [LEARNED]}).assign_coords(method=[label_a]), b.sel({"method": [LEARNED]}).assign_coords(method=[label_b]), a.sel({"method": [BASELINE]})]
+    return xr.concat(parts, dim="method", data_vars="all", coords="minimal", compat="override")
+
+
+def compare(run_a: Path, run_b: Path, bootstrap: int = 2000, seed: int = 0, exclude: list[str] | None = None) -> dict[str, Any]:
+    """Per class: scores of A's and B's ConvLSTM and S-PROG, and paired intervals (see module).
+
+    ``exclude``: events left out of the pools (e.g. a fold whose training did not follow the plan).
+    """
+    summary_a = json.loads((run_a / "results.json").read_text())
+    label_a, label_b = run_a.name, run_b.name
+    with xr.open_dataset(run_a / "results.nc") as da, xr.open_dataset(run_b / "results.nc") as db:
+        counts = combined_counts(da.load(), db.load(), label_a, label_b)
+    minutes = summary_a["minutes"]
+    unknown = sorted(set(exclude or []) - set(counts["event"].values.tolist()))
+    if unknown:
+        raise ComparisonError(f"unknown events to exclude: {unknown}")
+    out: dict[str, Any] = {"a": str(run_a), "b": str(run_b), "minutes": minutes, "thresholds": summary_a["thresholds"], "bootstrap": bootstrap,
+                           "excluded": sorted(exclude or []), "classes": {}}
+    for cls, entry in summary_a["classes"].items():
+        events = [e for e in entry["events"] if e not in (exclude or [])]
+        if not events:
+            continue
+        s = scores(pool_by_minutes(counts, minutes, events))
+        res: dict[str, Any] = {"events": events, "scores": {}, "intervals": {}}
+        for m in s["method"].values:
+            res["scores"][str(m)] = {k: s[k].sel({"method": m}).values.round(4).tolist() for k in ("csi", "mcc")}
+        for other in (label_b, BASELINE):
+            ci = _bootstrap(counts, events, minutes, bootstrap, seed, label_a, other)
+            res["intervals"].update({k: v for k, v in ci.items() if k.endswith(f"{label_a}-{other}")})
+        out["classes"][cls] = res
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """Tables per class, metric and threshold: both ConvLSTMs, S-PROG and the paired differences."""
+    a, b = Path(result["a"]).name, Path(result["b"]).name
+    minutes, lines = result["minutes"], [f"# {a} against {b}: the same held-out events and start times", ""]
+    if result.get("excluded"):
+        lines += ["Events left out: " + ", ".join(result["excluded"]), ""]
+    for cls, res in result["classes"].items():
+        lines += [f"## Class {cls} ({len(res['events'])} events)", ""]
+        for metric in ("csi", "mcc"):
+            for ti, thr in enumerate(result["thresholds"]):
+                lines += [f"{metric.upper()} at {thr:g} mm/h (differences: 95 % bootstrap interval over events):", ""]
+                lines += ["| | " + " | ".join(f"{m:g} min" for m in minutes) + " |", "|---" * (len(minutes) + 1) + "|"]
+                for m, sc in res["scores"].items():
+                    lines.append(f"| {m} | " + " | ".join(f"{v[ti]:.3f}" for v in sc[metric]) + " |")
+                for other in (b, BASELINE):
+                    d = res["intervals"][f"{metric}:{a}-{other}"]
+                    x, y = res["scores"][a][metric], res["scores"][other][metric]
+                    lines.append(f"| {a} - {other} | " + " | ".join(
+                        f"{x[i][ti] - y[i][ti]:+.3f} [{d['lo'][i][ti]:+.3f}, {d['hi'][i][ti]:+.3f}]" for i in range(len(minutes))) + " |")
+                lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.dap.compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_a", type=Path)
+    p.add_argument("run_b", type=Path)
+    p.add_argument("--bootstrap", type=int, default=2000)
+    p.add_argument("--exclude", nargs="*", default=[], metavar="EVENT", help="events left out of the pools")
+    p.add_argument("--name", default=None, help="output name (default comparison-<B>)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = compare(args.run_a, args.run_b, args.bootstrap, exclude=args.exclude)
+    except (ComparisonError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+    name = args.name or f"comparison-{args.run_b.name}"
+    (args.run_a / f"{name}.json").write_text(json.dumps(result, indent=1))
+    text = markdown(result)
+    (args.run_a / f"{name}.md").write_text(text)
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
