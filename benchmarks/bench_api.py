@@ -192,9 +192,12 @@ def wait_ready(url: str, check, timeout: float, proc: subprocess.Popen) -> None:
     raise RuntimeError(f"{url} not ready within {timeout:.0f} s")
 
 
-def start_nowcast(workdir: Path, port: int) -> subprocess.Popen:
-    """``nowcast serve --port PORT`` with its default configuration, in ``workdir``."""
+def start_nowcast(workdir: Path, port: int, settings: dict[str, str] | None = None) -> subprocess.Popen:
+    """``nowcast serve --port PORT`` in ``workdir``: its default configuration, except ``settings``
+    (service setting name -> value, passed as ``NOWCAST_<NAME>``; the caller's own ``NOWCAST_*``
+    variables never leak in)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOWCAST_")}
+    env.update({f"NOWCAST_{k.upper()}": v for k, v in (settings or {}).items()})
     env.update(PYSTEPS_SILENT_IMPORT="1", MPLBACKEND="Agg", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
     log = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
@@ -373,6 +376,19 @@ def run_python(url: str, paths: list[str], connections: int, seconds: float, onc
 # -- the benchmark -------------------------------------------------------------------------------
 
 
+def serve_settings(pairs: list[str]) -> dict[str, str]:
+    """``--serve-set NAME=VALUE`` pairs as a dict, checked against the service's settings."""
+    from service.settings import ServiceSettings
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name.strip() not in ServiceSettings.model_fields:
+            raise SystemExit(f"--serve-set {pair!r}: expected NAME=VALUE with NAME a service setting ({', '.join(sorted(ServiceSettings.model_fields))})")
+        out[name.strip()] = value
+    return out
+
+
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     client = args.client
     if client == "auto":
@@ -391,7 +407,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     api_url, ref_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ref_port}"
     load_before = loadavg()
     t_start = time.time()
-    api = start_nowcast(workdir, api_port)
+    api = start_nowcast(workdir, api_port, serve_settings(args.serve_set))
     ref = start_reference(workdir, ref_port)
     rows: list[dict[str, Any]] = []
     ref64: dict[str, Any] = {}
@@ -439,6 +455,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "levels": args.levels,
         "server": {
             "command": "nowcast serve --port PORT (default configuration: synthetic ingest + inference + API, one uvicorn worker)",
+            "settings": serve_settings(args.serve_set),
             "reference": "benchmarks/reference_app.py: minimal FastAPI app, 20 KB PNG from memory, same uvicorn options",
             "uvicorn": uvicorn.__version__,
             "fastapi": fastapi.__version__,
@@ -526,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="how many new frames that level is measured on (one row each; each waits for its own frame, ~5 min)")
     p.add_argument("--new-data-wait-s", type=float, default=330.0, help="how long that level is repeated at most")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    p.add_argument("--serve-set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a service setting for nowcast serve (e.g. inference_nice=19); recorded in the results")
     p.add_argument("--no-readme", action="store_true", help="do not regenerate the README table")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nowcast-bench-api-") as tmp:

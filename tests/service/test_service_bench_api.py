@@ -76,3 +76,23 @@ def test_load_clients_measure_a_live_server(shared_env, live_server, tmp_path: P
     assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
     assert r["errors"] == 0
     assert r["non_2xx"] == pytest.approx(r["requests"] / 4, abs=3)  # the 404 path, one request in four
+
+
+def test_serve_settings_reach_the_served_process_and_nothing_else_does(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """``--serve-set NAME=VALUE`` becomes ``NOWCAST_NAME`` for ``nowcast serve`` (so a run can
+    measure e.g. ``inference_nice=19``); the caller's own NOWCAST_* variables never leak in, and
+    a name that is no service setting is refused before anything starts."""
+    seen: dict = {}
+
+    def fake_popen(cmd, cwd, env, stdout, stderr):  # noqa: ANN001, ANN202
+        seen.update(env)
+        return None
+
+    monkeypatch.setenv("NOWCAST_API_KEY", "from-the-shell")
+    monkeypatch.setattr(bench_api.subprocess, "Popen", fake_popen)
+    bench_api.start_nowcast(tmp_path, 1234, bench_api.serve_settings(["inference_nice=19"]))
+    assert seen["NOWCAST_INFERENCE_NICE"] == "19" and "NOWCAST_API_KEY" not in seen
+    with pytest.raises(SystemExit, match="service setting"):
+        bench_api.serve_settings(["inference_niceness=19"])
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        bench_api.serve_settings(["inference_nice"])
