@@ -43,6 +43,18 @@ class Window:
     guide_file: str | None
 
 
+def window_ends(times: pd.DatetimeIndex, stride: int) -> pd.DatetimeIndex:
+    """Candidate window ends: every ``stride``-th of the sorted unique ``times`` (the positions
+    the event DAP's start times use at the same stride, so their guides are shared)."""
+    return pd.DatetimeIndex(sorted(set(times)))[::stride]
+
+
+def window_history(store: Any, end: pd.Timestamp, cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(rain mm/h, lightning counts), each (frames_needed, y, x) float32, of the window ending at ``end``."""
+    ds = store.window(end, cfg.frames_needed)
+    return ds[dims.RAIN_RATE].values.astype(dims.FLOAT), ds[dims.LIGHTNING].values.astype(dims.FLOAT)
+
+
 def select_windows(
     store: Any,
     times: pd.DatetimeIndex,
@@ -57,12 +69,10 @@ def select_windows(
     cache_dir.mkdir(parents=True, exist_ok=True)
     stored = store.times()
     out: list[Window] = []
-    n_frames = cfg.frames_needed
-    for t in pd.DatetimeIndex(sorted(set(times)))[:: opts.window_stride]:
+    for t in window_ends(times, opts.window_stride):
         if t not in stored:
             continue
-        ds = store.window(t, n_frames)
-        rain = ds[dims.RAIN_RATE].values.astype(dims.FLOAT)
+        rain, light = window_history(store, t, cfg)
         last = rain[-1]
         cov = np.isfinite(last)
         if not cov.any():
@@ -72,7 +82,6 @@ def select_windows(
             continue
         guide_file = None
         if cfg.advection != "none":
-            light = ds[dims.LIGHTNING].values.astype(dims.FLOAT)
             guide_file = str(cached_guide(rain, light, cfg, cache_dir)[1])
         out.append(Window(end=t, guide_file=guide_file))
     log.info("selected %d of %d windows (min wet fraction %.3g)", len(out), len(times), opts.min_wet_fraction)

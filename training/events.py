@@ -13,7 +13,7 @@ DAP plans (:mod:`training.dap.events`): an event is held out whole, never split.
     python -m training.events guides --config configs/train-real-events-sprog.toml [--workers 2]
 
 ``guides`` fills the content-keyed guide cache of a training recipe for every event, in
-parallel worker processes (a few windows per task, largest grids first): every
+parallel worker processes (one window per task, largest grids first): every
 ``window_stride``-th stored time, which covers the windows training selects and the start times
 the event DAP scores at the same stride, so one warm-up serves the shipped model, every fold and
 the folds' scoring.
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from nowcast.config import load_config
 
 if TYPE_CHECKING:
+    from nowcast.models.network import ModelConfig
     from nowcast.store import ObservationStore, ObservationStoreLike
 
 log = logging.getLogger(__name__)
@@ -147,42 +148,38 @@ def training_parts(
 _WORKER_STORES: dict[str, ObservationStore] = {}  # per worker process: stores opened once
 
 
-def _warm_windows(task: tuple[str, str, dict, str, list[pd.Timestamp]]) -> tuple[str, int, float]:
+def _warm_windows(task: tuple[str, str, ModelConfig, str, list[pd.Timestamp]]) -> tuple[str, int, float]:
     """Worker: the cached guide of every window ending at the task's times (threads: the
     parent's OMP_NUM_THREADS). Dry windows too: the event DAP scores every start time."""
     import time
 
     import numpy as np
 
-    from nowcast import dims
     from nowcast.models.convlstm import cached_guide
     from nowcast.store import ObservationStore
-    from training.config import parse_options
+    from training.dataset import window_history
 
-    name, url, options, cache, times = task
-    cfg, _ = parse_options(options)
+    name, url, cfg, cache, times = task
     t0 = time.perf_counter()
     store = _WORKER_STORES.get(url)
     if store is None:
         store = _WORKER_STORES[url] = ObservationStore.open(url)
     for t in times:
-        ds = store.window(t, cfg.frames_needed)
-        rain = ds[dims.RAIN_RATE].values.astype(dims.FLOAT)
-        light = ds[dims.LIGHTNING].values.astype(dims.FLOAT)
+        rain, light = window_history(store, t, cfg)
         if np.isfinite(rain[-1]).any():
             cached_guide(rain, light, cfg, Path(cache))
     return name, len(times), time.perf_counter() - t0
 
 
 def warm_guides(catalogue: Catalogue, train_config: str | Path, workers: int = 2, only: list[str] | None = None,
-                classes: list[str] | None = None, progress: bool = True, chunk: int = 1) -> dict[str, tuple[int, float]]:
+                classes: list[str] | None = None, progress: bool = True) -> dict[str, tuple[int, float]]:
     """Fill the guide cache of the recipe ``train_config`` for the catalogue's events.
 
     Every ``window_stride``-th stored time of each event (the training windows before the
     wetness filter, and the start times the event DAP scores at the same stride) gets its guide.
-    Work is dealt to ``workers`` processes in tasks of ``chunk`` windows, costliest (largest grid)
-    first, so one large event no longer bounds the wall time; the cache's atomic writes make
-    concurrent fills safe. Returns ``{event: (windows, worker seconds)}``.
+    Each window is one task for the ``workers`` processes, largest grids first, so one large event
+    does not bound the wall time; the cache's atomic writes make concurrent fills safe.
+    Returns ``{event: (windows, worker seconds)}``.
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -190,6 +187,7 @@ def warm_guides(catalogue: Catalogue, train_config: str | Path, workers: int = 2
 
     from nowcast.config import read_mapping
     from training.config import parse_options
+    from training.dataset import window_ends
 
     recipe = read_mapping(train_config)
     options = {k: v for k, v in recipe.items() if k in ("model", "train")}
@@ -197,23 +195,20 @@ def warm_guides(catalogue: Catalogue, train_config: str | Path, workers: int = 2
     cache = options.get("train", {}).get("cache_dir") or str(Path(recipe.get("out_dir", "runs/train")) / "cache")
     if options.get("model", {}).get("advection", "residual") == "none":
         raise ValueError(f"{train_config}: the model has no guide (advection = 'none')")
-    _, opts = parse_options(options)
+    cfg, opts = parse_options(options)
     events = [e for e in catalogue.event if (only is None or e.name in only) and (classes is None or e.resolution_class in classes)]
     missing = [e.name for e in events if not Path(catalogue.store_url(e)).exists()]
     if missing:
         raise FileNotFoundError(f"stores missing for {missing}; build them with `python -m training.events build`")
 
-    tasks: list[tuple[int, tuple[str, str, dict, str, list[pd.Timestamp]]]] = []
+    tasks: list[tuple[int, tuple[str, str, ModelConfig, str, list[pd.Timestamp]]]] = []
     for e in events:
         store = open_event_store(catalogue, e)
-        times = list(pd.DatetimeIndex(sorted(set(store.times())))[:: opts.window_stride])
         cells = int(store.grid.shape[0] * store.grid.shape[1])
-        for i in range(0, len(times), max(1, chunk)):
-            part = times[i : i + max(1, chunk)]
-            tasks.append((cells * len(part), (e.name, catalogue.store_url(e), options, cache, part)))
+        tasks += [(cells, (e.name, catalogue.store_url(e), cfg, cache, [t])) for t in window_ends(store.times(), opts.window_stride)]
     tasks.sort(key=lambda t: t[0], reverse=True)
     out: dict[str, tuple[int, float]] = {}
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(total=sum(len(t[1][4]) for t in tasks), desc="guides", unit="window", disable=not progress) as bar:
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(total=len(tasks), desc="guides", unit="window", disable=not progress) as bar:
         for fut in as_completed([pool.submit(_warm_windows, t) for _, t in tasks]):
             name, n, seconds = fut.result()
             n0, s0 = out.get(name, (0, 0.0))
@@ -229,7 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["build", "list", "guides"])
     p.add_argument("--config", type=Path, default=Path("configs/train-real-events-sprog.toml"), help="guides: the training recipe")
     p.add_argument("--workers", type=int, default=2, help="guides: worker processes")
-    p.add_argument("--chunk", type=int, default=1, help="guides: windows per worker task")
     p.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE)
     p.add_argument("--only", nargs="*", default=None, help="event names (default: all)")
     p.add_argument("--no-progress", action="store_true")
@@ -241,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"{ev.name:28s} {ev.resolution_class:5s} {ev.cadence:6s} {cat.store_url(ev)}\n")
         return 0
     if args.action == "guides":
-        done = warm_guides(cat, args.config, args.workers, args.only, progress=not args.no_progress, chunk=args.chunk)
+        done = warm_guides(cat, args.config, args.workers, args.only, progress=not args.no_progress)
         for name, (n, seconds) in sorted(done.items()):
             sys.stdout.write(f"{name}: {n} windows, {seconds:.0f} worker seconds\n")
         return 0

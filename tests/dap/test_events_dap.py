@@ -159,7 +159,7 @@ def test_train_command_on_events_writes_checkpoint_and_card(event_stores: Path, 
 
 
 def test_guides_warm_up_fills_the_cache_training_reads(event_stores: Path, tmp_path: Path) -> None:
-    """`python -m training.events guides` computes (in worker processes, a few windows per task)
+    """`python -m training.events guides` computes (in worker processes, one window per task)
     the guides training selects and those of every start time the event DAP scores at the same
     stride, so neither computes any later; S-PROG guide recipes included."""
     from nowcast.config import read_mapping
@@ -189,8 +189,8 @@ def test_guides_warm_up_fills_the_cache_training_reads(event_stores: Path, tmp_p
     from nowcast.models.convlstm import guide_key
 
     for t in start_times(store, cfg.n_inputs, opts.window_stride):  # the DAP's scoring finds every guide cached
-        rain = store.window(t, cfg.n_inputs)[dims.RAIN_RATE].values.astype(dims.FLOAT)
-        light = store.window(t, cfg.n_inputs)[dims.LIGHTNING].values.astype(dims.FLOAT)
+        history = store.window(t, cfg.n_inputs)
+        rain, light = (history[v].values.astype(dims.FLOAT) for v in (dims.RAIN_RATE, dims.LIGHTNING))
         assert (cache / f"guide-{guide_key(rain[-cfg.oflow_inputs:], light, cfg)}.npy") in stamps
     assert main(["guides", "--catalogue", str(event_stores / "catalogue.toml"), "--config", str(event_stores / "train.toml"),
                  "--only", "zz", "--no-progress"]) == 0  # no such event: nothing to do
