@@ -403,11 +403,12 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             return run_wrk(url, paths, c, args.seconds, once, workdir)
         return run_python(url, paths, c, args.seconds, once, args.max_requests)
 
+    settings = serve_settings(args.serve_set)  # refused before anything starts
     api_port, ref_port = free_port(), free_port()
     api_url, ref_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ref_port}"
     load_before = loadavg()
     t_start = time.time()
-    api = start_nowcast(workdir, api_port, serve_settings(args.serve_set))
+    api = start_nowcast(workdir, api_port, settings)
     ref = start_reference(workdir, ref_port)
     rows: list[dict[str, Any]] = []
     ref64: dict[str, Any] = {}
@@ -455,7 +456,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "levels": args.levels,
         "server": {
             "command": "nowcast serve --port PORT (default configuration: synthetic ingest + inference + API, one uvicorn worker)",
-            "settings": serve_settings(args.serve_set),
+            "settings": settings,
             "reference": "benchmarks/reference_app.py: minimal FastAPI app, 20 KB PNG from memory, same uvicorn options",
             "uvicorn": uvicorn.__version__,
             "fastapi": fastapi.__version__,

@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 
 from nowcast.evaluation import COUNTS, pool_by_minutes, scores
-from training.dap.events import LEARNED, _bootstrap
+from training.dap.events import LEARNED, paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def compare(run_a: Path, run_b: Path, bootstrap: int = 2000, seed: int = 0, excl
         for m in s["method"].values:
             res["scores"][str(m)] = {k: s[k].sel({"method": m}).values.round(4).tolist() for k in ("csi", "mcc")}
         for other in (label_b, BASELINE):
-            ci = _bootstrap(counts, events, minutes, bootstrap, seed, label_a, other)
+            ci = paired_bootstrap(counts, events, minutes, bootstrap, seed, label_a, other)
             res["intervals"].update({k: v for k, v in ci.items() if k.endswith(f"{label_a}-{other}")})
         out["classes"][cls] = res
     return out

@@ -287,7 +287,7 @@ class EventRunner:
         return summary
 
 
-def _bootstrap(counts: xr.Dataset, events: list[str], minutes: list[float], n: int, seed: int, a: str, b: str) -> dict[str, Any]:
+def paired_bootstrap(counts: xr.Dataset, events: list[str], minutes: list[float], n: int, seed: int, a: str, b: str) -> dict[str, Any]:
     """Percentile intervals of CSI/MCC of methods ``a``, ``b`` and of ``a - b``, resampling events."""
     rng = np.random.default_rng(seed)
     per_event = [pool_by_minutes(counts, minutes, [e]) for e in events]
@@ -321,7 +321,7 @@ def summarise(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str]) -> d
             entry["scores"][str(m)] = {k: s[k].sel({"method": m}).values.round(4).tolist() for k in ("csi", "mcc", "pod", "far", "bias")}
         methods = list(s["method"].values)
         if LEARNED in methods and "sprog" in methods:
-            entry["intervals"] = _bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, LEARNED, "sprog")
+            entry["intervals"] = paired_bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, LEARNED, "sprog")
         out["classes"][c] = entry
     return out
 
