@@ -70,3 +70,23 @@ def test_runs_on_other_start_times_are_refused(tmp_path: Path) -> None:
         combined_counts(base.sel(event=EVENTS[:4]), base, "a", "b")
     a, b = _run(tmp_path, "a", other), _run(tmp_path, "b", base)
     assert main([str(a), str(b)]) == 2 and not (a / "comparison-b.json").exists()
+
+
+def test_one_repetition_of_a_repeated_run_can_be_compared(tmp_path: Path) -> None:
+    base = _counts(0)
+    rep = base.sel({"method": ["convlstm"]}).assign_coords(method=["convlstm-r0"])
+    # run A: a repeated plan whose pooled ConvLSTM differs, but whose repetition 0 is run B's model
+    pooled = base.sel({"method": ["convlstm"]}).copy(deep=True)
+    pooled["hits"] += 7
+    rest = base.sel({"method": [m for m in METHODS if m != "convlstm"]})
+    repeated = xr.concat([pooled, rep, rest], dim="method", data_vars="all", coords="minimal", compat="override")
+    a, b = _run(tmp_path, "rep", repeated), _run(tmp_path, "single", base)
+    out = compare(a, b, bootstrap=100, method_a="convlstm-r0")
+    ci = out["classes"]["2km"]["intervals"]["csi:rep-convlstm-r0-single"]
+    assert np.allclose(ci["lo"], 0) and np.allclose(ci["hi"], 0)  # repetition 0 reproduces run B exactly
+    pooled_ci = compare(a, b, bootstrap=100)["classes"]["2km"]["intervals"]["csi:rep-single"]
+    assert not np.allclose(pooled_ci["hi"], 0)
+    assert main([str(a), str(b), "--method-a", "convlstm-r0", "--bootstrap", "100", "--name", "r0"]) == 0
+    assert "| rep-convlstm-r0 - single |" in (a / "r0.md").read_text()
+    with pytest.raises(ComparisonError, match="no method 'convlstm-r5'"):
+        compare(a, b, bootstrap=100, method_a="convlstm-r5")

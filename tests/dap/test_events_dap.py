@@ -142,6 +142,43 @@ def test_event_plan_runs_end_to_end_and_resumes(event_stores: Path, tmp_path: Pa
     assert [p.stat().st_mtime_ns for p in best] == stamps
 
 
+def test_repeated_plan_pools_repetitions_and_keeps_each_ones_counts(event_stores: Path, tmp_path: Path) -> None:
+    plan = EventPlan(
+        name="tiny-repeated", catalogue=str(event_stores / "catalogue.toml"), train_config=str(event_stores / "train.toml"),
+        baselines=["persistence"], threads=1,
+        splits={"folds": 3, "repetitions": 2, "validation_events": 1},
+        scores={"thresholds": [1.0], "n_leads": 4, "report_minutes": [5, 10, 20], "n_inputs": 3, "start_stride": 3, "bootstrap": 100},
+    )
+    out = tmp_path / "run"
+    summary = EventRunner(plan, out, progress=False).run()
+    counts = xr.load_dataset(out / "results.nc")
+    assert set(counts["method"].values) == {"persistence", "convlstm", "convlstm-r0", "convlstm-r1"}
+    for c in evaluation.COUNTS:  # the pooled ConvLSTM is exactly the sum of its repetitions
+        per_rep = counts[c].sel({"method": ["convlstm-r0", "convlstm-r1"]}).values
+        assert (per_rep >= 0).all()
+        np.testing.assert_array_equal(counts[c].sel({"method": "convlstm"}).values, per_rep.sum(0))
+    entry = summary["classes"]["2km"]
+    assert set(entry["scores"]) == {"persistence", "convlstm"}  # repetitions are a spread, not table rows
+    assert set(entry["repetitions"]) == {"convlstm-r0", "convlstm-r1"}
+
+
+def test_repetition_table_shows_each_repetitions_difference_to_sprog() -> None:
+    from training.dap.events import class_tables
+
+    def row(v: float) -> dict[str, list[list[float]]]:
+        return {k: [[v], [v]] for k in ("csi", "mcc", "pod", "far", "bias")}
+
+    summary = {"minutes": [5, 10], "thresholds": [1.0], "classes": {"2km": {
+        "events": ["e"], "scores": {"convlstm": row(0.5), "sprog": row(0.4)},
+        "repetitions": {"convlstm-r0": row(0.45), "convlstm-r1": row(0.38)}}}}
+    text = "\n".join(class_tables(summary, "2km"))
+    assert "each of the 2 repetitions" in text
+    assert "| CSI 1 mm/h | r0 | +0.050 | +0.050 |" in text
+    assert "| MCC 1 mm/h | r1 | -0.020 | -0.020 |" in text
+    del summary["classes"]["2km"]["repetitions"]
+    assert "repetitions alone" not in "\n".join(class_tables(summary, "2km"))
+
+
 def test_train_command_on_events_writes_checkpoint_and_card(event_stores: Path, tmp_path: Path) -> None:
     from cli import main
 

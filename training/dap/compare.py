@@ -9,6 +9,7 @@ with percentile bootstrap intervals over events (the blocks) of the paired diffe
 have to be identical, else the comparison refuses.
 
     python -m training.dap.compare results/real-events-kfold-sprog-gpu results/real-events-kfold-sprog [--exclude EVENT ...] [--name NAME]
+    python -m training.dap.compare RUN_A RUN_B --method-a convlstm-r0   # one repetition of a repeated plan
 
 writes ``comparison-<B>.json`` and ``comparison-<B>.md`` (or ``NAME.json`` / ``NAME.md``) into run A's folder.
 """
@@ -37,35 +38,44 @@ class ComparisonError(ValueError):
     """Two runs that cannot be compared (different events or start times)."""
 
 
-def combined_counts(a: xr.Dataset, b: xr.Dataset, label_a: str, label_b: str) -> xr.Dataset:
+def combined_counts(a: xr.Dataset, b: xr.Dataset, label_a: str, label_b: str, method_a: str = LEARNED, method_b: str = LEARNED) -> xr.Dataset:
     """Counts (method, event, step, threshold) holding A's and B's ConvLSTM and S-PROG.
 
-    Raises :class:`ComparisonError` when the runs' events or S-PROG counts differ.
+    ``method_a`` / ``method_b``: which method of each run is compared (default the pooled
+    ConvLSTM; e.g. ``convlstm-r0``, one repetition of a repeated plan). Raises
+    :class:`ComparisonError` when the runs' events or S-PROG counts differ or a method is absent.
     """
+    for run, method, label in ((a, method_a, label_a), (b, method_b, label_b)):
+        if method not in run["method"].values:
+            raise ComparisonError(f"{label} has no method {method!r} (it has {sorted(run['method'].values.tolist())})")
     if sorted(a["event"].values.tolist()) != sorted(b["event"].values.tolist()):
         raise ComparisonError(f"events differ: {sorted(set(a['event'].values) ^ set(b['event'].values))}")
     b = b.sel(event=a["event"].values)
     for c in COUNTS:
         if not np.array_equal(a[c].sel({"method": BASELINE}).values, b[c].sel({"method": BASELINE}).values):
             raise ComparisonError(f"S-PROG {c} differ between the runs: not the same start times or stores")
-    parts = [a.sel({"method": [LEARNED]}).assign_coords(method=[label_a]), b.sel({"method": [LEARNED]}).assign_coords(method=[label_b]), a.sel({"method": [BASELINE]})]
+    parts = [a.sel({"method": [method_a]}).assign_coords(method=[label_a]), b.sel({"method": [method_b]}).assign_coords(method=[label_b]), a.sel({"method": [BASELINE]})]
     return xr.concat(parts, dim="method", data_vars="all", coords="minimal", compat="override")
 
 
-def compare(run_a: Path, run_b: Path, bootstrap: int = 2000, seed: int = 0, exclude: list[str] | None = None) -> dict[str, Any]:
+def compare(run_a: Path, run_b: Path, bootstrap: int = 2000, seed: int = 0, exclude: list[str] | None = None,
+            method_a: str = LEARNED, method_b: str = LEARNED) -> dict[str, Any]:
     """Per class: scores of A's and B's ConvLSTM and S-PROG, and paired intervals (see module).
 
     ``exclude``: events left out of the pools (e.g. a fold whose training did not follow the plan).
+    ``method_a`` / ``method_b``: see :func:`combined_counts`; a non-default one is labelled
+    ``<run>-<method>``.
     """
     summary_a = json.loads((run_a / "results.json").read_text())
-    label_a, label_b = run_a.name, run_b.name
+    label_a = run_a.name if method_a == LEARNED else f"{run_a.name}-{method_a}"
+    label_b = run_b.name if method_b == LEARNED else f"{run_b.name}-{method_b}"
     with xr.open_dataset(run_a / "results.nc") as da, xr.open_dataset(run_b / "results.nc") as db:
-        counts = combined_counts(da.load(), db.load(), label_a, label_b)
+        counts = combined_counts(da.load(), db.load(), label_a, label_b, method_a, method_b)
     minutes = summary_a["minutes"]
     unknown = sorted(set(exclude or []) - set(counts["event"].values.tolist()))
     if unknown:
         raise ComparisonError(f"unknown events to exclude: {unknown}")
-    out: dict[str, Any] = {"a": str(run_a), "b": str(run_b), "minutes": minutes, "thresholds": summary_a["thresholds"], "bootstrap": bootstrap,
+    out: dict[str, Any] = {"a": str(run_a), "b": str(run_b), "label_a": label_a, "label_b": label_b, "method_a": method_a, "method_b": method_b, "minutes": minutes, "thresholds": summary_a["thresholds"], "bootstrap": bootstrap,
                            "excluded": sorted(exclude or []), "classes": {}}
     for cls, entry in summary_a["classes"].items():
         events = [e for e in entry["events"] if e not in (exclude or [])]
@@ -84,7 +94,7 @@ def compare(run_a: Path, run_b: Path, bootstrap: int = 2000, seed: int = 0, excl
 
 def markdown(result: dict[str, Any]) -> str:
     """Tables per class, metric and threshold: both ConvLSTMs, S-PROG and the paired differences."""
-    a, b = Path(result["a"]).name, Path(result["b"]).name
+    a, b = result.get("label_a", Path(result["a"]).name), result.get("label_b", Path(result["b"]).name)
     minutes, lines = result["minutes"], [f"# {a} against {b}: the same held-out events and start times", ""]
     if result.get("excluded"):
         lines += ["Events left out: " + ", ".join(result["excluded"]), ""]
@@ -112,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--exclude", nargs="*", default=[], metavar="EVENT", help="events left out of the pools")
     p.add_argument("--name", default=None, help="output name (default comparison-<B>)")
+    p.add_argument("--method-a", default=LEARNED, help="run A's method compared (default the pooled ConvLSTM; convlstm-rN: repetition N)")
+    p.add_argument("--method-b", default=LEARNED, help="run B's method compared (as --method-a)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        result = compare(args.run_a, args.run_b, args.bootstrap, exclude=args.exclude)
+        result = compare(args.run_a, args.run_b, args.bootstrap, exclude=args.exclude, method_a=args.method_a, method_b=args.method_b)
     except (ComparisonError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return 2

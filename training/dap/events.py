@@ -59,6 +59,15 @@ log = logging.getLogger(__name__)
 LEARNED = "convlstm"
 
 
+def repetition_method(repetition: int) -> str:
+    """Method label of the ConvLSTM's counts of one repetition (``convlstm-r0``, ...)."""
+    return f"{LEARNED}-r{repetition}"
+
+
+def is_repetition_method(method: str) -> bool:
+    return method.startswith(f"{LEARNED}-r") and method[len(LEARNED) + 2:].isdigit()
+
+
 class EventSplits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -254,10 +263,12 @@ class EventRunner:
             for name in split["test"]:
                 key = self._key(LEARNED, file_hash(ckpt), name, {"split": f"r{split['repetition']}-f{split['fold']}"})
                 t = self._score(LEARNED, model, name, key, self.out / "tables" / LEARNED / f"r{split['repetition']}" / f"{name}.json")
+                if self.plan.splits.repetitions > 1:  # each repetition's own counts too (the pooled ones merge)
+                    tables[(repetition_method(split["repetition"]), name)] = t
                 if (LEARNED, name) in tables:
                     tables[(LEARNED, name)].merge(t)
                 else:
-                    tables[(LEARNED, name)] = t
+                    tables[(LEARNED, name)] = ContingencyTable.from_dict(t.to_dict())
             rec = {"event": "split", "plan_hash": self.hash, **split, "checkpoint": str(ckpt), "model_version": file_hash(ckpt), "train_seconds": train_s, "seconds": round(time.perf_counter() - t0, 1), "time": now_iso()}
             self.ledger.append(rec)
             records.append(rec)
@@ -318,8 +329,12 @@ def summarise(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str]) -> d
         s = scores(pooled)
         entry: dict[str, Any] = {"events": evs, "scores": {}}
         for m in s["method"].values:
-            entry["scores"][str(m)] = {k: s[k].sel({"method": m}).values.round(4).tolist() for k in ("csi", "mcc", "pod", "far", "bias")}
-        methods = list(s["method"].values)
+            row = {k: s[k].sel({"method": m}).values.round(4).tolist() for k in ("csi", "mcc", "pod", "far", "bias")}
+            if is_repetition_method(str(m)):  # per-repetition counts: a spread, not a method of the tables
+                entry.setdefault("repetitions", {})[str(m)] = row
+            else:
+                entry["scores"][str(m)] = row
+        methods = [m for m in s["method"].values if not is_repetition_method(str(m))]
         if LEARNED in methods and "sprog" in methods:
             entry["intervals"] = paired_bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, LEARNED, "sprog")
         out["classes"][c] = entry
@@ -359,7 +374,25 @@ def class_tables(summary: dict[str, Any], cls: str, shown: list[float] | None = 
                 rel = [(a[c][ti] / b[c][ti] - 1.0) * 100 if b[c][ti] else float("nan") for c in cols]
                 lines.append("| ConvLSTM vs S-PROG | " + " | ".join(f"{r:+.1f} %" for r in rel) + " |")
             lines.append("")
-    return lines
+    return lines + repetition_table(summary, cls, cols)
+
+
+def repetition_table(summary: dict[str, Any], cls: str, cols: list[int]) -> list[str]:
+    """ConvLSTM - S-PROG in each repetition alone (rows metric x threshold x repetition), or
+    nothing for a single-repetition plan. Columns: the lead-time indices ``cols``."""
+    entry = summary["classes"][cls]
+    reps = entry.get("repetitions", {})
+    if not reps or "sprog" not in entry["scores"]:
+        return []
+    minutes = summary["minutes"]
+    lines = [f"ConvLSTM - S-PROG in each of the {len(reps)} repetitions alone (every event held out once per repetition, different folds and validation events):", ""]
+    lines += ["| score | repetition | " + " | ".join(f"{minutes[c]:g} min" for c in cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    base = entry["scores"]["sprog"]
+    for metric in ("csi", "mcc"):
+        for ti, thr in enumerate(summary["thresholds"]):
+            for name in sorted(reps):
+                lines.append(f"| {metric.upper()} {thr:g} mm/h | {name.removeprefix(LEARNED + '-')} | " + " | ".join(f"{reps[name][metric][c][ti] - base[metric][c][ti]:+.3f}" for c in cols) + " |")
+    return lines + [""]
 
 
 def markdown(summary: dict[str, Any]) -> str:
