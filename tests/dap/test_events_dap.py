@@ -142,24 +142,46 @@ def test_event_plan_runs_end_to_end_and_resumes(event_stores: Path, tmp_path: Pa
     assert [p.stat().st_mtime_ns for p in best] == stamps
 
 
-def test_repeated_plan_pools_repetitions_and_keeps_each_ones_counts(event_stores: Path, tmp_path: Path) -> None:
+def test_repeated_plan_pools_repetitions_and_its_median_ensemble_is_scored(event_stores: Path, tmp_path: Path) -> None:
+    from training.dap.ensemble import EnsembleError, run_ensemble
+
     plan = EventPlan(
         name="tiny-repeated", catalogue=str(event_stores / "catalogue.toml"), train_config=str(event_stores / "train.toml"),
         baselines=["persistence"], threads=1,
-        splits={"folds": 3, "repetitions": 2, "validation_events": 1},
+        splits={"folds": 3, "repetitions": 3, "validation_events": 1},
         scores={"thresholds": [1.0], "n_leads": 4, "report_minutes": [5, 10, 20], "n_inputs": 3, "start_stride": 3, "bootstrap": 100},
     )
     out = tmp_path / "run"
+    with pytest.raises(EnsembleError, match="not a finished fold"):
+        run_ensemble(plan, out, tmp_path / "early", progress=False)
     summary = EventRunner(plan, out, progress=False).run()
     counts = xr.load_dataset(out / "results.nc")
-    assert set(counts["method"].values) == {"persistence", "convlstm", "convlstm-r0", "convlstm-r1"}
+    reps = ["convlstm-r0", "convlstm-r1", "convlstm-r2"]
+    assert set(counts["method"].values) == {"persistence", "convlstm", *reps}
     for c in evaluation.COUNTS:  # the pooled ConvLSTM is exactly the sum of its repetitions
-        per_rep = counts[c].sel({"method": ["convlstm-r0", "convlstm-r1"]}).values
+        per_rep = counts[c].sel({"method": reps}).values
         assert (per_rep >= 0).all()
         np.testing.assert_array_equal(counts[c].sel({"method": "convlstm"}).values, per_rep.sum(0))
     entry = summary["classes"]["2km"]
     assert set(entry["scores"]) == {"persistence", "convlstm"}  # repetitions are a spread, not table rows
-    assert set(entry["repetitions"]) == {"convlstm-r0", "convlstm-r1"}
+    assert set(entry["repetitions"]) == set(reps)
+
+    ens_summary = run_ensemble(plan, out, out / "ensemble-median", progress=False)
+    ledger = [json.loads(line) for line in (out / "ensemble-median" / "ledger.jsonl").read_text().splitlines()]
+    members = ledger[0]["members"]
+    splits = [r for r in (json.loads(line) for line in (out / "ledger.jsonl").read_text().splitlines()) if r["event"] == "split"]
+    for event, ms in members.items():  # each event's members: the 3 models that held it out, one per repetition
+        held_out_by = sorted(f"r{r['repetition']}-f{r['fold']}" for r in splits if event in r["test"])
+        assert sorted(Path(m["checkpoint"]).parent.name for m in ms) == held_out_by
+        assert {h[:2] for h in held_out_by} == {"r0", "r1", "r2"}
+    ens = xr.load_dataset(out / "ensemble-median" / "results.nc")
+    assert set(ens["method"].values) == {"persistence", "convlstm"} and (ens["hits"].values >= 0).all()
+    for c in evaluation.COUNTS:  # same start times: the baselines are the plan run's own counts
+        np.testing.assert_array_equal(ens[c].sel({"method": "persistence"}).values, counts[c].sel({"method": "persistence"}).values)
+    assert set(ens_summary["classes"]["2km"]["scores"]) == {"persistence", "convlstm"}
+    two = plan.model_copy(update={"splits": plan.splits.model_copy(update={"repetitions": 2})})
+    with pytest.raises(EnsembleError, match="odd number"):
+        run_ensemble(two, out, tmp_path / "two", progress=False)
 
 
 def test_repetition_table_shows_each_repetitions_difference_to_sprog() -> None:

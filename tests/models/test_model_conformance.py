@@ -21,11 +21,13 @@ EXACT_ON_CONSTANT = {"persistence", "extrapolation", "sprog"}
 @pytest.fixture(params=NAMES)
 def model(request: pytest.FixtureRequest, convlstm_checkpoint) -> Nowcaster:  # noqa: ANN001
     options = {"checkpoint": convlstm_checkpoint} if request.param == "convlstm" else {}
+    if request.param == "median-ensemble":  # members that need different numbers of input frames
+        options = {"members": [create_nowcaster("persistence"), create_nowcaster("extrapolation")], "checkpoints": [convlstm_checkpoint]}
     return create_nowcaster(request.param, **options)
 
 
 def test_all_builtins_registered() -> None:
-    assert {"persistence", "extrapolation", "sprog", "convlstm"} <= set(NAMES)
+    assert {"persistence", "extrapolation", "sprog", "convlstm", "median-ensemble"} <= set(NAMES)
 
 
 def test_output_contract(model: Nowcaster, blob_history) -> None:  # noqa: ANN001

@@ -140,7 +140,7 @@ def choose_validation(train_events: list[EventSpec], classes: list[str], n: int,
     return out
 
 
-def _table_path(out: Path, method: str, event: str) -> Path:
+def table_path(out: Path, method: str, event: str) -> Path:
     return out / "tables" / method / f"{event}.json"
 
 
@@ -182,7 +182,7 @@ class EventRunner:
         self.ledger = Ledger(out / "ledger.jsonl")
         torch.set_num_threads(plan.threads)
 
-    def _key(self, method: str, version: str, event: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def score_key(self, method: str, version: str, event: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         starts = self.starts[event]
         return {
             "method": method,
@@ -194,7 +194,7 @@ class EventRunner:
             **(extra or {}),
         }
 
-    def _score(self, label: str, model: Any, event: str, key: dict[str, Any], path: Path) -> ContingencyTable:
+    def score_table(self, label: str, model: Any, event: str, key: dict[str, Any], path: Path) -> ContingencyTable:
         from tqdm.auto import tqdm
 
         cached = _load_table(path, key)
@@ -215,8 +215,8 @@ class EventRunner:
         for name in self.plan.baselines:
             model = create_nowcaster(name)
             for ev in self.events:
-                key = self._key(name, str(model.version), ev.name)
-                out[(name, ev.name)] = self._score(name, model, ev.name, key, _table_path(self.out, name, ev.name))
+                key = self.score_key(name, str(model.version), ev.name)
+                out[(name, ev.name)] = self.score_table(name, model, ev.name, key, table_path(self.out, name, ev.name))
         return out
 
     def fold_plan(self) -> list[dict[str, Any]]:
@@ -261,8 +261,8 @@ class EventRunner:
             cache = self.train_options.get("train", {}).get("cache_dir")
             model = create_nowcaster(LEARNED, checkpoint=ckpt, device=self.device, guide_cache=cache)
             for name in split["test"]:
-                key = self._key(LEARNED, file_hash(ckpt), name, {"split": f"r{split['repetition']}-f{split['fold']}"})
-                t = self._score(LEARNED, model, name, key, self.out / "tables" / LEARNED / f"r{split['repetition']}" / f"{name}.json")
+                key = self.score_key(LEARNED, file_hash(ckpt), name, {"split": f"r{split['repetition']}-f{split['fold']}"})
+                t = self.score_table(LEARNED, model, name, key, self.out / "tables" / LEARNED / f"r{split['repetition']}" / f"{name}.json")
                 if self.plan.splits.repetitions > 1:  # each repetition's own counts too (the pooled ones merge)
                     tables[(repetition_method(split["repetition"]), name)] = t
                 if (LEARNED, name) in tables:

@@ -1,0 +1,125 @@
+"""Score the median ensemble of a repeated event DAP's held-out models.
+
+In a plan with R repetitions every event is held out once per repetition, so R ConvLSTMs were
+trained without it (different folds, validation events and seeds). Their median ensemble
+(:class:`nowcast.models.ensemble.MedianEnsemble`: a majority vote of the members' threshold
+areas, nothing fitted) is therefore an honest held-out forecast of that event too. This scores it
+on the plan's start times and writes a run folder beside the plan's (``ensemble-median``) with the
+same layout (``results.nc``, ``results.json``, ``report.md``, ``skill.png``, ``ledger.jsonl``), the
+ensemble as method ``convlstm`` and the plan run's baselines, so that
+
+    python -m training.dap.ensemble --plan plans/real-events-kfold-sprog-repeated.toml
+    python -m training.dap.compare results/real-events-kfold-sprog-repeated/ensemble-median results/real-events-kfold-sprog-repeated
+
+compares it, paired, with the single models (pooled over repetitions) and with S-PROG. The plan
+run must be complete (its fold checkpoints are checked against the plan hash). Scoring resumes:
+finished tables are reused when their inputs match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nowcast.config import load_config
+from nowcast.models.convlstm import file_hash
+from training.dap.events import (
+    LEARNED,
+    EventPlan,
+    EventRunner,
+    summarise,
+    table_path,
+    write_outputs,
+)
+from training.dap.ledger import code_version, now_iso, package_versions
+
+log = logging.getLogger(__name__)
+
+ENSEMBLE_DIR = "ensemble-median"
+
+
+class EnsembleError(ValueError):
+    """A plan or run that cannot give a median ensemble (too few repetitions, missing folds)."""
+
+
+def member_checkpoints(runner: EventRunner, run: Path) -> dict[str, list[Path]]:
+    """Per event, the best checkpoints of the splits that held it out (one per repetition).
+
+    Raises :class:`EnsembleError` for fewer than 3 or an even number of repetitions (a median
+    of an even count is no majority vote) and for folds not trained under this plan.
+    """
+    reps = runner.plan.splits.repetitions
+    if reps < 3 or reps % 2 == 0:
+        raise EnsembleError(f"a median ensemble needs an odd number (>= 3) of repetitions; the plan has {reps}")
+    members: dict[str, list[Path]] = {}
+    for split in runner.splits:
+        fold = run / "folds" / f"r{split['repetition']}-f{split['fold']}"
+        marker, best = fold / "done.json", fold / "best.pt"
+        ident = {"plan_hash": runner.hash, "split": split}
+        if not (marker.is_file() and best.is_file() and json.loads(marker.read_text()).get("ident") == ident):
+            raise EnsembleError(f"{fold} is not a finished fold of this plan: run `python -m training.dap.events --plan ...` first")
+        for event in split["test"]:
+            members.setdefault(event, []).append(best)
+    return members
+
+
+def run_ensemble(plan: EventPlan, run: Path, out: Path, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Score the median ensemble of every event's held-out models and write ``out``; returns the summary."""
+    from nowcast.models import create_nowcaster
+
+    t0 = time.perf_counter()
+    runner = EventRunner(plan, out, device=device, progress=progress)
+    members = member_checkpoints(runner, run)
+    cache = runner.train_options.get("train", {}).get("cache_dir")
+    runner.ledger.append({
+        "event": "ensemble", "plan_hash": runner.hash, "run": str(run), "rule": "pointwise median of the members' rain rate (majority vote at every threshold)",
+        "members": {e: [{"checkpoint": str(p), "version": file_hash(p)} for p in ps] for e, ps in sorted(members.items())},
+        "code_version": code_version(), "packages": package_versions(), "time": now_iso(),
+    })
+    tables = {}
+    for event, paths in sorted(members.items()):
+        model = create_nowcaster("median-ensemble", checkpoints=paths, device=device, guide_cache=cache)
+        key = runner.score_key(LEARNED, model.version, event, {"ensemble": "median", "members": [p.parent.name for p in paths]})
+        tables[(LEARNED, event)] = runner.score_table("median-ensemble", model, event, key, out / "tables" / LEARNED / f"{event}.json")
+    for name in plan.baselines:  # the plan run's tables (scored there when missing)
+        model = create_nowcaster(name)
+        for ev in runner.events:
+            key = runner.score_key(name, str(model.version), ev.name)
+            tables[(name, ev.name)] = runner.score_table(name, model, ev.name, key, table_path(run, name, ev.name))
+    counts = runner.results(tables)
+    summary = summarise(counts, plan, {e.name: e.resolution_class for e in runner.events})
+    summary.update(plan=f"{plan.name} ({ENSEMBLE_DIR})", plan_hash=runner.hash, splits=[], wall_seconds=round(time.perf_counter() - t0, 1))
+    write_outputs(out, counts, summary)
+    runner.ledger.append({"event": "summary", "plan_hash": runner.hash, "time": now_iso(), "wall_seconds": summary["wall_seconds"], "outputs": ["results.nc", "results.json", "report.md", "skill.png"]})
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.dap.ensemble", description=__doc__.split("\n\n")[0])
+    p.add_argument("--plan", type=Path, default=Path("plans/real-events-kfold-sprog-repeated.toml"))
+    p.add_argument("--run", type=Path, default=None, help="the plan's run folder (default results/<plan name>)")
+    p.add_argument("--out", type=Path, default=None, help=f"default <run>/{ENSEMBLE_DIR}")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    plan = load_config(EventPlan, args.plan, [])
+    run = args.run or Path("results") / plan.name
+    try:
+        summary = run_ensemble(plan, run, args.out or run / ENSEMBLE_DIR, device=args.device, progress=not args.no_progress)
+    except EnsembleError as exc:
+        log.error("%s", exc)
+        return 2
+    from training.dap.events import markdown
+
+    sys.stdout.write(markdown(summary) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
