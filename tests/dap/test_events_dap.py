@@ -138,8 +138,9 @@ def test_event_plan_runs_end_to_end_and_resumes(event_stores: Path, tmp_path: Pa
     # a rerun reuses every checkpoint and table: no retraining
     best = sorted((out / "folds").glob("*/best.pt"))
     stamps = [p.stat().st_mtime_ns for p in best]
-    EventRunner(plan, out, progress=False).run()
+    again = EventRunner(plan, out, progress=False).run()
     assert [p.stat().st_mtime_ns for p in best] == stamps
+    assert again["first_run_wall_seconds"] == summary["wall_seconds"] == summary["first_run_wall_seconds"]
 
 
 def test_repeated_plan_pools_repetitions_and_its_median_ensemble_is_scored(event_stores: Path, tmp_path: Path) -> None:
