@@ -183,6 +183,7 @@ def test_repeated_plan_pools_repetitions_and_its_median_ensemble_is_scored(event
     two = plan.model_copy(update={"splits": plan.splits.model_copy(update={"repetitions": 2})})
     with pytest.raises(EnsembleError, match="odd number"):
         run_ensemble(two, out, tmp_path / "two", progress=False)
+    assert not (tmp_path / "two").exists()
 
 
 def test_repetition_table_shows_each_repetitions_difference_to_sprog() -> None:

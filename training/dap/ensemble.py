@@ -47,15 +47,20 @@ class EnsembleError(ValueError):
     """A plan or run that cannot give a median ensemble (too few repetitions, missing folds)."""
 
 
+def check_repetitions(plan: EventPlan) -> None:
+    """Raise :class:`EnsembleError` unless the plan has an odd number (>= 3) of repetitions."""
+    reps = plan.splits.repetitions
+    if reps < 3 or reps % 2 == 0:
+        raise EnsembleError(f"a median ensemble needs an odd number (>= 3) of repetitions; the plan has {reps}")
+
+
 def member_checkpoints(runner: EventRunner, run: Path) -> dict[str, list[Path]]:
     """Per event, the best checkpoints of the splits that held it out (one per repetition).
 
     Raises :class:`EnsembleError` for fewer than 3 or an even number of repetitions (a median
     of an even count is no majority vote) and for folds not trained under this plan.
     """
-    reps = runner.plan.splits.repetitions
-    if reps < 3 or reps % 2 == 0:
-        raise EnsembleError(f"a median ensemble needs an odd number (>= 3) of repetitions; the plan has {reps}")
+    check_repetitions(runner.plan)
     members: dict[str, list[Path]] = {}
     for split in runner.splits:
         fold = run / "folds" / f"r{split['repetition']}-f{split['fold']}"
@@ -73,6 +78,7 @@ def run_ensemble(plan: EventPlan, run: Path, out: Path, device: str = "cpu", pro
     from nowcast.models import create_nowcaster
 
     t0 = time.perf_counter()
+    check_repetitions(plan)  # before the runner creates ``out``
     runner = EventRunner(plan, out, device=device, progress=progress)
     members = member_checkpoints(runner, run)
     cache = runner.train_options.get("train", {}).get("cache_dir")
