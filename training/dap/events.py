@@ -65,6 +65,7 @@ def repetition_method(repetition: int) -> str:
 
 
 def is_repetition_method(method: str) -> bool:
+    """Whether ``method`` labels one repetition's ConvLSTM counts (see :func:`repetition_method`)."""
     return method.startswith(f"{LEARNED}-r") and method[len(LEARNED) + 2:].isdigit()
 
 
