@@ -166,6 +166,20 @@ def test_model_fallback_is_reported(tmp_path, helpers) -> None:  # noqa: ANN001
         e.client.__exit__(None, None, None)
 
 
+def test_a_median_ensemble_is_served_from_model_options(tmp_path, helpers) -> None:  # noqa: ANN001
+    """model = "median-ensemble" with checkpoints in model_options: the loop serves the ensemble."""
+    from nowcast.models.weights import default_checkpoint
+
+    ckpt = str(default_checkpoint("synthetic"))
+    e = helpers.env(tmp_path, model="median-ensemble", model_options={"checkpoints": [ckpt, ckpt, ckpt]})
+    try:
+        st = e.client.get("/v1/status").json()
+        assert st["model"]["fallback"] is False and st["model"]["active"] == "median-ensemble"
+        assert st["forecast"]["model"] == "median-ensemble"  # the latest run was made by the ensemble
+    finally:
+        e.client.__exit__(None, None, None)
+
+
 def test_admin_routes_need_the_key(env) -> None:  # noqa: ANN001
     c = env.client
     fc = env.app.state.access.forecasts()
