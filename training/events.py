@@ -148,9 +148,10 @@ def training_parts(
 _WORKER_STORES: dict[str, ObservationStore] = {}  # per worker process: stores opened once
 
 
-def _warm_windows(task: tuple[str, str, ModelConfig, str, list[pd.Timestamp]]) -> tuple[str, int, float]:
-    """Worker: the cached guide of every window ending at the task's times (threads: the
-    parent's OMP_NUM_THREADS). Dry windows too: the event DAP scores every start time."""
+def _warm_window(task: tuple[str, str, ModelConfig, str, pd.Timestamp]) -> tuple[str, float]:
+    """Worker: the cached guide of the window ending at the task's time (threads: the parent's
+    OMP_NUM_THREADS). Dry windows too: the event DAP scores every start time. Returns
+    (event, seconds)."""
     import time
 
     import numpy as np
@@ -159,16 +160,15 @@ def _warm_windows(task: tuple[str, str, ModelConfig, str, list[pd.Timestamp]]) -
     from nowcast.store import ObservationStore
     from training.dataset import window_history
 
-    name, url, cfg, cache, times = task
+    name, url, cfg, cache, t = task
     t0 = time.perf_counter()
     store = _WORKER_STORES.get(url)
     if store is None:
         store = _WORKER_STORES[url] = ObservationStore.open(url)
-    for t in times:
-        rain, light = window_history(store, t, cfg)
-        if np.isfinite(rain[-1]).any():
-            cached_guide(rain, light, cfg, Path(cache))
-    return name, len(times), time.perf_counter() - t0
+    rain, light = window_history(store, t, cfg)
+    if np.isfinite(rain[-1]).any():
+        cached_guide(rain, light, cfg, Path(cache))
+    return name, time.perf_counter() - t0
 
 
 def warm_guides(catalogue: Catalogue, train_config: str | Path, workers: int = 2, only: list[str] | None = None,
@@ -201,19 +201,19 @@ def warm_guides(catalogue: Catalogue, train_config: str | Path, workers: int = 2
     if missing:
         raise FileNotFoundError(f"stores missing for {missing}; build them with `python -m training.events build`")
 
-    tasks: list[tuple[int, tuple[str, str, ModelConfig, str, list[pd.Timestamp]]]] = []
+    tasks: list[tuple[int, tuple[str, str, ModelConfig, str, pd.Timestamp]]] = []
     for e in events:
         store = open_event_store(catalogue, e)
         cells = int(store.grid.shape[0] * store.grid.shape[1])
-        tasks += [(cells, (e.name, catalogue.store_url(e), cfg, cache, [t])) for t in window_ends(store.times(), opts.window_stride)]
+        tasks += [(cells, (e.name, catalogue.store_url(e), cfg, cache, t)) for t in window_ends(store.times(), opts.window_stride)]
     tasks.sort(key=lambda t: t[0], reverse=True)
     out: dict[str, tuple[int, float]] = {}
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool, tqdm(total=len(tasks), desc="guides", unit="window", disable=not progress) as bar:
-        for fut in as_completed([pool.submit(_warm_windows, t) for _, t in tasks]):
-            name, n, seconds = fut.result()
+        for fut in as_completed([pool.submit(_warm_window, t) for _, t in tasks]):
+            name, seconds = fut.result()
             n0, s0 = out.get(name, (0, 0.0))
-            out[name] = (n0 + n, s0 + seconds)
-            bar.update(n)
+            out[name] = (n0 + 1, s0 + seconds)
+            bar.update(1)
     for name, (n, seconds) in sorted(out.items()):
         log.info("guides of %s: %d windows, %.0f worker seconds", name, n, seconds)
     return out

@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 
 from nowcast.evaluation import COUNTS, pool_by_minutes, scores
-from training.dap.events import LEARNED, paired_bootstrap
+from training.dap.events import LEARNED, method_scores, paired_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,7 @@ def compare(run_a: Path, run_b: Path, bootstrap: int = 2000, seed: int = 0, excl
         if not events:
             continue
         s = scores(pool_by_minutes(counts, minutes, events))
-        res: dict[str, Any] = {"events": events, "scores": {}, "intervals": {}}
-        for m in s["method"].values:
-            res["scores"][str(m)] = {k: s[k].sel({"method": m}).values.round(4).tolist() for k in ("csi", "mcc")}
+        res: dict[str, Any] = {"events": events, "scores": method_scores(s, ("csi", "mcc")), "intervals": {}}
         for other in (label_b, BASELINE):
             ci = paired_bootstrap(counts, events, minutes, bootstrap, seed, label_a, other)
             res["intervals"].update({k: v for k, v in ci.items() if k.endswith(f"{label_a}-{other}")})
@@ -94,7 +92,7 @@ def compare(run_a: Path, run_b: Path, bootstrap: int = 2000, seed: int = 0, excl
 
 def markdown(result: dict[str, Any]) -> str:
     """Tables per class, metric and threshold: both ConvLSTMs, S-PROG and the paired differences."""
-    a, b = result.get("label_a", Path(result["a"]).name), result.get("label_b", Path(result["b"]).name)
+    a, b = result["label_a"], result["label_b"]
     minutes, lines = result["minutes"], [f"# {a} against {b}: the same held-out events and start times", ""]
     if result.get("excluded"):
         lines += ["Events left out: " + ", ".join(result["excluded"]), ""]

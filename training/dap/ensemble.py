@@ -19,7 +19,6 @@ finished tables are reused when their inputs match.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -27,14 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from nowcast.config import load_config
-from nowcast.models.convlstm import file_hash
 from training.dap.events import (
     LEARNED,
     EventPlan,
     EventRunner,
     summarise,
-    table_path,
-    write_outputs,
 )
 from training.dap.ledger import code_version, now_iso, package_versions
 
@@ -57,17 +53,13 @@ def check_repetitions(plan: EventPlan) -> None:
 def member_checkpoints(runner: EventRunner, run: Path) -> dict[str, list[Path]]:
     """Per event, the best checkpoints of the splits that held it out (one per repetition).
 
-    Raises :class:`EnsembleError` for fewer than 3 or an even number of repetitions (a median
-    of an even count is no majority vote) and for folds not trained under this plan.
+    Raises :class:`EnsembleError` for folds not trained to the end under this plan.
     """
-    check_repetitions(runner.plan)
     members: dict[str, list[Path]] = {}
     for split in runner.splits:
-        fold = run / "folds" / f"r{split['repetition']}-f{split['fold']}"
-        marker, best = fold / "done.json", fold / "best.pt"
-        ident = {"plan_hash": runner.hash, "split": split}
-        if not (marker.is_file() and best.is_file() and json.loads(marker.read_text()).get("ident") == ident):
-            raise EnsembleError(f"{fold} is not a finished fold of this plan: run `python -m training.dap.events --plan ...` first")
+        best = runner.finished_checkpoint(split, run)
+        if best is None:
+            raise EnsembleError(f"{runner.fold_dir(split, run)} is not a finished fold of this plan: run `python -m training.dap.events --plan ...` first")
         for event in split["test"]:
             members.setdefault(event, []).append(best)
     return members
@@ -76,32 +68,28 @@ def member_checkpoints(runner: EventRunner, run: Path) -> dict[str, list[Path]]:
 def run_ensemble(plan: EventPlan, run: Path, out: Path, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
     """Score the median ensemble of every event's held-out models and write ``out``; returns the summary."""
     from nowcast.models import create_nowcaster
+    from nowcast.models.ensemble import MedianEnsemble
 
     t0 = time.perf_counter()
     check_repetitions(plan)  # before the runner creates ``out``
     runner = EventRunner(plan, out, device=device, progress=progress)
     members = member_checkpoints(runner, run)
-    cache = runner.train_options.get("train", {}).get("cache_dir")
+    # each fold's model is loaded once and shared by the ensembles of all its test events
+    models = {p: create_nowcaster(LEARNED, checkpoint=p, device=device, guide_cache=runner.guide_cache) for p in sorted({p for ps in members.values() for p in ps})}
     runner.ledger.append({
         "event": "ensemble", "plan_hash": runner.hash, "run": str(run), "rule": "pointwise median of the members' rain rate (majority vote at every threshold)",
-        "members": {e: [{"checkpoint": str(p), "version": file_hash(p)} for p in ps] for e, ps in sorted(members.items())},
+        "members": {e: [{"checkpoint": str(p), "version": models[p].version} for p in ps] for e, ps in sorted(members.items())},
         "code_version": code_version(), "packages": package_versions(), "time": now_iso(),
     })
-    tables = {}
+    tables = runner.run_baselines(run)  # the plan run's tables (scored there when missing)
     for event, paths in sorted(members.items()):
-        model = create_nowcaster("median-ensemble", checkpoints=paths, device=device, guide_cache=cache)
+        model = MedianEnsemble([models[p] for p in paths])
         key = runner.score_key(LEARNED, model.version, event, {"ensemble": "median", "members": [p.parent.name for p in paths]})
-        tables[(LEARNED, event)] = runner.score_table("median-ensemble", model, event, key, out / "tables" / LEARNED / f"{event}.json")
-    for name in plan.baselines:  # the plan run's tables (scored there when missing)
-        model = create_nowcaster(name)
-        for ev in runner.events:
-            key = runner.score_key(name, str(model.version), ev.name)
-            tables[(name, ev.name)] = runner.score_table(name, model, ev.name, key, table_path(run, name, ev.name))
+        tables[(LEARNED, event)] = runner.score_table(model.name, model, event, key, out / "tables" / LEARNED / f"{event}.json")
     counts = runner.results(tables)
     summary = summarise(counts, plan, {e.name: e.resolution_class for e in runner.events})
     summary.update(plan=f"{plan.name} ({ENSEMBLE_DIR})", plan_hash=runner.hash, splits=[], wall_seconds=round(time.perf_counter() - t0, 1))
-    write_outputs(out, counts, summary)
-    runner.ledger.append({"event": "summary", "plan_hash": runner.hash, "time": now_iso(), "wall_seconds": summary["wall_seconds"], "outputs": ["results.nc", "results.json", "report.md", "skill.png"]})
+    runner.publish(counts, summary)
     return summary
 
 

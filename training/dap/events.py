@@ -175,6 +175,8 @@ class EventRunner:
         options = apply_overrides(read_mapping(plan.train_config), plan.train_overrides)
         self.train_options = {k: v for k, v in options.items() if k in ("model", "train")}
         self.hash = plan_hash(plan, self.train_options)
+        #: the recipe's guide cache, shared by training and the ConvLSTM's scoring
+        self.guide_cache: str | None = self.train_options.get("train", {}).get("cache_dir")
         self.stores = {e.name: open_event_store(self.catalogue, e) for e in self.events}
         self.starts = {e.name: start_times(self.stores[e.name], plan.scores.n_inputs, plan.scores.start_stride) for e in self.events}
         self.cadence_min = {e.name: self.stores[e.name].cadence / pd.Timedelta(minutes=1) for e in self.events}
@@ -209,7 +211,8 @@ class EventRunner:
         return table
 
     # -- stages ------------------------------------------------------------------------
-    def run_baselines(self) -> dict[tuple[str, str], ContingencyTable]:
+    def run_baselines(self, root: Path | None = None) -> dict[tuple[str, str], ContingencyTable]:
+        """Every baseline on every event; tables read from / written to ``root`` (default this run)."""
         from nowcast.models import create_nowcaster
 
         out = {}
@@ -217,7 +220,7 @@ class EventRunner:
             model = create_nowcaster(name)
             for ev in self.events:
                 key = self.score_key(name, str(model.version), ev.name)
-                out[(name, ev.name)] = self.score_table(name, model, ev.name, key, table_path(self.out, name, ev.name))
+                out[(name, ev.name)] = self.score_table(name, model, ev.name, key, table_path(root or self.out, name, ev.name))
         return out
 
     def fold_plan(self) -> list[dict[str, Any]]:
@@ -233,25 +236,37 @@ class EventRunner:
                 splits.append({"repetition": r, "fold": f, "seed": seed + f, "test": sorted(test), "validation": sorted(val), "train": sorted(e.name for e in train if e.name not in val)})
         return splits
 
+    def fold_dir(self, split: dict[str, Any], root: Path | None = None) -> Path:
+        """Folder of one split's training under ``root`` (default this run)."""
+        return (root or self.out) / "folds" / f"r{split['repetition']}-f{split['fold']}"
+
+    def finished_checkpoint(self, split: dict[str, Any], root: Path | None = None) -> Path | None:
+        """The best checkpoint of a split trained to the end under this plan (hash and split
+        match its ``done.json``), or None."""
+        fold = self.fold_dir(split, root)
+        marker, best = fold / "done.json", fold / "best.pt"
+        if marker.is_file() and best.is_file() and json.loads(marker.read_text()).get("ident") == {"plan_hash": self.hash, "split": split}:
+            return best
+        return None
+
     def train_split(self, split: dict[str, Any]) -> Path:
         """Train (or reuse) the ConvLSTM of one split; returns its best checkpoint."""
         from training.api import fit_many
 
-        out_dir = self.out / "folds" / f"r{split['repetition']}-f{split['fold']}"
-        marker = out_dir / "done.json"
+        done = self.finished_checkpoint(split)
+        if done is not None:
+            return done
+        out_dir = self.fold_dir(split)
         ident = {"plan_hash": self.hash, "split": split}
-        if marker.is_file() and json.loads(marker.read_text()).get("ident") == ident and (out_dir / "best.pt").is_file():
-            return out_dir / "best.pt"
         parts = training_parts(self.stores, split["train"], split["validation"])
         t0 = time.perf_counter()
         best = fit_many(self.train_options, parts, seed=split["seed"], device=self.device, out_dir=out_dir)
         seconds = time.perf_counter() - t0
-        marker.write_text(json.dumps({"ident": ident, "train_seconds": round(seconds, 1)}))
+        (out_dir / "done.json").write_text(json.dumps({"ident": ident, "train_seconds": round(seconds, 1)}))
         return best
 
     def run_splits(self) -> tuple[dict[tuple[str, str], ContingencyTable], list[dict[str, Any]]]:
         from nowcast.models import create_nowcaster
-        from nowcast.models.convlstm import file_hash
 
         tables: dict[tuple[str, str], ContingencyTable] = {}
         records = []
@@ -259,10 +274,9 @@ class EventRunner:
             t0 = time.perf_counter()
             ckpt = self.train_split(split)
             train_s = json.loads((ckpt.parent / "done.json").read_text()).get("train_seconds")
-            cache = self.train_options.get("train", {}).get("cache_dir")
-            model = create_nowcaster(LEARNED, checkpoint=ckpt, device=self.device, guide_cache=cache)
+            model = create_nowcaster(LEARNED, checkpoint=ckpt, device=self.device, guide_cache=self.guide_cache)
             for name in split["test"]:
-                key = self.score_key(LEARNED, file_hash(ckpt), name, {"split": f"r{split['repetition']}-f{split['fold']}"})
+                key = self.score_key(LEARNED, model.version, name, {"split": f"r{split['repetition']}-f{split['fold']}"})
                 t = self.score_table(LEARNED, model, name, key, self.out / "tables" / LEARNED / f"r{split['repetition']}" / f"{name}.json")
                 if self.plan.splits.repetitions > 1:  # each repetition's own counts too (the pooled ones merge)
                     tables[(repetition_method(split["repetition"]), name)] = t
@@ -270,7 +284,7 @@ class EventRunner:
                     tables[(LEARNED, name)].merge(t)
                 else:
                     tables[(LEARNED, name)] = ContingencyTable.from_dict(t.to_dict())
-            rec = {"event": "split", "plan_hash": self.hash, **split, "checkpoint": str(ckpt), "model_version": file_hash(ckpt), "train_seconds": train_s, "seconds": round(time.perf_counter() - t0, 1), "time": now_iso()}
+            rec = {"event": "split", "plan_hash": self.hash, **split, "checkpoint": str(ckpt), "model_version": model.version, "train_seconds": train_s, "seconds": round(time.perf_counter() - t0, 1), "time": now_iso()}
             self.ledger.append(rec)
             records.append(rec)
         return tables, records
@@ -297,9 +311,13 @@ class EventRunner:
         # a rerun that reuses folds and tables takes seconds: report the first complete run's time too
         earlier = [r["wall_seconds"] for r in self.ledger.records() if r.get("event") == "summary" and r.get("plan_hash") == self.hash]
         summary.update(plan_hash=self.hash, splits=records, wall_seconds=wall, first_run_wall_seconds=earlier[0] if earlier else wall)
+        self.publish(counts, summary)
+        return summary
+
+    def publish(self, counts: xr.Dataset, summary: dict[str, Any]) -> None:
+        """Write the outputs of this run's folder and record them in its ledger."""
         write_outputs(self.out, counts, summary)
         self.ledger.append({"event": "summary", "plan_hash": self.hash, "time": now_iso(), "wall_seconds": summary["wall_seconds"], "outputs": ["results.nc", "results.json", "report.md", "skill.png"]})
-        return summary
 
 
 def paired_bootstrap(counts: xr.Dataset, events: list[str], minutes: list[float], n: int, seed: int, a: str, b: str) -> dict[str, Any]:
@@ -323,6 +341,11 @@ def paired_bootstrap(counts: xr.Dataset, events: list[str], minutes: list[float]
     return out
 
 
+def method_scores(s: xr.Dataset, keys: tuple[str, ...] = ("csi", "mcc", "pod", "far", "bias")) -> dict[str, dict[str, list]]:
+    """Scores (method, lead_time, threshold) as ``{method: {score: nested lists}}``, 4 decimals."""
+    return {str(m): {k: s[k].sel({"method": m}).values.round(4).tolist() for k in keys} for m in s["method"].values}
+
+
 def summarise(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str]) -> dict[str, Any]:
     """Pooled scores per class, intervals and the paired difference ConvLSTM - S-PROG."""
     minutes = list(plan.scores.report_minutes)
@@ -332,12 +355,11 @@ def summarise(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str]) -> d
         pooled = pool_by_minutes(counts, minutes, evs)
         s = scores(pooled)
         entry: dict[str, Any] = {"events": evs, "scores": {}}
-        for m in s["method"].values:
-            row = {k: s[k].sel({"method": m}).values.round(4).tolist() for k in ("csi", "mcc", "pod", "far", "bias")}
-            if is_repetition_method(str(m)):  # per-repetition counts: a spread, not a method of the tables
-                entry.setdefault("repetitions", {})[str(m)] = row
+        for m, row in method_scores(s).items():
+            if is_repetition_method(m):  # per-repetition counts: a spread, not a method of the tables
+                entry.setdefault("repetitions", {})[m] = row
             else:
-                entry["scores"][str(m)] = row
+                entry["scores"][m] = row
         methods = [m for m in s["method"].values if not is_repetition_method(str(m))]
         if LEARNED in methods and "sprog" in methods:
             entry["intervals"] = paired_bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, LEARNED, "sprog")
