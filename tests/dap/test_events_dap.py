@@ -257,3 +257,57 @@ def test_guides_warm_up_fills_the_cache_training_reads(event_stores: Path, tmp_p
                  "--only", "zz", "--no-progress"]) == 0  # no such event: nothing to do
     with pytest.raises(FileNotFoundError, match="build them"):
         warm_guides(cat.model_copy(update={"store_root": str(tmp_path / "nowhere")}), recipe, only=["a0"], progress=False)
+
+
+def test_cut_ceiling_scores_every_cut_scheme_on_the_runs_held_out_events(event_stores: Path, tmp_path: Path) -> None:
+    from training.dap.cuts import SCHEMES, CeilingError, run_ceiling
+
+    plan = EventPlan(
+        name="tiny-cuts", catalogue=str(event_stores / "catalogue.toml"), train_config=str(event_stores / "train.toml"),
+        baselines=["sprog"], threads=1,
+        splits={"folds": 3, "repetitions": 1, "validation_events": 1},
+        scores={"thresholds": [1.0], "n_leads": 4, "report_minutes": [5, 10, 20], "n_inputs": 3, "start_stride": 3, "bootstrap": 100},
+    )
+    run = tmp_path / "run"
+    with pytest.raises(CeilingError, match="not a finished fold"):
+        run_ceiling(plan, run, tmp_path / "early", progress=False)
+    EventRunner(plan, run, progress=False).run()
+    with pytest.raises(CeilingError, match="not in the plan"):
+        run_ceiling(plan, run, tmp_path / "bad", repetitions=[1], progress=False)
+    out = run / "cut-ceiling"
+    summary = run_ceiling(plan, run, out, progress=False)
+    ceiling = xr.load_dataset(out / "results.nc")
+    dap = xr.load_dataset(run / "results.nc")
+    assert set(ceiling["method"].values) == {"sprog", "convlstm", *SCHEMES}
+    for m in ("sprog", "convlstm"):  # the run's own tables, unchanged
+        for c in evaluation.COUNTS:
+            np.testing.assert_array_equal(ceiling[c].sel({"method": m}).values, dap[c].sel({"method": m}).values)
+
+    def total(ds: xr.Dataset, m: str) -> np.ndarray:
+        return sum(ds[c].sel({"method": m}).values for c in evaluation.COUNTS)
+
+    def observed(ds: xr.Dataset, m: str) -> np.ndarray:
+        return ds["hits"].sel({"method": m}).values + ds["misses"].sel({"method": m}).values
+
+    for m in SCHEMES:  # the histograms count exactly the cells and exceedances the DAP scored
+        np.testing.assert_array_equal(total(ceiling, m), total(dap, "convlstm"))
+        np.testing.assert_array_equal(observed(ceiling, m), observed(dap, "convlstm"))
+
+    def csi(m: str) -> np.ndarray:  # (event, step, threshold)
+        h = ceiling["hits"].sel({"method": m}).values.astype(float)
+        den = h + ceiling["misses"].sel({"method": m}).values + ceiling["false_alarms"].sel({"method": m}).values
+        return np.where(den > 0, h / np.maximum(den, 1), 0.0)
+
+    best = csi("cuts-test-fitted-event")  # each event's own best cut bounds every other cut, event by event
+    for m in SCHEMES[:-1]:
+        assert (best >= csi(m) - 1e-12).all(), m
+    entry = summary["classes"]["2km"]
+    assert set(entry["vs_sprog"]) == {"convlstm", *SCHEMES}
+    assert "ceiling, not a forecast" in (out / "report.md").read_text()
+    ledger = [json.loads(line) for line in (out / "ledger.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in ledger] == ["cut-ceiling"] and len(ledger[0]["splits"]) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "hist").rglob("*.npz")}
+    splits = [r for r in (json.loads(line) for line in (run / "ledger.jsonl").read_text().splitlines()) if r["event"] == "split"]
+    assert len(stamps) == sum(len(r["test"]) + len(r["validation"]) for r in splits)  # one per split and event it used
+    run_ceiling(plan, run, out, progress=False)  # a rerun reuses every histogram
+    assert {p: p.stat().st_mtime_ns for p in (out / "hist").rglob("*.npz")} == stamps

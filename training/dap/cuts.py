@@ -1,0 +1,255 @@
+"""How much of the ConvLSTM - S-PROG gap could the probability cuts close? A ceiling, per class.
+
+The ConvLSTM's deterministic field says "rain >= t" where its exceedance probability reaches a
+per-lead cut fitted on the validation events (:mod:`nowcast.models.calibration`). This asks
+whether better cuts would have changed the verdict of a finished event DAP run. For every split
+of the run it histograms the held-out model's exceedance probabilities against the observations
+(:class:`~nowcast.models.calibration.ExceedanceHistogram`, on the plan's start times) on the
+split's validation and test events, and scores the test events with four choices of cut:
+
+- ``cuts-validation``: the checkpoint's cuts (fitted on the validation events of both classes
+  together), i.e. what the DAP scored, threshold by threshold;
+- ``cuts-class-validation``: cuts fitted on the validation event of the test event's own
+  resolution class only (a forecast could do this: it knows its grid);
+- ``cuts-test-fitted``: cuts fitted on the split's held-out events of that class, pooled: the
+  best any per-lead cut of these probabilities could score on them. **Not a forecast** (it looks
+  at the answers); it bounds what calibration alone could gain;
+- ``cuts-test-fitted-event``: cuts fitted on each held-out event alone, the looser bound of a
+  cut that adapted perfectly to every event.
+
+Each threshold is cut on its own head (the served field also needs the lower thresholds' cuts,
+so ``cuts-validation`` differs from the DAP's own tables by a few cells at 5 mm/h; the report
+shows both). Results go to ``<run>/cut-ceiling/`` (``results.nc``, ``results.json``,
+``report.md``, ``ledger.jsonl``); the histograms are cached under ``hist/`` and reused when the
+model, store and start times match.
+
+    python -m training.dap.cuts --plan plans/real-events-kfold-sprog-repeated.toml [--repetitions 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from nowcast import dims
+from nowcast.config import load_config
+from nowcast.evaluation import pool_by_minutes, scores
+from nowcast.metrics import ContingencyTable
+from nowcast.models.calibration import ExceedanceHistogram
+from training.dap.events import (
+    LEARNED,
+    EventPlan,
+    EventRunner,
+    method_scores,
+    paired_bootstrap,
+    table_path,
+)
+from training.dap.ledger import code_version, now_iso, package_versions
+
+log = logging.getLogger(__name__)
+
+CEILING_DIR = "cut-ceiling"
+SCHEMES = ("cuts-validation", "cuts-class-validation", "cuts-test-fitted", "cuts-test-fitted-event")
+NAMES = {
+    "sprog": "S-PROG",
+    LEARNED: "ConvLSTM as scored by the DAP",
+    "cuts-validation": "ConvLSTM, checkpoint's cuts (validation, both classes)",
+    "cuts-class-validation": "ConvLSTM, cuts fitted on its class's validation event",
+    "cuts-test-fitted": "ConvLSTM, cuts fitted on the held-out events (ceiling, not a forecast)",
+    "cuts-test-fitted-event": "ConvLSTM, cuts fitted per held-out event (ceiling, not a forecast)",
+}
+
+
+class CeilingError(ValueError):
+    """A run that cannot be analysed (unfinished folds, a model without exceedance heads)."""
+
+
+def exceedance_histogram(model: Any, runner: EventRunner, event: str) -> ExceedanceHistogram:
+    """Histogram of ``model``'s exceedance probabilities (n_leads, heads) against the observed
+    rain of ``event`` at the plan's start times, counting the cells the DAP scores (covered by the
+    last input frame and observed)."""
+    from nowcast.models import motion
+
+    store, n_leads = runner.stores[event], runner.plan.scores.n_leads
+    cad = store.cadence
+    hist = ExceedanceHistogram(tuple(model.config.probability_thresholds), n_leads)
+    for t in runner.starts[event]:
+        rain, light = motion.history_arrays(store.window(t, model.n_inputs), model.n_inputs, model.name)
+        _, _, exceed = model.predict_all(rain, light)
+        if not motion.has_rain(rain):  # the nowcaster forecasts no rain then
+            exceed = np.zeros_like(exceed)
+        observed = store.window(t + cad * n_leads, n_leads)[dims.RAIN_RATE].values
+        covered = np.broadcast_to(np.isfinite(rain[-1]), observed.shape)
+        hist.accumulate(exceed[:n_leads], observed, covered)
+    return hist
+
+
+def _cached_histogram(path: Path, key: dict[str, Any], compute) -> ExceedanceHistogram:
+    if path.is_file():
+        with np.load(path) as z:
+            if json.loads(str(z["key"])) == key:
+                return ExceedanceHistogram(tuple(key["heads"]), int(key["n_leads"]), z["positive"].copy(), z["negative"].copy())
+    hist = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, key=json.dumps(key, sort_keys=True), positive=hist.positive, negative=hist.negative)
+    tmp.replace(path)
+    return hist
+
+
+def table_at(hist: ExceedanceHistogram, cuts: np.ndarray, heads: list[int]) -> ContingencyTable:
+    """Contingency table (n_leads, len(heads)) of cutting the probabilities of ``heads`` at ``cuts`` (n_leads, all heads)."""
+    counts = hist.counts_at(cuts)[:, heads]  # (K, T, 3): hits, misses, false alarms
+    total = (hist.positive.sum(-1) + hist.negative.sum(-1))[:, heads]
+    t = ContingencyTable.init([hist.thresholds[h] for h in heads], hist.n_leads)
+    t.hits[:], t.misses[:], t.false_alarms[:] = counts[..., 0], counts[..., 1], counts[..., 2]
+    t.correct_negatives[:] = total - counts.sum(-1)
+    return t
+
+
+def _merged(hists: list[ExceedanceHistogram]) -> ExceedanceHistogram:
+    out = ExceedanceHistogram(hists[0].thresholds, hists[0].n_leads)
+    for h in hists:
+        out.merge(h)
+    return out
+
+
+def _add(tables: dict[tuple[str, str], ContingencyTable], key: tuple[str, str], t: ContingencyTable) -> None:
+    if key in tables:
+        tables[key].merge(t)
+    else:
+        tables[key] = t
+
+
+def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Histogram, cut and score every split of ``run`` (or of ``repetitions``); writes ``out``."""
+    from tqdm.auto import tqdm
+
+    from nowcast.models import create_nowcaster
+
+    t0 = time.perf_counter()
+    runner = EventRunner(plan, out, progress=progress)
+    reps = sorted(set(range(plan.splits.repetitions) if repetitions is None else repetitions))
+    if not reps or max(reps) >= plan.splits.repetitions or min(reps) < 0:
+        raise CeilingError(f"repetitions {reps} are not in the plan (0..{plan.splits.repetitions - 1})")
+    splits = [s for s in runner.splits if s["repetition"] in reps]
+    checkpoints = {}
+    for split in splits:
+        best = runner.finished_checkpoint(split, run)
+        if best is None:
+            raise CeilingError(f"{runner.fold_dir(split, run)} is not a finished fold of this plan: run `python -m training.dap.events --plan ...` first")
+        checkpoints[(split["repetition"], split["fold"])] = best
+    classes = {e.name: e.resolution_class for e in runner.events}
+    thresholds = list(plan.scores.thresholds)
+    tables: dict[tuple[str, str], ContingencyTable] = {}
+    records = []
+    bar = tqdm(total=sum(len(s["test"]) + len(s["validation"]) for s in splits), desc="histograms", disable=not progress)
+    for split in splits:
+        label = f"r{split['repetition']}-f{split['fold']}"
+        model = create_nowcaster(LEARNED, checkpoint=checkpoints[(split["repetition"], split["fold"])], guide_cache=runner.guide_cache)
+        heads = list(model.config.probability_thresholds)
+        if model.calibration is None or not all(t in heads for t in thresholds):
+            raise CeilingError(f"{label}: the model has no exceedance heads at {thresholds} mm/h with cuts")
+        idx = [heads.index(t) for t in thresholds]
+        hists = {}
+        for event in split["validation"] + split["test"]:
+            key = {**runner.score_key(LEARNED, model.version, event, {"split": label}), "heads": heads}
+            hists[event] = _cached_histogram(out / "hist" / label / f"{event}.npz", key, lambda e=event, m=model: exceedance_histogram(m, runner, e))
+            bar.update(1)
+        stored = np.asarray(model.calibration.cuts)[: plan.scores.n_leads]
+        by_class = {c: [e for e in split["test"] if classes[e] == c] for c in plan.classes}
+        class_val = {c: _merged([hists[e] for e in split["validation"] if classes[e] == c]).optimal_cuts() for c in plan.classes if any(classes[e] == c for e in split["validation"])}
+        test_fit = {c: _merged([hists[e] for e in evs]).optimal_cuts() for c, evs in by_class.items() if evs}
+        chosen = {}
+        for event in split["test"]:
+            c = classes[event]
+            cuts = {"cuts-validation": stored, "cuts-class-validation": class_val.get(c, stored), "cuts-test-fitted": test_fit[c], "cuts-test-fitted-event": hists[event].optimal_cuts()}
+            for scheme, cut in cuts.items():
+                _add(tables, (scheme, event), table_at(hists[event], cut, idx))
+            chosen[event] = {s: np.asarray(cuts[s])[:, idx].round(4).tolist() for s in ("cuts-class-validation", "cuts-test-fitted", "cuts-test-fitted-event")}
+            dap = run / "tables" / LEARNED / f"r{split['repetition']}" / f"{event}.json"  # the DAP's own table of this split
+            _add(tables, (LEARNED, event), ContingencyTable.from_dict(json.loads(dap.read_text())["table"]))
+        records.append({"split": label, "checkpoint": str(checkpoints[(split["repetition"], split["fold"])]), "model_version": model.version, "stored_cuts": stored[:, idx].round(4).tolist(), "cuts": chosen})
+    bar.close()
+    for event in sorted({e for _, e in tables}):
+        tables[("sprog", event)] = ContingencyTable.from_dict(json.loads(table_path(run, "sprog", event).read_text())["table"])
+    counts = runner.results(tables)
+    summary = summarise_ceiling(counts, plan, classes, reps)
+    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    from nowcast.durability import atomic_path
+
+    with atomic_path(out / "results.nc") as tmp:
+        counts.to_netcdf(tmp)
+    (out / "results.json").write_text(json.dumps(summary, indent=1, default=float))
+    (out / "report.md").write_text(ceiling_markdown(summary))
+    runner.ledger.append({"event": "cut-ceiling", "plan_hash": runner.hash, "run": str(run), "repetitions": reps, "splits": records, "code_version": code_version(), "packages": package_versions(), "wall_seconds": summary["wall_seconds"], "time": now_iso(), "outputs": ["results.nc", "results.json", "report.md"]})
+    return summary
+
+
+def summarise_ceiling(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str], reps: list[int]) -> dict[str, Any]:
+    """Pooled CSI/MCC per class of every method, and each minus S-PROG with paired intervals."""
+    minutes = list(plan.scores.report_minutes)
+    out: dict[str, Any] = {"plan": plan.name, "repetitions": reps, "minutes": minutes, "thresholds": list(plan.scores.thresholds), "classes": {}}
+    for c in plan.classes:
+        evs = sorted(e for e, k in classes.items() if k == c and e in counts["event"].values)
+        s = scores(pool_by_minutes(counts, minutes, evs))
+        entry: dict[str, Any] = {"events": evs, "scores": method_scores(s, ("csi", "mcc")), "vs_sprog": {}}
+        for m in (LEARNED, *SCHEMES):
+            iv = paired_bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, m, "sprog")
+            entry["vs_sprog"][m] = {k: iv[f"{k}:{m}-sprog"] for k in ("csi", "mcc")}
+        out["classes"][c] = entry
+    return out
+
+
+def ceiling_markdown(summary: dict[str, Any]) -> str:
+    """Per class and threshold: CSI of each method, and minus S-PROG with its interval."""
+    minutes = summary["minutes"]
+    reps = ", ".join(f"r{r}" for r in summary["repetitions"])
+    lines = [f"# Cut ceiling: {summary['plan']} (repetitions {reps})", "",
+             "CSI pooled over the held-out events; below each method, its paired difference to S-PROG (95 % bootstrap interval over events). "
+             "The test-fitted rows look at the held-out answers: they bound what any per-lead cut of the same probabilities could score, they are not forecasts.", ""]
+    for c, entry in summary["classes"].items():
+        lines += [f"## Class {c} ({len(entry['events'])} events)", ""]
+        for ti, thr in enumerate(summary["thresholds"]):
+            lines += [f"CSI at {thr:g} mm/h:", "", "| method | " + " | ".join(f"{m:g} min" for m in minutes) + " |", "|---" * (len(minutes) + 1) + "|"]
+            base = entry["scores"]["sprog"]["csi"]
+            for m in ("sprog", LEARNED, *SCHEMES):
+                sc = entry["scores"][m]["csi"]
+                lines.append(f"| {NAMES[m]} | " + " | ".join(f"{sc[li][ti]:.3f}" for li in range(len(minutes))) + " |")
+                if m != "sprog":
+                    d = entry["vs_sprog"][m]["csi"]
+                    lines.append("| &nbsp; minus S-PROG | " + " | ".join(f"{sc[li][ti] - base[li][ti]:+.3f} [{d['lo'][li][ti]:+.3f}, {d['hi'][li][ti]:+.3f}]" for li in range(len(minutes))) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.dap.cuts", description=__doc__.split("\n\n")[0])
+    p.add_argument("--plan", type=Path, default=Path("plans/real-events-kfold-sprog-repeated.toml"))
+    p.add_argument("--run", type=Path, default=None, help="the plan's run folder (default results/<plan name>)")
+    p.add_argument("--out", type=Path, default=None, help=f"default <run>/{CEILING_DIR}")
+    p.add_argument("--repetitions", type=int, nargs="+", default=None, help="default all of the plan's")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    plan = load_config(EventPlan, args.plan, [])
+    run = args.run or Path("results") / plan.name
+    try:
+        summary = run_ceiling(plan, run, args.out or run / CEILING_DIR, args.repetitions, progress=not args.no_progress)
+    except CeilingError as exc:
+        log.error("%s", exc)
+        return 2
+    sys.stdout.write(ceiling_markdown(summary) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
