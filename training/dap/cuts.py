@@ -1,4 +1,4 @@
-"""How much of the ConvLSTM - S-PROG gap could the probability cuts close? A ceiling, per class.
+"""How much of the ConvLSTM - S-PROG gap could the probability cuts close? Measured with hindsight, per class.
 
 The ConvLSTM's deterministic field says "rain >= t" where its exceedance probability reaches a
 per-lead cut fitted on the validation events (:mod:`nowcast.models.calibration`). This asks
@@ -11,11 +11,13 @@ split's validation and test events, and scores the test events with four choices
   together), i.e. what the DAP scored, threshold by threshold;
 - ``cuts-class-validation``: cuts fitted on the validation event of the test event's own
   resolution class only (a forecast could do this: it knows its grid);
-- ``cuts-test-fitted``: cuts fitted on the split's held-out events of that class, pooled: the
-  best any per-lead cut of these probabilities could score on them. **Not a forecast** (it looks
-  at the answers); it bounds what calibration alone could gain;
-- ``cuts-test-fitted-event``: cuts fitted on each held-out event alone, the looser bound of a
-  cut that adapted perfectly to every event.
+- ``cuts-test-fitted``: cuts fitted with hindsight on the split's held-out events of that class,
+  pooled: the best per-lead cut of these probabilities for those events taken together. **Not a
+  forecast** (it looks at the answers); it measures how far calibration alone could move the
+  scores;
+- ``cuts-test-fitted-event``: cuts fitted with hindsight on each held-out event alone (each
+  event's own best cut: a cut that adapted perfectly to every event; the pooled score of such
+  cuts can still fall below another scheme's, since pooling weighs events by their cells).
 
 Each threshold is cut on its own head (the served field also needs the lower thresholds' cuts,
 so ``cuts-validation`` differs from the DAP's own tables by a few cells at 5 mm/h; the report
@@ -63,8 +65,8 @@ NAMES = {
     LEARNED: "ConvLSTM as scored by the DAP",
     "cuts-validation": "ConvLSTM, checkpoint's cuts (validation, both classes)",
     "cuts-class-validation": "ConvLSTM, cuts fitted on its class's validation event",
-    "cuts-test-fitted": "ConvLSTM, cuts fitted on the held-out events (ceiling, not a forecast)",
-    "cuts-test-fitted-event": "ConvLSTM, cuts fitted per held-out event (ceiling, not a forecast)",
+    "cuts-test-fitted": "ConvLSTM, cuts fitted on the held-out events with hindsight (not a forecast)",
+    "cuts-test-fitted-event": "ConvLSTM, cuts fitted per held-out event with hindsight (not a forecast)",
 }
 
 
@@ -215,7 +217,7 @@ def ceiling_markdown(summary: dict[str, Any]) -> str:
     reps = ", ".join(f"r{r}" for r in summary["repetitions"])
     lines = [f"# Cut ceiling: {summary['plan']} (repetitions {reps})", "",
              "CSI pooled over the held-out events; below each method, its paired difference to S-PROG (95 % bootstrap interval over events). "
-             "The test-fitted rows look at the held-out answers: they bound what any per-lead cut of the same probabilities could score, they are not forecasts.", ""]
+             "The rows fitted with hindsight choose their cuts on the held-out answers: they measure how far calibration alone could move the scores of the same probabilities, they are not forecasts.", ""]
     for c, entry in summary["classes"].items():
         lines += [f"## Class {c} ({len(entry['events'])} events)", ""]
         for ti, thr in enumerate(summary["thresholds"]):
