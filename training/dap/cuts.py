@@ -1,4 +1,4 @@
-"""How much of the ConvLSTM - S-PROG gap could the probability cuts close? Measured with hindsight, per class.
+"""How much of the ConvLSTM - S-PROG gap could the probability cuts close? A ceiling, with hindsight, per class.
 
 The ConvLSTM's deterministic field says "rain >= t" where its exceedance probability reaches a
 per-lead cut fitted on the validation events (:mod:`nowcast.models.calibration`). This asks
@@ -11,13 +11,12 @@ split's validation and test events, and scores the test events with four choices
   together), i.e. what the DAP scored, threshold by threshold;
 - ``cuts-class-validation``: cuts fitted on the validation event of the test event's own
   resolution class only (a forecast could do this: it knows its grid);
-- ``cuts-test-fitted``: cuts fitted with hindsight on the split's held-out events of that class,
-  pooled: the best per-lead cut of these probabilities for those events taken together. **Not a
-  forecast** (it looks at the answers); it measures how far calibration alone could move the
-  scores;
-- ``cuts-test-fitted-event``: cuts fitted with hindsight on each held-out event alone (each
-  event's own best cut: a cut that adapted perfectly to every event; the pooled score of such
-  cuts can still fall below another scheme's, since pooling weighs events by their cells).
+- ``cuts-hindsight-class``: one set of per-lead cuts fitted with hindsight on all the class's
+  held-out forecasts of the analysed splits together: what one perfectly fitted set of cuts would
+  score. **Not a forecast** (it looks at the answers);
+- ``cuts-hindsight-event``: a cut per held-out forecast of an event and lead, chosen with
+  hindsight so that the pooled CSI is the highest any choice of cuts of these probabilities can
+  give (:func:`pooled_csi_cuts`): the ceiling of calibration, for CSI, **not a forecast**.
 
 Each threshold is cut on its own head (the served field also needs the lower thresholds' cuts,
 so ``cuts-validation`` differs from the DAP's own tables by a few cells at 5 mm/h; the report
@@ -45,7 +44,7 @@ from nowcast import dims
 from nowcast.config import load_config
 from nowcast.evaluation import pool_by_minutes, scores
 from nowcast.metrics import ContingencyTable
-from nowcast.models.calibration import ExceedanceHistogram
+from nowcast.models.calibration import N_BINS, ExceedanceHistogram, bin_edge
 from training.dap.events import (
     LEARNED,
     EventPlan,
@@ -59,14 +58,14 @@ from training.dap.ledger import code_version, now_iso, package_versions
 log = logging.getLogger(__name__)
 
 CEILING_DIR = "cut-ceiling"
-SCHEMES = ("cuts-validation", "cuts-class-validation", "cuts-test-fitted", "cuts-test-fitted-event")
+SCHEMES = ("cuts-validation", "cuts-class-validation", "cuts-hindsight-class", "cuts-hindsight-event")
 NAMES = {
     "sprog": "S-PROG",
     LEARNED: "ConvLSTM as scored by the DAP",
     "cuts-validation": "ConvLSTM, checkpoint's cuts (validation, both classes)",
     "cuts-class-validation": "ConvLSTM, cuts fitted on its class's validation event",
-    "cuts-test-fitted": "ConvLSTM, cuts fitted on the held-out events with hindsight (not a forecast)",
-    "cuts-test-fitted-event": "ConvLSTM, cuts fitted per held-out event with hindsight (not a forecast)",
+    "cuts-hindsight-class": "ConvLSTM, one set of cuts fitted on all its class's held-out events with hindsight (not a forecast)",
+    "cuts-hindsight-event": "ConvLSTM, the best cuts per held-out event for the pooled score, with hindsight (the ceiling; not a forecast)",
 }
 
 
@@ -117,6 +116,46 @@ def table_at(hist: ExceedanceHistogram, cuts: np.ndarray, heads: list[int]) -> C
     return t
 
 
+def pooled_csi_cuts(hists: list[ExceedanceHistogram], cadence_minutes: list[float]) -> list[np.ndarray]:
+    """Per histogram, the cuts (n_leads, heads) that together give the highest CSI pooled over
+    all of them at every lead time in minutes (hindsight: the ceiling of any per-event cut).
+
+    Histograms of events of different cadences meet at the lead times they share (``step *
+    cadence``, as :func:`nowcast.evaluation.pool_by_minutes` pools them). Pooled CSI is a ratio
+    of sums, so the best cut of each event depends on the others': solved exactly (over the
+    histogram's cut levels >= 1e-3, those of :meth:`ExceedanceHistogram.optimal_cuts`) by
+    Dinkelbach's iteration, which raises the pooled CSI until no event's cut can raise it more.
+    """
+    n_leads, n_heads = hists[0].n_leads, len(hists[0].thresholds)
+    first = int(np.ceil(np.sqrt(1e-3) * N_BINS))
+    cum = []
+    for h in hists:
+        hits, false, misses = h._cumulative()  # (K, T, N_BINS) forecasting 'yes' from bin b up
+        cum.append((hits[..., first:].astype(np.float64), (hits + false + misses)[..., first:].astype(np.float64)))
+    best = [np.full((n_leads, n_heads), 0.5) for _ in hists]
+    groups: dict[float, list[tuple[int, int]]] = {}
+    for i, cad in enumerate(cadence_minutes):
+        for k in range(n_leads):
+            groups.setdefault(round(cad * (k + 1), 6), []).append((i, k))
+    for members in groups.values():
+        for j in range(n_heads):
+            hit = np.stack([cum[i][0][k, j] for i, k in members])  # (members, bins)
+            den = np.stack([cum[i][1][k, j] for i, k in members])
+            choice = np.zeros(len(members), dtype=int)  # the lowest cut: the most hits
+            ratio = -1.0
+            for _ in range(100):
+                rows = np.arange(len(members))
+                total_den = den[rows, choice].sum()
+                new = hit[rows, choice].sum() / total_den if total_den > 0 else 0.0
+                if new <= ratio + 1e-15:
+                    break
+                ratio = new
+                choice = np.argmax(hit - ratio * den, axis=1)
+            for (i, k), b in zip(members, choice, strict=True):
+                best[i][k, j] = bin_edge(int(b) + first)
+    return best
+
+
 def _merged(hists: list[ExceedanceHistogram]) -> ExceedanceHistogram:
     out = ExceedanceHistogram(hists[0].thresholds, hists[0].n_leads)
     for h in hists:
@@ -153,6 +192,8 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
     thresholds = list(plan.scores.thresholds)
     tables: dict[tuple[str, str], ContingencyTable] = {}
     records = []
+    held: list[tuple[str, str, ExceedanceHistogram]] = []  # (split, test event, histogram) of every held-out forecast
+    idx: list[int] = []
     bar = tqdm(total=sum(len(s["test"]) + len(s["validation"]) for s in splits), desc="histograms", disable=not progress)
     for split in splits:
         label = f"r{split['repetition']}-f{split['fold']}"
@@ -167,20 +208,27 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
             hists[event] = _cached_histogram(out / "hist" / label / f"{event}.npz", key, lambda e=event, m=model: exceedance_histogram(m, runner, e))
             bar.update(1)
         stored = np.asarray(model.calibration.cuts)[: plan.scores.n_leads]
-        by_class = {c: [e for e in split["test"] if classes[e] == c] for c in plan.classes}
         class_val = {c: _merged([hists[e] for e in split["validation"] if classes[e] == c]).optimal_cuts() for c in plan.classes if any(classes[e] == c for e in split["validation"])}
-        test_fit = {c: _merged([hists[e] for e in evs]).optimal_cuts() for c, evs in by_class.items() if evs}
-        chosen = {}
         for event in split["test"]:
-            c = classes[event]
-            cuts = {"cuts-validation": stored, "cuts-class-validation": class_val.get(c, stored), "cuts-test-fitted": test_fit[c], "cuts-test-fitted-event": hists[event].optimal_cuts()}
-            for scheme, cut in cuts.items():
+            for scheme, cut in (("cuts-validation", stored), ("cuts-class-validation", class_val.get(classes[event], stored))):
                 _add(tables, (scheme, event), table_at(hists[event], cut, idx))
-            chosen[event] = {s: np.asarray(cuts[s])[:, idx].round(4).tolist() for s in ("cuts-class-validation", "cuts-test-fitted", "cuts-test-fitted-event")}
             dap = run / "tables" / LEARNED / f"r{split['repetition']}" / f"{event}.json"  # the DAP's own table of this split
             _add(tables, (LEARNED, event), ContingencyTable.from_dict(json.loads(dap.read_text())["table"]))
-        records.append({"split": label, "checkpoint": str(checkpoints[(split["repetition"], split["fold"])]), "model_version": model.version, "stored_cuts": stored[:, idx].round(4).tolist(), "cuts": chosen})
+            held.append((label, event, hists[event]))
+        records.append({"split": label, "checkpoint": str(checkpoints[(split["repetition"], split["fold"])]), "model_version": model.version,
+                        "cuts": {"validation": stored[:, idx].round(4).tolist(), **{f"class-validation {c}": v[:, idx].round(4).tolist() for c, v in class_val.items()}}})
     bar.close()
+    hindsight: dict[str, Any] = {}
+    for c in plan.classes:
+        mine = [(label, e, h) for label, e, h in held if classes[e] == c]
+        if not mine:
+            continue
+        common = _merged([h for _, _, h in mine]).optimal_cuts()
+        best = pooled_csi_cuts([h for _, _, h in mine], [runner.cadence_min[e] for _, e, _ in mine])
+        for (_, event, h), own in zip(mine, best, strict=True):
+            _add(tables, ("cuts-hindsight-class", event), table_at(h, common, idx))
+            _add(tables, ("cuts-hindsight-event", event), table_at(h, own, idx))
+        hindsight[c] = {"class": common[:, idx].round(4).tolist(), "event": {f"{label} {e}": b[:, idx].round(4).tolist() for (label, e, _), b in zip(mine, best, strict=True)}}
     for event in sorted({e for _, e in tables}):
         tables[("sprog", event)] = ContingencyTable.from_dict(json.loads(table_path(run, "sprog", event).read_text())["table"])
     counts = runner.results(tables)
@@ -192,7 +240,7 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
         counts.to_netcdf(tmp)
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=float))
     (out / "report.md").write_text(ceiling_markdown(summary))
-    runner.ledger.append({"event": "cut-ceiling", "plan_hash": runner.hash, "run": str(run), "repetitions": reps, "splits": records, "code_version": code_version(), "packages": package_versions(), "wall_seconds": summary["wall_seconds"], "time": now_iso(), "outputs": ["results.nc", "results.json", "report.md"]})
+    runner.ledger.append({"event": "cut-ceiling", "plan_hash": runner.hash, "run": str(run), "repetitions": reps, "splits": records, "hindsight_cuts": hindsight, "code_version": code_version(), "packages": package_versions(), "wall_seconds": summary["wall_seconds"], "time": now_iso(), "outputs": ["results.nc", "results.json", "report.md"]})
     return summary
 
 
