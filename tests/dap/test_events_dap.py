@@ -301,6 +301,7 @@ def test_cut_ceiling_scores_every_cut_scheme_on_the_runs_held_out_events(event_s
     entry = summary["classes"]["2km"]
     assert set(entry["vs_sprog"]) == {"convlstm", *SCHEMES}
     assert "with hindsight (not a forecast)" in (out / "report.md").read_text()
+    assert (out / "ceiling.png").stat().st_size > 0
     ledger = [json.loads(line) for line in (out / "ledger.jsonl").read_text().splitlines()]
     assert [r["event"] for r in ledger] == ["cut-ceiling"] and len(ledger[0]["splits"]) == 3
     stamps = {p: p.stat().st_mtime_ns for p in (out / "hist").rglob("*.npz")}

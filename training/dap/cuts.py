@@ -21,7 +21,7 @@ split's validation and test events, and scores the test events with four choices
 Each threshold is cut on its own head (the served field also needs the lower thresholds' cuts,
 so ``cuts-validation`` differs from the DAP's own tables by a few cells at 5 mm/h; the report
 shows both). Results go to ``<run>/cut-ceiling/`` (``results.nc``, ``results.json``,
-``report.md``, ``ledger.jsonl``); the histograms are cached under ``hist/`` and reused when the
+``report.md``, ``ceiling.png``, ``ledger.jsonl``); the histograms are cached under ``hist/`` and reused when the
 model, store and start times match.
 
     python -m training.dap.cuts --plan plans/real-events-kfold-sprog-repeated.toml [--repetitions 0 1 2]
@@ -240,7 +240,8 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
         counts.to_netcdf(tmp)
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=float))
     (out / "report.md").write_text(ceiling_markdown(summary))
-    runner.ledger.append({"event": "cut-ceiling", "plan_hash": runner.hash, "run": str(run), "repetitions": reps, "splits": records, "hindsight_cuts": hindsight, "code_version": code_version(), "packages": package_versions(), "wall_seconds": summary["wall_seconds"], "time": now_iso(), "outputs": ["results.nc", "results.json", "report.md"]})
+    plot_ceiling(summary, out / "ceiling.png")
+    runner.ledger.append({"event": "cut-ceiling", "plan_hash": runner.hash, "run": str(run), "repetitions": reps, "splits": records, "hindsight_cuts": hindsight, "code_version": code_version(), "packages": package_versions(), "wall_seconds": summary["wall_seconds"], "time": now_iso(), "outputs": ["results.nc", "results.json", "report.md", "ceiling.png"]})
     return summary
 
 
@@ -257,6 +258,34 @@ def summarise_ceiling(counts: xr.Dataset, plan: EventPlan, classes: dict[str, st
             entry["vs_sprog"][m] = {k: iv[f"{k}:{m}-sprog"] for k in ("csi", "mcc")}
         out["classes"][c] = entry
     return out
+
+
+def plot_ceiling(summary: dict[str, Any], path: Path) -> None:
+    """CSI against lead time per class and threshold: S-PROG, the target (S-PROG + 10 %), the
+    ConvLSTM as the DAP scored it, and the hindsight cuts (dashed: not forecasts)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes, thr, x = list(summary["classes"]), summary["thresholds"], summary["minutes"]
+    fig, axes = plt.subplots(len(classes), len(thr), figsize=(4.6 * len(thr), 3.6 * len(classes)), squeeze=False)
+    styles = {"sprog": ("S-PROG", "k", "-"), LEARNED: ("ConvLSTM (DAP)", "C0", "-"),
+              "cuts-hindsight-class": ("one set of cuts, hindsight", "C1", "--"), "cuts-hindsight-event": ("ceiling of any cuts, hindsight", "C3", "--")}
+    for ci, c in enumerate(classes):
+        sc = summary["classes"][c]["scores"]
+        for ti, t in enumerate(thr):
+            ax = axes[ci, ti]
+            for m, (label, color, ls) in styles.items():
+                ax.plot(x, [sc[m]["csi"][li][ti] for li in range(len(x))], ls, color=color, marker="o", ms=3, label=label)
+            ax.plot(x, [1.1 * sc["sprog"]["csi"][li][ti] for li in range(len(x))], ":", color="0.5", label="target: S-PROG + 10 %")
+            ax.set_title(f"{c}: CSI >= {t:g} mm/h", fontsize=9)
+            ax.set_xlabel("lead time (min)")
+            ax.grid(alpha=0.3)
+        axes[ci, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def ceiling_markdown(summary: dict[str, Any]) -> str:
