@@ -27,7 +27,9 @@ def _run(root: Path, name: str, counts: xr.Dataset) -> Path:
     d = root / name
     d.mkdir()
     counts.to_netcdf(d / "results.nc")
-    summary = {"minutes": [5, 10, 15], "thresholds": [1.0, 5.0], "classes": {"2km": {"events": EVENTS[:3]}, "240m": {"events": EVENTS[3:]}}}
+    held = counts["event"].values.tolist()  # the run's events, by class as its plan would list them
+    classes = {c: {"events": [e for e in evs if e in held]} for c, evs in (("2km", EVENTS[:3]), ("240m", EVENTS[3:]))}
+    summary = {"minutes": [5, 10, 15], "thresholds": [1.0, 5.0], "classes": {c: v for c, v in classes.items() if v["events"]}}
     (d / "results.json").write_text(json.dumps(summary))
     return d
 
@@ -66,8 +68,11 @@ def test_runs_on_other_start_times_are_refused(tmp_path: Path) -> None:
     assert kept["classes"]["2km"]["events"] == ["e2", "e3"] and "240m" not in kept["classes"]
     with pytest.raises(ComparisonError, match="unknown events"):
         compare(tmp_path / "c", tmp_path / "d", bootstrap=100, exclude=["zz"])
-    with pytest.raises(ComparisonError, match="events differ"):
-        combined_counts(base.sel(event=EVENTS[:4]), base, "a", "b")
+    with pytest.raises(ComparisonError, match="b lacks events of a"):
+        combined_counts(base, base.sel(event=EVENTS[:4]), "a", "b")
+    # A scored fewer events (e.g. its plan left a class out): compared on A's events only
+    sub = compare(_run(tmp_path, "sub", base.sel(event=EVENTS[:4])), _run(tmp_path, "full", base), bootstrap=100)
+    assert sub["not_in_a"] == EVENTS[4:] and sorted(e for c in sub["classes"].values() for e in c["events"]) == EVENTS[:4]
     a, b = _run(tmp_path, "a", other), _run(tmp_path, "b", base)
     assert main([str(a), str(b)]) == 2 and not (a / "comparison-b.json").exists()
 

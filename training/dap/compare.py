@@ -5,7 +5,8 @@ CPU recipe ``results/real-events-kfold-sprog`` and the GPU-scale recipe
 ``results/real-events-kfold-sprog-gpu``) differ only in their ConvLSTM. This pools each run's
 counts per resolution class and lead time and reports CSI and MCC of both ConvLSTMs and S-PROG,
 with percentile bootstrap intervals over events (the blocks) of the paired differences
-``A - B`` and ``A - S-PROG``. The runs must have scored the same start times: their S-PROG counts
+``A - B`` and ``A - S-PROG``, on run A's events (run B must hold them all; its others, e.g. of
+a resolution class A's plan left out, are ignored and listed in the output). The runs must have scored the same start times: their S-PROG counts
 have to be identical, else the comparison refuses.
 
     python -m training.dap.compare results/real-events-kfold-sprog-gpu results/real-events-kfold-sprog [--exclude EVENT ...] [--name NAME]
@@ -43,14 +44,16 @@ def combined_counts(a: xr.Dataset, b: xr.Dataset, label_a: str, label_b: str, me
 
     ``method_a`` / ``method_b``: which method of each run is compared (default the pooled
     ConvLSTM; e.g. ``convlstm-r0``, one repetition of a repeated plan). Raises
-    :class:`ComparisonError` when the runs' events or S-PROG counts differ or a method is absent.
+    :class:`ComparisonError` when B lacks one of A's events, their S-PROG counts differ or a
+    method is absent. The comparison is on A's events: B's others are left out.
     """
     for run, method, label in ((a, method_a, label_a), (b, method_b, label_b)):
         if method not in run["method"].values:
             raise ComparisonError(f"{label} has no method {method!r} (it has {sorted(run['method'].values.tolist())})")
-    if sorted(a["event"].values.tolist()) != sorted(b["event"].values.tolist()):
-        raise ComparisonError(f"events differ: {sorted(set(a['event'].values) ^ set(b['event'].values))}")
-    b = b.sel(event=a["event"].values)
+    missing = sorted(set(a["event"].values.tolist()) - set(b["event"].values.tolist()))
+    if missing:
+        raise ComparisonError(f"{label_b} lacks events of {label_a}: {missing}")
+    b = b.sel(event=a["event"].values)  # B's other events (e.g. of a class A's plan left out) play no part
     for c in COUNTS:
         if not np.array_equal(a[c].sel({"method": BASELINE}).values, b[c].sel({"method": BASELINE}).values):
             raise ComparisonError(f"S-PROG {c} differ between the runs: not the same start times or stores")
@@ -71,12 +74,13 @@ def compare(run_a: Path, run_b: Path, bootstrap: int = 2000, seed: int = 0, excl
     label_b = run_b.name if method_b == LEARNED else f"{run_b.name}-{method_b}"
     with xr.open_dataset(run_a / "results.nc") as da, xr.open_dataset(run_b / "results.nc") as db:
         counts = combined_counts(da.load(), db.load(), label_a, label_b, method_a, method_b)
+        only_b = sorted(set(db["event"].values.tolist()) - set(da["event"].values.tolist()))
     minutes = summary_a["minutes"]
     unknown = sorted(set(exclude or []) - set(counts["event"].values.tolist()))
     if unknown:
         raise ComparisonError(f"unknown events to exclude: {unknown}")
     out: dict[str, Any] = {"a": str(run_a), "b": str(run_b), "label_a": label_a, "label_b": label_b, "method_a": method_a, "method_b": method_b, "minutes": minutes, "thresholds": summary_a["thresholds"], "bootstrap": bootstrap,
-                           "excluded": sorted(exclude or []), "classes": {}}
+                           "excluded": sorted(exclude or []), "not_in_a": only_b, "classes": {}}
     for cls, entry in summary_a["classes"].items():
         events = [e for e in entry["events"] if e not in (exclude or [])]
         if not events:
@@ -96,6 +100,8 @@ def markdown(result: dict[str, Any]) -> str:
     minutes, lines = result["minutes"], [f"# {a} against {b}: the same held-out events and start times", ""]
     if result.get("excluded"):
         lines += ["Events left out: " + ", ".join(result["excluded"]), ""]
+    if result.get("not_in_a"):
+        lines += [f"Events of {b} that {a} did not score (left out): " + ", ".join(result["not_in_a"]), ""]
     for cls, res in result["classes"].items():
         lines += [f"## Class {cls} ({len(res['events'])} events)", ""]
         for metric in ("csi", "mcc"):
