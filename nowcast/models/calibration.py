@@ -21,11 +21,18 @@ import numpy as np
 #: probability bins of the histogram: edges (b / N_BINS)**2, b = 0..N_BINS, fine near 0 where
 #: the CSI-optimal cuts of rare exceedances (5, 10 mm/h at long leads) lie (first edge 1e-4)
 N_BINS = 100
+#: the lowest probability cut considered (CSI of rarer cuts is dominated by false alarms)
+MIN_CUT = 1e-3
 
 
 def prob_bin(prob: np.ndarray) -> np.ndarray:
     """Bin index of probabilities (quadratic edges, see :data:`N_BINS`)."""
     return np.clip((np.sqrt(np.clip(prob, 0.0, 1.0)) * N_BINS).astype(np.int64), 0, N_BINS - 1)
+
+
+def first_bin(min_cut: float = MIN_CUT) -> int:
+    """The lowest bin whose lower edge is a cut of at least ``min_cut``."""
+    return int(np.ceil(np.sqrt(min_cut) * N_BINS))
 
 
 def bin_edge(b: np.ndarray | int) -> np.ndarray:
@@ -76,19 +83,19 @@ class ExceedanceHistogram:
         self.positive += other.positive
         self.negative += other.negative
 
-    def _cumulative(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def cumulative(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """hits, false alarms, misses (K, T, N_BINS) when forecasting 'yes' at P >= edge of bin b."""
         hits = np.cumsum(self.positive[..., ::-1], axis=-1)[..., ::-1]
         false = np.cumsum(self.negative[..., ::-1], axis=-1)[..., ::-1]
         misses = self.positive.sum(-1, keepdims=True) - hits
         return hits, false, misses
 
-    def optimal_cuts(self, min_cut: float = 1e-3) -> np.ndarray:
+    def optimal_cuts(self, min_cut: float = MIN_CUT) -> np.ndarray:
         """(K, T) probability cuts maximising CSI per lead and threshold (>= ``min_cut``)."""
-        hits, false, misses = self._cumulative()
+        hits, false, misses = self.cumulative()
         den = hits + false + misses
         csi = np.where(den > 0, hits / np.maximum(den, 1), 0.0)
-        first = int(np.ceil(np.sqrt(min_cut) * N_BINS))
+        first = first_bin(min_cut)
         csi[..., :first] = -1.0
         best = np.argmax(csi, axis=-1)
         # a lead/threshold never observed: fall back to 0.5
@@ -99,7 +106,7 @@ class ExceedanceHistogram:
 
     def counts_at(self, cuts: np.ndarray) -> np.ndarray:
         """(K, T, 3) hits, misses, false alarms when cutting at ``cuts`` (K, T)."""
-        hits, false, misses = self._cumulative()
+        hits, false, misses = self.cumulative()
         b = np.clip(np.rint(np.sqrt(np.asarray(cuts, dtype=np.float64)) * N_BINS).astype(int), 0, N_BINS - 1)[..., None]
         take = lambda a: np.take_along_axis(a, b, axis=-1)[..., 0]  # noqa: E731
         return np.stack([take(hits), take(misses), take(false)], axis=-1).astype(np.float64)

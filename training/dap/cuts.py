@@ -44,7 +44,7 @@ from nowcast import dims
 from nowcast.config import load_config
 from nowcast.evaluation import pool_by_minutes, scores
 from nowcast.metrics import ContingencyTable
-from nowcast.models.calibration import N_BINS, ExceedanceHistogram, bin_edge
+from nowcast.models.calibration import ExceedanceHistogram, bin_edge, first_bin
 from training.dap.events import (
     LEARNED,
     EventPlan,
@@ -122,15 +122,16 @@ def pooled_csi_cuts(hists: list[ExceedanceHistogram], cadence_minutes: list[floa
 
     Histograms of events of different cadences meet at the lead times they share (``step *
     cadence``, as :func:`nowcast.evaluation.pool_by_minutes` pools them). Pooled CSI is a ratio
-    of sums, so the best cut of each event depends on the others': solved exactly (over the
-    histogram's cut levels >= 1e-3, those of :meth:`ExceedanceHistogram.optimal_cuts`) by
-    Dinkelbach's iteration, which raises the pooled CSI until no event's cut can raise it more.
+    of sums, so the best cut of each event depends on the others': solved exactly over the
+    histogram's cut levels from :data:`~nowcast.models.calibration.MIN_CUT` up (those of
+    :meth:`ExceedanceHistogram.optimal_cuts`) by Dinkelbach's iteration, which raises the
+    pooled CSI until no event's cut can raise it more.
     """
     n_leads, n_heads = hists[0].n_leads, len(hists[0].thresholds)
-    first = int(np.ceil(np.sqrt(1e-3) * N_BINS))
+    first = first_bin()
     cum = []
     for h in hists:
-        hits, false, misses = h._cumulative()  # (K, T, N_BINS) forecasting 'yes' from bin b up
+        hits, false, misses = h.cumulative()  # (K, T, N_BINS) forecasting 'yes' from bin b up
         cum.append((hits[..., first:].astype(np.float64), (hits + false + misses)[..., first:].astype(np.float64)))
     best = [np.full((n_leads, n_heads), 0.5) for _ in hists]
     groups: dict[float, list[tuple[int, int]]] = {}
