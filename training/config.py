@@ -47,6 +47,7 @@ class TrainOptions(BaseModel):
     exceedance_loss: Literal["bce", "soft_csi"] = Field("bce", description="bce: per-cell BCE; soft_csi: 1 - differentiable CSI over the batch (not swamped by dry cells)")
     prior_lr_multiplier: float = Field(1.0, gt=0, description="learning-rate factor of the exceedance prior's few parameters (mixture logits, indicator slopes)")
     exceedance_head_weight: float = Field(1.0, ge=0, description="weight of the BCE of the model's exceedance-probability heads (probability_thresholds)")
+    exceedance_head_csi_weight: float = Field(0.0, ge=0, description="weight of 1 - a differentiable CSI of the exceedance heads' probabilities (per lead, mean over leads and thresholds), beside their BCE: aims the heads at the threshold areas the deterministic field is cut from")
     lightning_weight: float = Field(0.5, ge=0)
     lightning_pos_weight: float = Field(5.0, gt=0, description="BCE weight of lightning occurrences (rare)")
     lightning_prior: float | None = Field(

@@ -10,6 +10,8 @@
 - exceedance heads (``probability_thresholds`` of the model): BCE with logits of
   ``P(rain >= t)`` against the observed exceedance, a proper score, so the heads learn
   calibrated probabilities (``exceedance_head_weight``). Their logits are (B, K, T, H, W).
+  Optionally (``exceedance_head_csi_weight``) 1 - a soft CSI of those probabilities per lead is
+  added, aiming the heads at the threshold areas the deterministic field is cut from.
 
 Shapes: every tensor (B, K, H, W); masks bool. Each term is a masked mean, so DDP ranks with
 equally many valid cells average to the single-process loss.
@@ -65,6 +67,20 @@ def soft_csi_loss(prob: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor) -> 
     return 1.0 - (inter + 1.0) / (union + 1.0)
 
 
+def head_soft_csi_loss(logits: torch.Tensor, rate: torch.Tensor, mask: torch.Tensor, thresholds: tuple[float, ...] | list[float]) -> torch.Tensor:
+    """Mean over leads and thresholds of 1 - the soft CSI of the heads' probabilities (logits
+    (B, K, T, H, W)) against ``rate >= t`` (B, K, H, W), each lead pooled over the batch."""
+    m = mask.to(torch.float32)
+    terms = []
+    for j, t in enumerate(thresholds):
+        p = torch.sigmoid(logits[:, :, j].float()) * m
+        o = (rate >= t).to(torch.float32) * m
+        inter = (p * o).sum(dim=(0, 2, 3))
+        union = p.sum(dim=(0, 2, 3)) + o.sum(dim=(0, 2, 3)) - inter
+        terms.append(1.0 - (inter + 1.0) / (union + 1.0))  # (K,)
+    return torch.stack(terms).mean()
+
+
 def lightning_loss(logit: torch.Tensor, occurrence: torch.Tensor, mask: torch.Tensor, opts: TrainOptions) -> torch.Tensor:
     """BCE with logits on lightning occurrence (0/1), masked where the lightning is unknown."""
     pw = torch.tensor(opts.lightning_pos_weight, dtype=torch.float32, device=logit.device)
@@ -94,6 +110,8 @@ def total_loss(
     loss = rain_loss(rain, batch["target"], batch["target_rate"], batch["mask"], opts)
     if probability_thresholds and exceedance_logit is not None and opts.exceedance_head_weight > 0:
         loss = loss + opts.exceedance_head_weight * exceedance_head_loss(exceedance_logit, batch["target_rate"], batch["mask"], probability_thresholds)
+    if probability_thresholds and exceedance_logit is not None and opts.exceedance_head_csi_weight > 0:
+        loss = loss + opts.exceedance_head_csi_weight * head_soft_csi_loss(exceedance_logit, batch["target_rate"], batch["mask"], probability_thresholds)
     if use_lightning and opts.lightning_weight > 0:
         loss = loss + opts.lightning_weight * lightning_loss(light_logit, batch["light"], batch["light_mask"], opts)
     return loss

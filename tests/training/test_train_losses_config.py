@@ -99,3 +99,27 @@ def test_soft_csi_loss_rewards_hits_and_ignores_dry_cells() -> None:
     rate2 = torch.cat([rate, torch.zeros(1, 1, 1, 100)], dim=-1)
     miss2 = torch.cat([miss, torch.zeros(1, 1, 1, 100)], dim=-1)
     assert rain_loss(miss2, _s(rate2), rate2, torch.ones_like(rate2, dtype=torch.bool), opts).item() == pytest.approx(l_miss, abs=1e-3)
+
+
+def test_head_soft_csi_term_is_added_with_its_weight_and_rewards_the_right_areas() -> None:
+    from training.losses import head_soft_csi_loss, total_loss
+
+    torch.manual_seed(0)
+    b, k, h, w = 2, 3, 8, 8
+    rate = torch.zeros(b, k, h, w)
+    rate[..., :4, :] = 3.0  # the upper half rains 3 mm/h
+    mask = torch.ones(b, k, h, w, dtype=torch.bool)
+    thresholds = [1.0, 5.0]
+    right = torch.full((b, k, 2, h, w), -20.0)
+    right[:, :, 0, :4, :] = 20.0  # P(>= 1) high exactly where it rains, P(>= 5) low everywhere
+    wrong = -right
+    assert head_soft_csi_loss(right, rate, mask, thresholds) < 0.01
+    assert head_soft_csi_loss(wrong, rate, mask, thresholds) > 0.99
+    batch = {"target": rainrate_to_scaled(rate), "target_rate": rate, "mask": mask}
+    rain = torch.zeros(b, k, h, w)
+    base = TrainOptions(exceedance_head_weight=1.0)
+    with_csi = TrainOptions(exceedance_head_weight=1.0, exceedance_head_csi_weight=0.5)
+    logits = torch.randn(b, k, 2, h, w)
+    plain = total_loss(rain, rain, batch, base, False, logits, thresholds)
+    added = total_loss(rain, rain, batch, with_csi, False, logits, thresholds)
+    torch.testing.assert_close(added - plain, 0.5 * head_soft_csi_loss(logits, rate, mask, thresholds))
