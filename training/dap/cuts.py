@@ -41,7 +41,6 @@ import numpy as np
 import xarray as xr
 
 from nowcast import dims
-from nowcast.config import load_config
 from nowcast.evaluation import pool_by_minutes, scores
 from nowcast.metrics import ContingencyTable
 from nowcast.models.calibration import ExceedanceHistogram, bin_edge, first_bin
@@ -49,9 +48,12 @@ from training.dap.events import (
     LEARNED,
     EventPlan,
     EventRunner,
+    add_run_arguments,
+    lead_time_grid,
     method_scores,
     paired_bootstrap,
-    table_path,
+    plan_run_out,
+    write_outputs,
 )
 from training.dap.ledger import code_version, now_iso, package_versions
 
@@ -182,6 +184,8 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
     reps = sorted(set(range(plan.splits.repetitions) if repetitions is None else repetitions))
     if not reps or max(reps) >= plan.splits.repetitions or min(reps) < 0:
         raise CeilingError(f"repetitions {reps} are not in the plan (0..{plan.splits.repetitions - 1})")
+    if "sprog" not in plan.baselines:
+        raise CeilingError("the plan scores no S-PROG: nothing to measure the cuts against")
     splits = [s for s in runner.splits if s["repetition"] in reps]
     checkpoints = {}
     for split in splits:
@@ -205,16 +209,16 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
         idx = [heads.index(t) for t in thresholds]
         hists = {}
         for event in split["validation"] + split["test"]:
-            key = {**runner.score_key(LEARNED, model.version, event, {"split": label}), "heads": heads}
-            hists[event] = _cached_histogram(out / "hist" / label / f"{event}.npz", key, lambda e=event, m=model: exceedance_histogram(m, runner, e))
+            hist_key = {**runner.score_key(LEARNED, model.version, event, {"split": label}), "heads": heads}
+            hists[event] = _cached_histogram(out / "hist" / label / f"{event}.npz", hist_key, lambda e=event, m=model: exceedance_histogram(m, runner, e))
             bar.update(1)
         stored = np.asarray(model.calibration.cuts)[: plan.scores.n_leads]
         class_val = {c: _merged([hists[e] for e in split["validation"] if classes[e] == c]).optimal_cuts() for c in plan.classes if any(classes[e] == c for e in split["validation"])}
         for event in split["test"]:
             for scheme, cut in (("cuts-validation", stored), ("cuts-class-validation", class_val.get(classes[event], stored))):
                 _add(tables, (scheme, event), table_at(hists[event], cut, idx))
-            dap = run / "tables" / LEARNED / f"r{split['repetition']}" / f"{event}.json"  # the DAP's own table of this split
-            _add(tables, (LEARNED, event), ContingencyTable.from_dict(json.loads(dap.read_text())["table"]))
+            key = runner.score_key(LEARNED, model.version, event, {"split": label})  # the DAP's own table of this split
+            _add(tables, (LEARNED, event), runner.score_table(LEARNED, model, event, key, runner.learned_table_path(split, event, run)))
             held.append((label, event, hists[event]))
         records.append({"split": label, "checkpoint": str(checkpoints[(split["repetition"], split["fold"])]), "model_version": model.version,
                         "cuts": {"validation": stored[:, idx].round(4).tolist(), **{f"class-validation {c}": v[:, idx].round(4).tolist() for c, v in class_val.items()}}})
@@ -230,19 +234,13 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
             _add(tables, ("cuts-hindsight-class", event), table_at(h, common, idx))
             _add(tables, ("cuts-hindsight-event", event), table_at(h, own, idx))
         hindsight[c] = {"class": common[:, idx].round(4).tolist(), "event": {f"{label} {e}": b[:, idx].round(4).tolist() for (label, e, _), b in zip(mine, best, strict=True)}}
-    for event in sorted({e for _, e in tables}):
-        tables[("sprog", event)] = ContingencyTable.from_dict(json.loads(table_path(run, "sprog", event).read_text())["table"])
+    held_out = {e for _, e in tables}  # S-PROG from the plan run's tables (key-checked; scored there when missing)
+    tables.update({k: t for k, t in runner.run_baselines(run).items() if k[0] == "sprog" and k[1] in held_out})
     counts = runner.results(tables)
     summary = summarise_ceiling(counts, plan, classes, reps)
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    from nowcast.durability import atomic_path
-
-    with atomic_path(out / "results.nc") as tmp:
-        counts.to_netcdf(tmp)
-    (out / "results.json").write_text(json.dumps(summary, indent=1, default=float))
-    (out / "report.md").write_text(ceiling_markdown(summary))
-    plot_ceiling(summary, out / "ceiling.png")
-    runner.ledger.append({"event": "cut-ceiling", "plan_hash": runner.hash, "run": str(run), "repetitions": reps, "splits": records, "hindsight_cuts": hindsight, "code_version": code_version(), "packages": package_versions(), "wall_seconds": summary["wall_seconds"], "time": now_iso(), "outputs": ["results.nc", "results.json", "report.md", "ceiling.png"]})
+    outputs = write_outputs(out, counts, summary, report=ceiling_markdown, figure=("ceiling.png", plot_ceiling))
+    runner.ledger.append({"event": "cut-ceiling", "plan_hash": runner.hash, "run": str(run), "repetitions": reps, "splits": records, "hindsight_cuts": hindsight, "code_version": code_version(), "packages": package_versions(), "wall_seconds": summary["wall_seconds"], "time": now_iso(), "outputs": outputs})
     return summary
 
 
@@ -264,29 +262,18 @@ def summarise_ceiling(counts: xr.Dataset, plan: EventPlan, classes: dict[str, st
 def plot_ceiling(summary: dict[str, Any], path: Path) -> None:
     """CSI against lead time per class and threshold: S-PROG, the target (S-PROG + 10 %), the
     ConvLSTM as the DAP scored it, and the hindsight cuts (dashed: not forecasts)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     classes, thr, x = list(summary["classes"]), summary["thresholds"], summary["minutes"]
-    fig, axes = plt.subplots(len(classes), len(thr), figsize=(4.6 * len(thr), 3.6 * len(classes)), squeeze=False)
     styles = {"sprog": ("S-PROG", "k", "-"), LEARNED: ("ConvLSTM (DAP)", "C0", "-"),
               "cuts-hindsight-class": ("one set of cuts, hindsight", "C1", "--"), "cuts-hindsight-event": ("ceiling of any cuts, hindsight", "C3", "--")}
-    for ci, c in enumerate(classes):
-        sc = summary["classes"][c]["scores"]
-        for ti, t in enumerate(thr):
-            ax = axes[ci, ti]
-            for m, (label, color, ls) in styles.items():
-                ax.plot(x, [sc[m]["csi"][li][ti] for li in range(len(x))], ls, color=color, marker="o", ms=3, label=label)
-            ax.plot(x, [1.1 * sc["sprog"]["csi"][li][ti] for li in range(len(x))], ":", color="0.5", label="target: S-PROG + 10 %")
-            ax.set_title(f"{c}: CSI >= {t:g} mm/h", fontsize=9)
-            ax.set_xlabel("lead time (min)")
-            ax.grid(alpha=0.3)
-        axes[ci, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with lead_time_grid(path, len(classes), len(thr), (4.6, 3.6)) as axes:
+        for ci, c in enumerate(classes):
+            sc = summary["classes"][c]["scores"]
+            for ti, t in enumerate(thr):
+                ax = axes[ci, ti]
+                for m, (label, color, ls) in styles.items():
+                    ax.plot(x, [sc[m]["csi"][li][ti] for li in range(len(x))], ls, color=color, marker="o", ms=3, label=label)
+                ax.plot(x, [1.1 * sc["sprog"]["csi"][li][ti] for li in range(len(x))], ":", color="0.5", label="target: S-PROG + 10 %")
+                ax.set_title(f"{c}: CSI >= {t:g} mm/h", fontsize=9)
 
 
 def ceiling_markdown(summary: dict[str, Any]) -> str:
@@ -313,17 +300,12 @@ def ceiling_markdown(summary: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.dap.cuts", description=__doc__.split("\n\n")[0])
-    p.add_argument("--plan", type=Path, default=Path("plans/real-events-kfold-sprog-repeated.toml"))
-    p.add_argument("--run", type=Path, default=None, help="the plan's run folder (default results/<plan name>)")
-    p.add_argument("--out", type=Path, default=None, help=f"default <run>/{CEILING_DIR}")
+    add_run_arguments(p, CEILING_DIR)
     p.add_argument("--repetitions", type=int, nargs="+", default=None, help="default all of the plan's")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    plan = load_config(EventPlan, args.plan, [])
-    run = args.run or Path("results") / plan.name
+    plan, run, out = plan_run_out(args, CEILING_DIR)
     try:
-        summary = run_ceiling(plan, run, args.out or run / CEILING_DIR, args.repetitions, progress=not args.no_progress)
+        summary = run_ceiling(plan, run, out, args.repetitions, progress=not args.no_progress)
     except CeilingError as exc:
         log.error("%s", exc)
         return 2

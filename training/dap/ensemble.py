@@ -25,11 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nowcast.config import load_config
 from training.dap.events import (
     LEARNED,
     EventPlan,
     EventRunner,
+    add_run_arguments,
+    markdown,
+    plan_run_out,
     summarise,
 )
 from training.dap.ledger import code_version, now_iso, package_versions
@@ -95,22 +97,15 @@ def run_ensemble(plan: EventPlan, run: Path, out: Path, device: str = "cpu", pro
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.dap.ensemble", description=__doc__.split("\n\n")[0])
-    p.add_argument("--plan", type=Path, default=Path("plans/real-events-kfold-sprog-repeated.toml"))
-    p.add_argument("--run", type=Path, default=None, help="the plan's run folder (default results/<plan name>)")
-    p.add_argument("--out", type=Path, default=None, help=f"default <run>/{ENSEMBLE_DIR}")
+    add_run_arguments(p, ENSEMBLE_DIR)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    plan = load_config(EventPlan, args.plan, [])
-    run = args.run or Path("results") / plan.name
+    plan, run, out = plan_run_out(args, ENSEMBLE_DIR)
     try:
-        summary = run_ensemble(plan, run, args.out or run / ENSEMBLE_DIR, device=args.device, progress=not args.no_progress)
+        summary = run_ensemble(plan, run, out, device=args.device, progress=not args.no_progress)
     except EnsembleError as exc:
         log.error("%s", exc)
         return 2
-    from training.dap.events import markdown
-
     sys.stdout.write(markdown(summary) + "\n")
     return 0
 

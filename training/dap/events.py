@@ -32,6 +32,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +238,10 @@ class EventRunner:
                 splits.append({"repetition": r, "fold": f, "seed": seed + f, "test": sorted(test), "validation": sorted(val), "train": sorted(e.name for e in train if e.name not in val)})
         return splits
 
+    def learned_table_path(self, split: dict[str, Any], event: str, root: Path | None = None) -> Path:
+        """Where one split's ConvLSTM table of a held-out event lives under ``root`` (default this run)."""
+        return (root or self.out) / "tables" / LEARNED / f"r{split['repetition']}" / f"{event}.json"
+
     def fold_dir(self, split: dict[str, Any], root: Path | None = None) -> Path:
         """Folder of one split's training under ``root`` (default this run)."""
         return (root or self.out) / "folds" / f"r{split['repetition']}-f{split['fold']}"
@@ -277,7 +283,7 @@ class EventRunner:
             model = create_nowcaster(LEARNED, checkpoint=ckpt, device=self.device, guide_cache=self.guide_cache)
             for name in split["test"]:
                 key = self.score_key(LEARNED, model.version, name, {"split": f"r{split['repetition']}-f{split['fold']}"})
-                t = self.score_table(LEARNED, model, name, key, self.out / "tables" / LEARNED / f"r{split['repetition']}" / f"{name}.json")
+                t = self.score_table(LEARNED, model, name, key, self.learned_table_path(split, name))
                 if self.plan.splits.repetitions > 1:  # each repetition's own counts too (the pooled ones merge)
                     tables[(repetition_method(split["repetition"]), name)] = t
                 if (LEARNED, name) in tables:
@@ -316,8 +322,8 @@ class EventRunner:
 
     def publish(self, counts: xr.Dataset, summary: dict[str, Any]) -> None:
         """Write the outputs of this run's folder and record them in its ledger."""
-        write_outputs(self.out, counts, summary)
-        self.ledger.append({"event": "summary", "plan_hash": self.hash, "time": now_iso(), "wall_seconds": summary["wall_seconds"], "outputs": ["results.nc", "results.json", "report.md", "skill.png"]})
+        outputs = write_outputs(self.out, counts, summary)
+        self.ledger.append({"event": "summary", "plan_hash": self.hash, "time": now_iso(), "wall_seconds": summary["wall_seconds"], "outputs": outputs})
 
 
 def paired_bootstrap(counts: xr.Dataset, events: list[str], minutes: list[float], n: int, seed: int, a: str, b: str) -> dict[str, Any]:
@@ -430,45 +436,79 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
-    """CSI and MCC against lead time per class and threshold, with the ConvLSTM's interval."""
+@contextmanager
+def lead_time_grid(path: Path, rows: int, cols: int, size: tuple[float, float]) -> Iterator[np.ndarray]:
+    """A ``rows`` x ``cols`` grid of axes (numpy array) against lead time in minutes, each
+    ``size`` inches; on exit the first column gets the legend and the figure is saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    try:
+        yield axes
+        for ax in axes.flat:
+            ax.set_xlabel("lead time (min)")
+            ax.grid(alpha=0.3)
+        for ax in axes[:, 0]:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """CSI and MCC against lead time per class and threshold, with the ConvLSTM's interval."""
     classes = list(summary["classes"])
     thr = summary["thresholds"]
-    fig, axes = plt.subplots(len(classes), 2 * len(thr), figsize=(4.2 * 2 * len(thr), 3.4 * len(classes)), squeeze=False)
     x = summary["minutes"]
-    for ci, c in enumerate(classes):
-        entry = summary["classes"][c]
-        for mi, metric in enumerate(("csi", "mcc")):
-            for ti, t in enumerate(thr):
-                ax = axes[ci, mi * len(thr) + ti]
-                for method, sc in entry["scores"].items():
-                    y = [sc[metric][li][ti] for li in range(len(x))]
-                    ax.plot(x, y, marker="o", ms=3, label=method, lw=2 if method == LEARNED else 1.2)
-                    ci_ = entry.get("intervals", {}).get(f"{metric}:{method}")
-                    if ci_:
-                        ax.fill_between(x, [v[ti] for v in ci_["lo"]], [v[ti] for v in ci_["hi"]], alpha=0.15)
-                ax.set_title(f"{c}: {metric.upper()} >= {t:g} mm/h", fontsize=9)
-                ax.set_xlabel("lead time (min)")
-                ax.grid(alpha=0.3)
-        axes[ci, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with lead_time_grid(path, len(classes), 2 * len(thr), (4.2, 3.4)) as axes:
+        for ci, c in enumerate(classes):
+            entry = summary["classes"][c]
+            for mi, metric in enumerate(("csi", "mcc")):
+                for ti, t in enumerate(thr):
+                    ax = axes[ci, mi * len(thr) + ti]
+                    for method, sc in entry["scores"].items():
+                        y = [sc[metric][li][ti] for li in range(len(x))]
+                        ax.plot(x, y, marker="o", ms=3, label=method, lw=2 if method == LEARNED else 1.2)
+                        ci_ = entry.get("intervals", {}).get(f"{metric}:{method}")
+                        if ci_:
+                            ax.fill_between(x, [v[ti] for v in ci_["lo"]], [v[ti] for v in ci_["hi"]], alpha=0.15)
+                    ax.set_title(f"{c}: {metric.upper()} >= {t:g} mm/h", fontsize=9)
 
 
-def write_outputs(out: Path, counts: xr.Dataset, summary: dict[str, Any]) -> None:
+def write_outputs(out: Path, counts: xr.Dataset, summary: dict[str, Any],
+                  report: Callable[[dict[str, Any]], str] = markdown,
+                  figure: tuple[str, Callable[[dict[str, Any], Path], None]] = ("skill.png", plot)) -> list[str]:
+    """Write a run folder's outputs: ``results.nc`` (atomically), ``results.json``, ``report.md``
+    (``report(summary)``) and the figure (``figure``: file name, drawing function). Returns their names."""
     from nowcast.durability import atomic_path
 
     with atomic_path(out / "results.nc") as tmp:  # readers holding the old file keep a valid one
         counts.to_netcdf(tmp)
     (out / "results.json").write_text(json.dumps(summary, indent=1, default=float))
-    (out / "report.md").write_text(markdown(summary))
-    plot(summary, out / "skill.png")
+    (out / "report.md").write_text(report(summary))
+    name, draw = figure
+    draw(summary, out / name)
+    return ["results.nc", "results.json", "report.md", name]
+
+
+def add_run_arguments(p: argparse.ArgumentParser, subdir: str) -> None:
+    """The options of a tool that reads a finished plan run and writes ``<run>/<subdir>``."""
+    p.add_argument("--plan", type=Path, default=Path("plans/real-events-kfold-sprog-repeated.toml"))
+    p.add_argument("--run", type=Path, default=None, help="the plan's run folder (default results/<plan name>)")
+    p.add_argument("--out", type=Path, default=None, help=f"default <run>/{subdir}")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def plan_run_out(args: argparse.Namespace, subdir: str) -> tuple[EventPlan, Path, Path]:
+    """(plan, run folder, output folder) from the options of :func:`add_run_arguments`; sets up logging."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    plan = load_config(EventPlan, args.plan, [])
+    run = args.run or Path("results") / plan.name
+    return plan, run, args.out or run / subdir
 
 
 def main(argv: list[str] | None = None) -> int:
