@@ -104,6 +104,16 @@ def event_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _tiny_plan(event_stores: Path, name: str, baselines: list[str], repetitions: int) -> EventPlan:
+    """A 3-fold plan over the tiny event stores, 4 leads, scored at 1 mm/h."""
+    return EventPlan(
+        name=name, catalogue=str(event_stores / "catalogue.toml"), train_config=str(event_stores / "train.toml"),
+        baselines=baselines, threads=1,
+        splits={"folds": 3, "repetitions": repetitions, "validation_events": 1},
+        scores={"thresholds": [1.0], "n_leads": 4, "report_minutes": [5, 10, 20], "n_inputs": 3, "start_stride": 3, "bootstrap": 100},
+    )
+
+
 def test_unsatisfiable_plan_fails_before_any_work(event_stores: Path, tmp_path: Path) -> None:
     plan = EventPlan(name="bad", catalogue=str(event_stores / "catalogue.toml"), train_config=str(event_stores / "train.toml"), splits={"folds": 2})
     with pytest.raises(ValueError, match="cannot spare 1 for validation"):
@@ -112,12 +122,7 @@ def test_unsatisfiable_plan_fails_before_any_work(event_stores: Path, tmp_path: 
 
 
 def test_event_plan_runs_end_to_end_and_resumes(event_stores: Path, tmp_path: Path) -> None:
-    plan = EventPlan(
-        name="tiny", catalogue=str(event_stores / "catalogue.toml"), train_config=str(event_stores / "train.toml"),
-        baselines=["persistence", "extrapolation"], threads=1,
-        splits={"folds": 3, "repetitions": 1, "validation_events": 1},
-        scores={"thresholds": [1.0], "n_leads": 4, "report_minutes": [5, 10, 20], "n_inputs": 3, "start_stride": 3, "bootstrap": 100},
-    )
+    plan = _tiny_plan(event_stores, "tiny", ["persistence", "extrapolation"], repetitions=1)
     out = tmp_path / "run"
     summary = EventRunner(plan, out, progress=False).run()
     records = [json.loads(line) for line in (out / "ledger.jsonl").read_text().splitlines()]
@@ -146,12 +151,7 @@ def test_event_plan_runs_end_to_end_and_resumes(event_stores: Path, tmp_path: Pa
 def test_repeated_plan_pools_repetitions_and_its_median_ensemble_is_scored(event_stores: Path, tmp_path: Path) -> None:
     from training.dap.ensemble import EnsembleError, run_ensemble
 
-    plan = EventPlan(
-        name="tiny-repeated", catalogue=str(event_stores / "catalogue.toml"), train_config=str(event_stores / "train.toml"),
-        baselines=["persistence"], threads=1,
-        splits={"folds": 3, "repetitions": 3, "validation_events": 1},
-        scores={"thresholds": [1.0], "n_leads": 4, "report_minutes": [5, 10, 20], "n_inputs": 3, "start_stride": 3, "bootstrap": 100},
-    )
+    plan = _tiny_plan(event_stores, "tiny-repeated", ["persistence"], repetitions=3)
     out = tmp_path / "run"
     with pytest.raises(EnsembleError, match="not a finished fold"):
         run_ensemble(plan, out, tmp_path / "early", progress=False)
@@ -262,12 +262,7 @@ def test_guides_warm_up_fills_the_cache_training_reads(event_stores: Path, tmp_p
 def test_cut_ceiling_scores_every_cut_scheme_on_the_runs_held_out_events(event_stores: Path, tmp_path: Path) -> None:
     from training.dap.cuts import SCHEMES, CeilingError, run_ceiling
 
-    plan = EventPlan(
-        name="tiny-cuts", catalogue=str(event_stores / "catalogue.toml"), train_config=str(event_stores / "train.toml"),
-        baselines=["sprog"], threads=1,
-        splits={"folds": 3, "repetitions": 1, "validation_events": 1},
-        scores={"thresholds": [1.0], "n_leads": 4, "report_minutes": [5, 10, 20], "n_inputs": 3, "start_stride": 3, "bootstrap": 100},
-    )
+    plan = _tiny_plan(event_stores, "tiny-cuts", ["sprog"], repetitions=1)
     run = tmp_path / "run"
     with pytest.raises(CeilingError, match="not a finished fold"):
         run_ceiling(plan, run, tmp_path / "early", progress=False)
