@@ -68,16 +68,10 @@ def soft_csi_loss(prob: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor) -> 
 
 
 def head_soft_csi_loss(logits: torch.Tensor, rate: torch.Tensor, mask: torch.Tensor, thresholds: tuple[float, ...] | list[float]) -> torch.Tensor:
-    """Mean over leads and thresholds of 1 - the soft CSI of the heads' probabilities (logits
-    (B, K, T, H, W)) against ``rate >= t`` (B, K, H, W), each lead pooled over the batch."""
-    m = mask.to(torch.float32)
-    terms = []
-    for j, t in enumerate(thresholds):
-        p = torch.sigmoid(logits[:, :, j].float()) * m
-        o = (rate >= t).to(torch.float32) * m
-        inter = (p * o).sum(dim=(0, 2, 3))
-        union = p.sum(dim=(0, 2, 3)) + o.sum(dim=(0, 2, 3)) - inter
-        terms.append(1.0 - (inter + 1.0) / (union + 1.0))  # (K,)
+    """Mean over leads and thresholds of :func:`soft_csi_loss` of the heads' probabilities
+    (logits (B, K, T, H, W)) against ``rate >= t`` (B, K, H, W), each lead pooled over the batch."""
+    terms = [soft_csi_loss(torch.sigmoid(logits[:, k, j].float()), (rate[:, k] >= t).float(), mask[:, k])
+             for j, t in enumerate(thresholds) for k in range(logits.shape[1])]
     return torch.stack(terms).mean()
 
 
