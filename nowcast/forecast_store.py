@@ -37,6 +37,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -91,7 +92,7 @@ class RunInfo:
     compute_seconds: float
     extra: dict[str, Any]
 
-    @property
+    @cached_property
     def key(self) -> str:
         return run_key(self.init_time)
 

@@ -121,7 +121,11 @@ def create_app(
     from service.routes import info, point
 
     # before anything takes a snapshot (registering the metrics collector does): the first one is warmed too
-    access.warmers += [partial(info.warm_documents, access, settings), partial(point.warm_stacks, access, settings)]
+    access.warmers += [
+        partial(info.warm_documents, access, settings),
+        partial(point.warm_stacks, access, settings),
+        partial(point.warm_series, access, settings),
+    ]
     #: responses replayed by HotCache (bounded like the other caches)
     replay: LRUCache[tuple] = LRUCache(max(1024, settings.cache_items * 8), max_bytes=settings.field_cache_mb * 2**20 // 8)
     metrics = ServiceMetrics(

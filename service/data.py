@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,7 +107,7 @@ class FrameRef:
     def valid_time(self) -> pd.Timestamp:
         return self.time + pd.Timedelta(minutes=self.lead_minutes or 0)
 
-    @property
+    @cached_property
     def key(self) -> str:
         return time_key(self.time, self.lead_minutes)
 
@@ -134,7 +135,7 @@ class Snapshot:
     def versions(self) -> tuple[str, str]:
         return self.obs_version, self.fc_version
 
-    @property
+    @cached_property
     def modified(self) -> float:
         """Last change of either store (POSIX seconds): Last-Modified of documents built from both."""
         fc = posix_seconds(self.latest_run.written_at) if self.latest_run is not None else 0.0
@@ -331,6 +332,7 @@ class DataAccess:
             snap = None if force else self.current()  # another thread may have refreshed while this one waited
             if snap is not None:
                 return snap
+            wall0, cpu0 = time.perf_counter(), time.thread_time()
             # stamps first: a write landing during the reads below changes them again
             obs_stamp, fc_stamp = self._obs_stamp(), self._fc_stamp()
             obs = self.obs()
@@ -380,7 +382,10 @@ class DataAccess:
                         log.debug("warming %s skipped: %s", getattr(warm, "__name__", warm), exc)
             self._snapshot = snap
             if changed:
-                log.debug("store versions now %s / %s", obs_version, fc_version)
+                log.debug(
+                    "store versions now %s / %s: refresh and warmers took %.1f ms (%.1f ms CPU in this thread)",
+                    obs_version, fc_version, 1e3 * (time.perf_counter() - wall0), 1e3 * (time.thread_time() - cpu0),
+                )
                 if self.settings.prewarm_tiles:
                     self._prewarm_in_background(snap)
             return snap
@@ -426,9 +431,11 @@ class DataAccess:
             return
 
         def run() -> None:
+            wall0, cpu0 = time.perf_counter(), time.thread_time()
             for ref in refs:
                 for layer in LAYERS:
                     if self._snapshot is not snap:  # newer data: that refresh warms its own frames
+                        log.debug("prewarm of %s / %s stopped by newer data", *snap.versions)
                         return
                     t0 = time.perf_counter()
                     try:
@@ -437,6 +444,10 @@ class DataAccess:
                         log.debug("prewarm of %s %s skipped: %s", ref.key, layer, exc)
                     # background work: at most half of the GIL's time, the requests in flight get the rest
                     time.sleep(min(PREWARM_YIELD_MAX_S, time.perf_counter() - t0))
+            log.debug(
+                "prewarmed %d frames x %d layers for %s / %s in %.2f s (%.1f ms CPU)",
+                len(refs), len(LAYERS), *snap.versions, time.perf_counter() - wall0, 1e3 * (time.thread_time() - cpu0),
+            )
 
         threading.Thread(target=run, name="nowcast-prewarm", daemon=True).start()
 

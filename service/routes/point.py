@@ -3,13 +3,17 @@
 The series of a grid cell is serialised once per store versions (JSON after the ``lat`` /
 ``lon`` fields, which echo the query); a request maps lat/lon to the cell on the event loop
 and prepends its coordinates to the cached bytes. Only a miss reads the stores, in a worker
-thread.
+thread. Its observed and forecast parts are cached apart, each per version of its own store,
+and after new data the refresh builds the series of the cells in use before requests see the
+new data (:func:`warm_series`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -17,13 +21,18 @@ import pandas as pd
 from fastapi import APIRouter, Query, Request, Response
 
 from service.cache import CachedBody, etag_of, http_date
-from service.data import DataAccess, Snapshot, iso
+from service.data import PREWARM_YIELD_MAX_S, DataAccess, Snapshot, iso
 from service.middleware import REVALIDATE
 from service.routes.deps import cached_response, error_responses, replayed, short_cache
 from service.schemas import PointResponse
 from service.settings import ServiceSettings
 
 router = APIRouter(prefix="/v1", tags=["point"])
+
+#: cells whose series :func:`warm_series` builds after new data (the most recently requested)
+PREBUILT_CELLS = 4096
+#: cells built between two yields of the GIL
+PREBUILD_BATCH = 32
 
 
 def _history_slots(access: DataAccess, settings: ServiceSettings) -> int:
@@ -70,28 +79,111 @@ def warm_stacks(access: DataAccess, settings: ServiceSettings, snap: Snapshot) -
         access.forecast_stack(run)
 
 
+@dataclass(frozen=True)
+class _SeriesLabels:
+    """What the series of every cell share at one snapshot (JSON text): the observed times, the
+    lead minutes and valid times, the run's init time and model; and the observed slots."""
+
+    slots: int
+    obs_times: list[str]
+    lead_minutes: list[int]
+    valid_times: list[str]
+    init: str
+    model: str
+
+
+def _series_labels(access: DataAccess, settings: ServiceSettings, snap: Snapshot, obs_stack, fc_stack) -> _SeriesLabels:  # noqa: ANN001
+    run = snap.latest_run
+    obs_times, lead_minutes, valid_times = _labels(obs_stack, fc_stack, run)
+    return _SeriesLabels(
+        slots=_history_slots(access, settings),
+        obs_times=obs_times,
+        lead_minutes=lead_minutes,
+        valid_times=valid_times,
+        init=f'"{iso(run.init_time)}"' if run else "null",
+        model=json.dumps(run.model, ensure_ascii=False) if run else "null",
+    )
+
+
+def _shared(access: DataAccess, settings: ServiceSettings, snap: Snapshot, cached_only: bool):  # noqa: ANN202
+    """(labels, observed stack, forecast stack) at ``snap``: the labels once per store versions
+    (no stacks are kept with them), the stacks from their cache (read unless ``cached_only``)."""
+    labels = access.objects.get(("point-labels", *snap.versions))
+    if labels is None:
+        obs_stack, fc_stack = _stacks(access, settings, snap, cached_only)
+        labels = _series_labels(access, settings, snap, obs_stack, fc_stack)
+        access.objects.put(("point-labels", *snap.versions), labels)
+        return labels, obs_stack, fc_stack
+    obs_stack = fc_stack = None
+    if snap.last_complete is not None:
+        args = (pd.Timestamp(snap.last_complete), labels.slots, snap.obs_version)
+        obs_stack = access.observed_stack_cached(*args) if cached_only else access.observed_stack(*args)
+        if obs_stack is None:
+            raise KeyError("observed stack")
+    if snap.latest_run is not None:
+        fc_stack = access.forecast_stack_cached(snap.latest_run) if cached_only else access.forecast_stack(snap.latest_run)
+        if fc_stack is None:
+            raise KeyError("forecast stack")
+    return labels, obs_stack, fc_stack
+
+
 def series_tail(access: DataAccess, settings: ServiceSettings, snap: Snapshot, row: int, col: int, cached_only: bool = False) -> bytes:
     """The :class:`PointResponse` JSON of cell (row, col) at ``snap`` after its ``lat`` / ``lon``
     members, written directly: byte for byte what the model dumps (tested), ~10x faster than building
-    and dumping it (after new data every cell in use is built again). Blocking (store reads) unless
+    and dumping it (after new data every cell in use is built again). The observed and forecast
+    parts are cached apart, per version of their own store: a new run rebuilds only the forecast
+    part of a cell, a new frame only the observed part. Blocking (store reads) unless
     ``cached_only``: then KeyError when the stacks are not in memory."""
-    obs_stack, fc_stack = _stacks(access, settings, snap, cached_only)
-    run = snap.latest_run
-    obs_times, lead_minutes, valid_times = access.objects.get_or_compute(("point-labels", *snap.versions), lambda: _labels(obs_stack, fc_stack, run))
-    observed = ""
+    labels, obs_stack, fc_stack = _shared(access, settings, snap, cached_only)
+    observed = b""
     if obs_stack is not None:
-        rain, light = (_json_numbers(a[:, row, col]) for a in obs_stack[1:])
-        observed = ",".join(f'{{"time":"{t}","rain_rate":{r},"lightning":{g}}}' for t, r, g in zip(obs_times, rain, light, strict=True))
-    forecast = ""
+        key = ("point-obs", snap.obs_version, row, col)
+        observed = access.points.get(key)
+        if observed is None:
+            rain, light = (_json_numbers(a[:, row, col]) for a in obs_stack[1:])
+            observed = ",".join(
+                f'{{"time":"{t}","rain_rate":{r},"lightning":{g}}}' for t, r, g in zip(labels.obs_times, rain, light, strict=True)
+            ).encode()
+            access.points.put(key, observed)
+    forecast = b""
     if fc_stack is not None:
-        rain, prob = (_json_numbers(a[:, row, col]) for a in fc_stack[1:])
-        forecast = ",".join(
-            f'{{"lead_minutes":{m},"valid_time":"{v}","rain_rate":{r},"lightning_probability":{p}}}'
-            for m, v, r, p in zip(lead_minutes, valid_times, rain, prob, strict=True)
-        )
-    init = f'"{iso(run.init_time)}"' if run else "null"
-    model = json.dumps(run.model, ensure_ascii=False) if run else "null"
-    return f'"row":{row},"col":{col},"observed":[{observed}],"forecast_init_time":{init},"model":{model},"forecast":[{forecast}]}}'.encode()
+        key = ("point-fc", snap.fc_version, row, col)
+        forecast = access.points.get(key)
+        if forecast is None:
+            rain, prob = (_json_numbers(a[:, row, col]) for a in fc_stack[1:])
+            forecast = ",".join(
+                f'{{"lead_minutes":{m},"valid_time":"{v}","rain_rate":{r},"lightning_probability":{p}}}'
+                for m, v, r, p in zip(labels.lead_minutes, labels.valid_times, rain, prob, strict=True)
+            ).encode()
+            access.points.put(key, forecast)
+    return b"".join((
+        f'"row":{row},"col":{col},"observed":['.encode(), observed,
+        f'],"forecast_init_time":{labels.init},"model":{labels.model},"forecast":['.encode(), forecast, b"]}",
+    ))
+
+
+def warm_series(access: DataAccess, settings: ServiceSettings, snap: Snapshot) -> None:
+    """Build at ``snap`` the series of the cells last requested under older store versions (a
+    :attr:`DataAccess.warmers` entry, after :func:`warm_stacks`), newest first, at most
+    ``PREBUILT_CELLS``: after new data every point URL in use needs its series again, and built
+    here, before requests see ``snap``, it is not built in the burst of those requests on the
+    event loop. Yields the GIL between batches (at most half of its time); stops early when the
+    stacks are not in memory (the requests then build what they need)."""
+    cells: dict[tuple[int, int], None] = {}
+    for key in reversed(access.points.keys()):
+        if key[0] == "point" and key[1:3] != snap.versions:
+            cells.setdefault(key[3:5], None)
+            if len(cells) >= PREBUILT_CELLS:
+                break
+    todo = [c for c in cells if ("point", *snap.versions, *c) not in access.points]
+    for i in range(0, len(todo), PREBUILD_BATCH):
+        t0 = time.perf_counter()
+        for row, col in todo[i : i + PREBUILD_BATCH]:
+            try:
+                access.points.put(("point", *snap.versions, row, col), series_tail(access, settings, snap, row, col, cached_only=True))
+            except KeyError:
+                return
+        time.sleep(min(PREWARM_YIELD_MAX_S, time.perf_counter() - t0))
 
 
 def _json_numbers(values: np.ndarray) -> list[str]:

@@ -262,6 +262,40 @@ def test_point_stacks_are_read_before_the_new_snapshot_is_published(env) -> None
     assert ("fc-stack", snap.latest_run.key, snap.latest_run.written_at) in keys
 
 
+def test_series_of_the_cells_in_use_are_built_before_the_new_snapshot_is_published(env) -> None:  # noqa: ANN001
+    """After a new frame and run, the refresh builds the series of the cells requested before (not the
+    first request of each, on the event loop), the same bytes the route gives; a new run alone
+    rebuilds only the forecast part of a cell."""
+    from service.routes.point import series_tail
+
+    c, access, settings = env.client, env.app.state.access, env.app.state.settings
+    used = [(46.5, 10.0), (46.2, 9.6)]
+    cells = [access.point_index(lat, lon) for lat, lon in used]
+    for lat, lon in used:
+        assert c.get(f"/v1/point?lat={lat}&lon={lon}").status_code == 200
+    unused = access.point_index(46.8, 10.4)
+    assert unused not in cells
+    env.add_frame(T1)
+    env.loop.step()
+    snap = access.refresh()
+    assert snap.latest_run.init_time == T1
+    for row, col in cells:
+        built = access.points.get(("point", *snap.versions, row, col))
+        assert built is not None and built == series_tail(access, settings, snap, row, col)
+    assert ("point", *snap.versions, *unused) not in access.points
+    for lat, lon in used:
+        body = c.get(f"/v1/point?lat={lat}&lon={lon}").json()
+        assert body["observed"][-1]["time"] == "2025-06-01T12:05:00Z" and body["forecast_init_time"] == "2025-06-01T12:05:00Z"
+    row, col = cells[0]
+    observed = access.points.get(("point-obs", snap.obs_version, row, col))
+    env.loop.step(force=True)  # the same init time again: a new forecast version, the same frames
+    rerun = access.refresh()
+    assert rerun.obs_version == snap.obs_version and rerun.fc_version != snap.fc_version
+    assert access.points.get(("point-obs", rerun.obs_version, row, col)) is observed
+    assert ("point-fc", rerun.fc_version, row, col) in access.points
+    assert access.points.get(("point", *rerun.versions, row, col)) == series_tail(access, settings, rerun, row, col)
+
+
 def test_new_frame_keeps_the_cached_tiles_of_other_frames(env, monkeypatch) -> None:  # noqa: ANN001
     """Cached tiles are keyed on what their frame shows, not on the store versions: a new frame or
     run renders only its own tiles, while a replaced frame, late lightning and a rewritten run
