@@ -192,8 +192,12 @@ class DataAccess:
         self._refresh_lock = threading.Lock()
         self._rechecking = False
         self._snapshot: Snapshot | None = None
-        #: (snapshot, monotonic time) of the last check that found its change stamps unchanged
-        self._stamps_checked: tuple[Snapshot | None, float] = (None, 0.0)
+        #: (snapshot, monotonic time, unchanged?) of the last check of its change stamps: reused by
+        #: the requests of the next stamp_reuse_s whatever it found (a burst after new data reads
+        #: them once too, not once per request while the refresh runs)
+        self._stamps_checked: tuple[Snapshot | None, float, bool] = (None, 0.0, True)
+        #: monotonic time the running refresh started (None: none running)
+        self._refresh_started: float | None = None
         budget = settings.field_cache_mb * 2**20
         #: decoded fields and their colour levels (tiles), a few per frame
         self.fields: LRUCache[np.ndarray] = LRUCache(max(64, settings.cache_items), max_bytes=budget // 2)
@@ -301,11 +305,12 @@ class DataAccess:
         stale = now - snap.checked_at > self.settings.store_poll_s
         if snap.obs_stamp is None or snap.fc_stamp is None:
             return None if stale else snap
-        checked_for, checked_at = self._stamps_checked
+        checked_for, checked_at, unchanged = self._stamps_checked
         if checked_for is not snap or now - checked_at > self.settings.stamp_reuse_s:
-            if self._obs_stamp() != snap.obs_stamp or self._fc_stamp() != snap.fc_stamp:
-                return None
-            self._stamps_checked = (snap, now)
+            unchanged = self._obs_stamp() == snap.obs_stamp and self._fc_stamp() == snap.fc_stamp
+            self._stamps_checked = (snap, now, unchanged)
+        if not unchanged:
+            return None
         if stale:
             self._recheck_in_background()
         return snap
@@ -332,63 +337,72 @@ class DataAccess:
             snap = None if force else self.current()  # another thread may have refreshed while this one waited
             if snap is not None:
                 return snap
-            wall0, cpu0 = time.perf_counter(), time.thread_time()
-            # stamps first: a write landing during the reads below changes them again
-            obs_stamp, fc_stamp = self._obs_stamp(), self._fc_stamp()
-            obs = self.obs()
-            obs_version = obs.version
-            last = obs.last_complete()
-            fc = self.forecasts()
-            run = fc.latest() if fc is not None else None
-            fc_version = fc.version if fc is not None else "none"
-            if run is not None:  # a run replaced under the same init time (admin re-forecast) is a new version
-                fc_version = f"{fc_version}@{run.written_at.isoformat()}"
-            # the frame lists, read here once per new frame (not by the requests that resolve its keys)
-            prev = self._snapshot
-            if prev is not None and prev.obs_version == obs_version:
-                replaced, obs_times, lightning_times = prev.obs_replaced, prev.obs_times, prev.lightning_times
-            else:
-                replaced = obs.replacements
-                lists = obs.complete_times((dims.RAIN_RATE, dims.LIGHTNING))
-                obs_times, lightning_times = lists[dims.RAIN_RATE], lists[dims.LIGHTNING]
-            # a remote store has no mtime: its newest frame's valid time is stable across workers
-            modified = posix_seconds(pd.Timestamp(last)) if last is not None else 0.0
-            if self._obs_meta is not None:
+            self._refresh_started = time.monotonic()
+            try:
+                return self._read_snapshot()
+            finally:
+                self._refresh_started = None
+
+    def _read_snapshot(self) -> Snapshot:
+        """Read both stores' versions, frame lists and newest run; when they changed, run the
+        warmers and publish the new snapshot (under :meth:`refresh`'s lock)."""
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        # stamps first: a write landing during the reads below changes them again
+        obs_stamp, fc_stamp = self._obs_stamp(), self._fc_stamp()
+        obs = self.obs()
+        obs_version = obs.version
+        last = obs.last_complete()
+        fc = self.forecasts()
+        run = fc.latest() if fc is not None else None
+        fc_version = fc.version if fc is not None else "none"
+        if run is not None:  # a run replaced under the same init time (admin re-forecast) is a new version
+            fc_version = f"{fc_version}@{run.written_at.isoformat()}"
+        # the frame lists, read here once per new frame (not by the requests that resolve its keys)
+        prev = self._snapshot
+        if prev is not None and prev.obs_version == obs_version:
+            replaced, obs_times, lightning_times = prev.obs_replaced, prev.obs_times, prev.lightning_times
+        else:
+            replaced = obs.replacements
+            lists = obs.complete_times((dims.RAIN_RATE, dims.LIGHTNING))
+            obs_times, lightning_times = lists[dims.RAIN_RATE], lists[dims.LIGHTNING]
+        # a remote store has no mtime: its newest frame's valid time is stable across workers
+        modified = posix_seconds(pd.Timestamp(last)) if last is not None else 0.0
+        if self._obs_meta is not None:
+            try:
+                modified = os.stat(self._obs_meta).st_mtime
+            except OSError:
+                pass
+        snap = Snapshot(
+            obs_version=obs_version,
+            last_complete=pd.Timestamp(last) if last is not None else None,
+            obs_modified=modified,
+            fc_version=fc_version,
+            latest_run=run,
+            obs_stamp=obs_stamp,
+            fc_stamp=fc_stamp,
+            checked_at=time.monotonic(),
+            obs_replaced=replaced,
+            obs_times=obs_times,
+            lightning_times=lightning_times,
+        )
+        changed = prev is None or snap.versions != prev.versions
+        if changed:
+            if prev is not None and prev.fc_version != snap.fc_version:
+                self._carry_forecast_keys(prev, snap)
+            for warm in self.warmers:  # before publishing: requests waiting on this refresh find them built
                 try:
-                    modified = os.stat(self._obs_meta).st_mtime
-                except OSError:
-                    pass
-            snap = Snapshot(
-                obs_version=obs_version,
-                last_complete=pd.Timestamp(last) if last is not None else None,
-                obs_modified=modified,
-                fc_version=fc_version,
-                latest_run=run,
-                obs_stamp=obs_stamp,
-                fc_stamp=fc_stamp,
-                checked_at=time.monotonic(),
-                obs_replaced=replaced,
-                obs_times=obs_times,
-                lightning_times=lightning_times,
+                    warm(snap)
+                except Exception as exc:  # noqa: BLE001 - the requests build (and report) it themselves
+                    log.debug("warming %s skipped: %s", getattr(warm, "__name__", warm), exc)
+        self._snapshot = snap
+        if changed:
+            log.debug(
+                "store versions now %s / %s: refresh and warmers took %.1f ms (%.1f ms CPU in this thread)",
+                obs_version, fc_version, 1e3 * (time.perf_counter() - wall0), 1e3 * (time.thread_time() - cpu0),
             )
-            changed = prev is None or snap.versions != prev.versions
-            if changed:
-                if prev is not None and prev.fc_version != snap.fc_version:
-                    self._carry_forecast_keys(prev, snap)
-                for warm in self.warmers:  # before publishing: requests waiting on this refresh find them built
-                    try:
-                        warm(snap)
-                    except Exception as exc:  # noqa: BLE001 - the requests build (and report) it themselves
-                        log.debug("warming %s skipped: %s", getattr(warm, "__name__", warm), exc)
-            self._snapshot = snap
-            if changed:
-                log.debug(
-                    "store versions now %s / %s: refresh and warmers took %.1f ms (%.1f ms CPU in this thread)",
-                    obs_version, fc_version, 1e3 * (time.perf_counter() - wall0), 1e3 * (time.thread_time() - cpu0),
-                )
-                if self.settings.prewarm_tiles:
-                    self._prewarm_in_background(snap)
-            return snap
+            if self.settings.prewarm_tiles:
+                self._prewarm_in_background(snap)
+        return snap
 
     def _carry_forecast_keys(self, prev: Snapshot, snap: Snapshot, limit: int = 64) -> None:
         """Resolve for ``snap`` the fixed forecast keys last resolved under ``prev`` (the leads
@@ -461,12 +475,16 @@ class DataAccess:
         When the stores have changed, a request waits at most ``refresh_wait_s`` for the new snapshot
         (which the refresh publishes once its :attr:`warmers` ran) and is otherwise answered from the
         previous one: its data are still there, and a burst of requests then does not queue behind
-        the reads of the new data. A client polling alone gets the new data at once.
+        the reads of the new data. A request arriving when the refresh has already run longer than
+        ``refresh_wait_s`` is answered from the previous snapshot without waiting. A client polling
+        alone gets the new data at once.
         """
         snap = self.current()
         if snap is None:
+            previous, started = self._snapshot, self._refresh_started
+            if previous is not None and started is not None and time.monotonic() - started > self.settings.refresh_wait_s:
+                return previous
             flight = self._single_flight(("refresh",), self.refresh)
-            previous = self._snapshot
             if previous is None:
                 return await flight
             try:

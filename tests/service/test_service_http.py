@@ -223,9 +223,37 @@ def test_a_burst_of_requests_shares_one_check_of_the_change_stamps(tmp_path: Pat
     assert len(reads) == 1 or time.monotonic() - t0 > 0.3  # one check for the burst
     env.add_frame(T1)
     time.sleep(0.35)
-    assert access.current() is None  # seen once the reused check has expired
+    reads.clear()
+    t0 = time.monotonic()
+    for _ in range(20):  # seen once the reused check has expired; the verdict is reused as well
+        assert access.current() is None
+    assert len(reads) == 1 or time.monotonic() - t0 > 0.3
     assert c.get("/v1/frames").json()["observed"][-1]["key"] == "20250601T1205"
 
+
+def test_a_request_arriving_during_a_long_refresh_does_not_wait_for_it(tmp_path: Path) -> None:
+    """When the running refresh has taken longer than refresh_wait_s already, a request is answered
+    from the previous snapshot at once (no wait, no second refresh); with none running, it refreshes."""
+    import asyncio
+    import dataclasses
+    import time
+
+    from tests.service.conftest import make_env
+
+    access = make_env(tmp_path, refresh_wait_s=0.2).app.state.access
+    previous = dataclasses.replace(access.snapshot(), obs_stamp=b"stale")  # its stores changed since
+    access._snapshot = previous  # noqa: SLF001
+    calls: list[bool] = []
+    refresh = access.refresh
+    access.refresh = lambda force=False: calls.append(force) or refresh(force)
+    access._refresh_started = time.monotonic() - 1.0  # noqa: SLF001 - a refresh running for a second
+    t0 = time.perf_counter()
+    assert asyncio.run(access.snapshot_async()) is previous
+    assert calls == [] and time.perf_counter() - t0 < access.settings.refresh_wait_s
+    access._refresh_started = None  # noqa: SLF001 - none running: this request starts one
+    asyncio.run(access.snapshot_async())
+    assert calls == [False]
+    assert access.current() is not None and access.current() is not previous
 
 def test_fixed_forecast_keys_in_use_are_resolved_before_a_new_run_is_published(env) -> None:  # noqa: ANN001
     """Tiles of an older run's leads keep being requested after a new run: their keys are resolved
