@@ -96,3 +96,44 @@ def test_serve_settings_reach_the_served_process_and_nothing_else_does(tmp_path:
         bench_api.serve_settings(["inference_niceness=19"])
     with pytest.raises(SystemExit, match="NAME=VALUE"):
         bench_api.serve_settings(["inference_nice"])
+
+
+@pytest.mark.parametrize("name", ["api-new-data-before.json", "api-new-data-series-prebuild.json", "api-new-data.json"])
+def test_committed_new_data_results_are_summarised_from_their_rows(name: str) -> None:
+    """The new-data stress benchmark's committed results: every condition measured, interleaved, and
+    the summary recomputed from the rows (fails when a figure was edited by hand)."""
+    import bench_api_new_data as nd
+
+    doc = json.loads((ROOT / "benchmarks" / name).read_text())
+    assert doc["schema"] == nd.SCHEMA and doc["code"]["commit"]
+    assert {r["condition"] for r in doc["rows"]} == set(nd.CONDITIONS)
+    assert len(doc["rows"]) == doc["reps"] * len(nd.CONDITIONS)
+    assert doc["summary"] == nd.summarise(doc["rows"])
+    for r in doc["rows"]:
+        assert (r["runs_written"] > 0) == (r["condition"] != "none")
+        if r["condition"] == "watched":  # (a live frame may land in any level: every 5 minutes)
+            assert r["new_data_during_run"], r
+
+
+def test_new_data_summary_separates_quiet_levels() -> None:
+    import bench_api_new_data as nd
+
+    rows = [
+        {"condition": c, "p99_ms": p, "rps": 1000.0 + p, "cpu_steal_pct": s, "runs_written": 0 if c == "none" else 9, "non_2xx": 1, "errors": 0}
+        for c, p, s in [("none", 20.0, 0.5), ("none", 90.0, 30.0), ("unwatched", 25.0, 1.0), ("watched", 60.0, 2.0), ("watched", 40.0, 4.0), ("watched", 200.0, 25.0)]
+    ]
+    s = nd.summarise(rows)
+    assert s["none"]["median_p99_ms"] == 55.0 and s["none"]["quiet_median_p99_ms"] == 20.0 and s["none"]["quiet_levels"] == 1
+    assert s["watched"]["median_p99_ms"] == 60.0 and s["watched"]["quiet_median_p99_ms"] == 50.0
+    assert s["watched"]["median_runs_written"] == 9 and s["none"]["median_runs_written"] == 0
+    assert "| watched | 3 |" in nd.table({"code": {"commit": "abc", "dirty": False}, "write_interval_s": 1.0, "reps": 1, "seconds_per_level": 10.0, "summary": s})
+
+
+def test_readme_new_data_table_is_generated_from_the_committed_results() -> None:
+    """Fails when the new-data results changed and the README table was not regenerated (or edited by hand)."""
+    import bench_api_new_data as nd
+    import readme_sections
+
+    runs = nd.readme_runs()
+    current = readme_sections.current_section((ROOT / "README.md").read_text(), nd.BEGIN, nd.END)
+    assert current == f"{nd.BEGIN}\n{nd.readme_table(runs)}\n{nd.END}", "run: python benchmarks/bench_api_new_data.py --render-readme"
