@@ -98,7 +98,10 @@ def test_serve_settings_reach_the_served_process_and_nothing_else_does(tmp_path:
         bench_api.serve_settings(["inference_nice"])
 
 
-@pytest.mark.parametrize("name", ["api-new-data-before.json", "api-new-data-series-prebuild.json", "api-new-data.json"])
+@pytest.mark.parametrize(
+    "name",
+    ["api-new-data-before.json", "api-new-data-series-prebuild.json", "api-new-data.json", "api-new-data-stamps-only.json", "api-new-data-repeat.json"],
+)
 def test_committed_new_data_results_are_summarised_from_their_rows(name: str) -> None:
     """The new-data stress benchmark's committed results: every condition measured, interleaved, and
     the summary recomputed from the rows (fails when a figure was edited by hand)."""
