@@ -39,12 +39,12 @@ def _history_slots(access: DataAccess, settings: ServiceSettings) -> int:
     return int(pd.Timedelta(minutes=settings.point_history_minutes) / access.obs().cadence) + 1
 
 
-def _stacks(access: DataAccess, settings: ServiceSettings, snap: Snapshot, cached_only: bool = False):  # noqa: ANN202
+def _stacks(access: DataAccess, settings: ServiceSettings, snap: Snapshot, cached_only: bool = False, slots: int | None = None):  # noqa: ANN202
     """(observed stack or None, forecast stack or None) at ``snap``; ``cached_only``: None for what is
-    not in memory (raises KeyError then)."""
+    not in memory (raises KeyError then). ``slots``: the observed history's length when known."""
     obs_stack = fc_stack = None
     if snap.last_complete is not None:
-        args = (pd.Timestamp(snap.last_complete), _history_slots(access, settings), snap.obs_version)
+        args = (pd.Timestamp(snap.last_complete), slots if slots is not None else _history_slots(access, settings), snap.obs_version)
         obs_stack = access.observed_stack_cached(*args) if cached_only else access.observed_stack(*args)
         if obs_stack is None:
             raise KeyError("observed stack")
@@ -92,11 +92,11 @@ class _SeriesLabels:
     model: str
 
 
-def _series_labels(access: DataAccess, settings: ServiceSettings, snap: Snapshot, obs_stack, fc_stack) -> _SeriesLabels:  # noqa: ANN001
+def _series_labels(slots: int, snap: Snapshot, obs_stack, fc_stack) -> _SeriesLabels:  # noqa: ANN001
     run = snap.latest_run
     obs_times, lead_minutes, valid_times = _labels(obs_stack, fc_stack, run)
     return _SeriesLabels(
-        slots=_history_slots(access, settings),
+        slots=slots,
         obs_times=obs_times,
         lead_minutes=lead_minutes,
         valid_times=valid_times,
@@ -109,21 +109,12 @@ def _shared(access: DataAccess, settings: ServiceSettings, snap: Snapshot, cache
     """(labels, observed stack, forecast stack) at ``snap``: the labels once per store versions
     (no stacks are kept with them), the stacks from their cache (read unless ``cached_only``)."""
     labels = access.objects.get(("point-labels", *snap.versions))
-    if labels is None:
-        obs_stack, fc_stack = _stacks(access, settings, snap, cached_only)
-        labels = _series_labels(access, settings, snap, obs_stack, fc_stack)
-        access.objects.put(("point-labels", *snap.versions), labels)
-        return labels, obs_stack, fc_stack
-    obs_stack = fc_stack = None
-    if snap.last_complete is not None:
-        args = (pd.Timestamp(snap.last_complete), labels.slots, snap.obs_version)
-        obs_stack = access.observed_stack_cached(*args) if cached_only else access.observed_stack(*args)
-        if obs_stack is None:
-            raise KeyError("observed stack")
-    if snap.latest_run is not None:
-        fc_stack = access.forecast_stack_cached(snap.latest_run) if cached_only else access.forecast_stack(snap.latest_run)
-        if fc_stack is None:
-            raise KeyError("forecast stack")
+    if labels is not None:
+        return (labels, *_stacks(access, settings, snap, cached_only, labels.slots))
+    slots = _history_slots(access, settings)
+    obs_stack, fc_stack = _stacks(access, settings, snap, cached_only, slots)
+    labels = _series_labels(slots, snap, obs_stack, fc_stack)
+    access.objects.put(("point-labels", *snap.versions), labels)
     return labels, obs_stack, fc_stack
 
 
