@@ -192,13 +192,22 @@ def wait_ready(url: str, check, timeout: float, proc: subprocess.Popen) -> None:
     raise RuntimeError(f"{url} not ready within {timeout:.0f} s")
 
 
-def start_nowcast(workdir: Path, port: int, settings: dict[str, str] | None = None) -> subprocess.Popen:
-    """``nowcast serve --port PORT`` in ``workdir``: its default configuration, except ``settings``
-    (service setting name -> value, passed as ``NOWCAST_<NAME>``; the caller's own ``NOWCAST_*``
-    variables never leak in)."""
+def serve_env(settings: dict[str, str] | None = None, pythonpath: Path | None = None) -> dict[str, str]:
+    """The environment of ``nowcast serve`` (and of processes beside it): ``settings`` (service
+    setting name -> value) as ``NOWCAST_<NAME>``, the caller's own ``NOWCAST_*`` variables left
+    out; ``pythonpath``: run the code of that checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOWCAST_")}
     env.update({f"NOWCAST_{k.upper()}": v for k, v in (settings or {}).items()})
     env.update(PYSTEPS_SILENT_IMPORT="1", MPLBACKEND="Agg", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    return env
+
+
+def start_nowcast(workdir: Path, port: int, settings: dict[str, str] | None = None, pythonpath: Path | None = None) -> subprocess.Popen:
+    """``nowcast serve --port PORT`` in ``workdir``: its default configuration, except ``settings``
+    (see :func:`serve_env`); ``pythonpath``: the code of another checkout."""
+    env = serve_env(settings, pythonpath)
     log = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
         [sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT

@@ -74,15 +74,7 @@ QUIET_STEAL_PCT = 5.0
 #: settings of the server: no run is deleted. The writer's runs are dated a day or more ahead, and
 #: the default retention (runs older than 6 h before the newest) would make the inference process
 #: delete the runs whose fixed-key tiles the mix requests, turning them into 404s mid-benchmark.
-SERVE_SETTINGS = {"NOWCAST_RETENTION_HOURS": "1000000", "NOWCAST_RETENTION_RUNS": "1000000"}
-
-
-def source_env(source: Path) -> dict[str, str]:
-    """The environment of the server and the writer: the code of ``source`` first on the path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOWCAST_")}
-    env.update(PYTHONPATH=str(source), PYSTEPS_SILENT_IMPORT="1", MPLBACKEND="Agg", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
-    env.update(SERVE_SETTINGS)
-    return env
+SERVE_SETTINGS = {"retention_hours": "1000000", "retention_runs": "1000000"}
 
 
 def commit_of(source: Path) -> dict[str, Any]:
@@ -94,16 +86,9 @@ def commit_of(source: Path) -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", *code))}
 
 
-def start_serve(source: Path, workdir: Path, port: int) -> subprocess.Popen:
-    log_file = open(workdir / "serve.log", "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=workdir, env=source_env(source), stdout=log_file, stderr=subprocess.STDOUT
-    )
-
-
 def start_writer(source: Path, store: Path, seconds: float, interval: float, day_offset: int) -> subprocess.Popen:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--write", str(store), "--seconds", str(seconds), "--interval", str(interval), "--day-offset", str(day_offset)]
-    return subprocess.Popen(cmd, env=source_env(source), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, env=api.serve_env(pythonpath=source), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def write_runs(store: Path, seconds: float, interval: float, day_offset: int) -> int:
@@ -128,13 +113,6 @@ def write_runs(store: Path, seconds: float, interval: float, day_offset: int) ->
         written += 1
         time.sleep(interval)
     return written
-
-
-def level(url: str, workdir: Path, paths: list[str], seconds: float, api_pid: int) -> dict[str, Any]:
-    versions0, jiffies0, procs0 = api.store_versions(url), api.cpu_jiffies(), api.process_cpu_s(api_pid)
-    r = api.run_wrk(url, paths, 64, seconds, False, workdir)
-    jiffies1, procs1, versions1 = api.cpu_jiffies(), api.process_cpu_s(api_pid), api.store_versions(url)
-    return {**r, "cpu_steal_pct": api.steal_pct(jiffies0, jiffies1), "new_data_during_run": versions0 != versions1, **(api.cpu_delta(procs0, procs1) or {})}
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -162,7 +140,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     port = api.free_port()
     url = f"http://127.0.0.1:{port}"
     load_before = api.loadavg()
-    serve = start_serve(source, workdir, port)
+    serve = api.start_nowcast(workdir, port, SERVE_SETTINGS, pythonpath=source)
+
+    def load(url: str, paths: list[str], c: int, once: bool = False) -> dict[str, Any]:
+        return api.run_wrk(url, paths, c, args.seconds, once, workdir)
+
     rows: list[dict[str, Any]] = []
     try:
         api.wait_ready(url, lambda: api.http_get(url + "/v1/forecasts/latest")[0] == 200, args.startup_timeout, serve)
@@ -181,7 +163,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     # the writer needs ~2 s to import before its first run: it writes for the whole level
                     writer = start_writer(source, watched if cond == "watched" else unwatched, args.seconds + 2.5, args.interval, 1 + rep)
                     time.sleep(2.5)
-                row = {"rep": rep, "condition": cond, **level(url, workdir, mixed, args.seconds, serve.pid)}
+                row = {"rep": rep, "condition": cond, **api.measured_level(serve, url, load, cond, mixed, 64, {})}
                 written = 0
                 if writer is not None:
                     out, err = writer.communicate(timeout=120)
@@ -197,7 +179,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "schema": SCHEMA,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "code": {"source": str(source), **commit_of(source)},
-        "serve_settings": SERVE_SETTINGS,
+        "serve_settings": {f"NOWCAST_{k.upper()}": v for k, v in SERVE_SETTINGS.items()},
         "client": "wrk",
         "seconds_per_level": args.seconds,
         "connections": 64,
@@ -215,20 +197,6 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "summary": summarise(rows),
         "rows": rows,
     }
-
-
-def table(result: dict[str, Any]) -> str:
-    lines = [
-        f"code {result['code']['commit'] or '?'}{' (dirty)' if result['code']['dirty'] else ''}, a run written every {result['write_interval_s']:g} s, {result['reps']} x {result['seconds_per_level']:g} s per condition",
-        "| condition | levels | median req/s | median p99 | quiet levels | quiet median req/s | quiet median p99 | runs per level |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for cond, s in result["summary"].items():
-        lines.append(
-            f"| {cond} | {s['levels']} | {s['median_rps']} | {s['median_p99_ms']} ms | {s['quiet_levels']} | {s['quiet_median_rps']} | "
-            f"{s['quiet_median_p99_ms']} ms | {s['median_runs_written']} |"
-        )
-    return "\n".join(lines)
 
 
 def readme_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
@@ -299,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(args, Path(tmp))
     out = Path(args.out) if args.out else RESULTS
     out.write_text(json.dumps(result, indent=1) + "\n")
-    print(table(result))
+    print(readme_table([(f"this run ({(result['code']['commit'] or '?')[:7]})", result)]))
     log.info("wrote %s", out)
     return 0
 

@@ -129,7 +129,8 @@ def test_new_data_summary_separates_quiet_levels() -> None:
     assert s["none"]["median_p99_ms"] == 55.0 and s["none"]["quiet_median_p99_ms"] == 20.0 and s["none"]["quiet_levels"] == 1
     assert s["watched"]["median_p99_ms"] == 60.0 and s["watched"]["quiet_median_p99_ms"] == 50.0
     assert s["watched"]["median_runs_written"] == 9 and s["none"]["median_runs_written"] == 0
-    assert "| watched | 3 |" in nd.table({"code": {"commit": "abc", "dirty": False}, "write_interval_s": 1.0, "reps": 1, "seconds_per_level": 10.0, "summary": s})
+    doc = {"code": {"commit": "abc", "dirty": False}, "write_interval_s": 1.0, "reps": 1, "seconds_per_level": 10.0, "connections": 64, "when": "now", "summary": s}
+    assert "| run | watched | 3 |" in nd.readme_table([("run", doc)])
 
 
 def test_readme_new_data_table_is_generated_from_the_committed_results() -> None:
