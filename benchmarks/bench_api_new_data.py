@@ -140,7 +140,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     port = api.free_port()
     url = f"http://127.0.0.1:{port}"
     load_before = api.loadavg()
-    serve = api.start_nowcast(workdir, port, SERVE_SETTINGS, pythonpath=source)
+    settings = {**SERVE_SETTINGS, **dict(args.setting)}
+    serve = api.start_nowcast(workdir, port, settings, pythonpath=source)
 
     def load(url: str, paths: list[str], c: int, once: bool = False) -> dict[str, Any]:
         return api.run_wrk(url, paths, c, args.seconds, once, workdir)
@@ -179,7 +180,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "schema": SCHEMA,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "code": {"source": str(source), **commit_of(source)},
-        "serve_settings": {f"NOWCAST_{k.upper()}": v for k, v in SERVE_SETTINGS.items()},
+        "serve_settings": {f"NOWCAST_{k.upper()}": v for k, v in settings.items()},
         "client": "wrk",
         "seconds_per_level": args.seconds,
         "connections": 64,
@@ -240,6 +241,14 @@ def render_readme(check: bool) -> int:
     return readme_sections.write_or_check(README, new, check, "new-data table", "bench_api_new_data.py --render-readme")
 
 
+def setting_arg(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``--setting`` -> (name, value); names as in ServiceSettings."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip().lower(), value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reps", type=int, default=5, help="repetitions of the three conditions")
@@ -247,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between two runs written")
     p.add_argument("--source", default=str(api.ROOT), help="checkout whose code serves and writes (default: this one)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--setting", action="append", default=[], type=setting_arg, metavar="NAME=VALUE",
+                   help="a service setting of the server (NOWCAST_NAME=VALUE), beside the benchmark's own; repeatable")
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--out", help=f"result JSON (default {RESULTS.relative_to(api.ROOT)})")
     p.add_argument("--render-readme", action="store_true", help="regenerate the README table from the committed results (no measurement)")

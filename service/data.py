@@ -61,8 +61,16 @@ _KEY_STRICT = re.compile(TIME_KEY_PATTERN)
 LAYERS = ("rain", "lightning")
 
 
-#: the prewarm thread sleeps as long as its last step took, up to this (seconds)
+#: the longest sleep of background work between two steps (seconds), see :func:`yield_to_requests`
 PREWARM_YIELD_MAX_S = 0.05
+
+
+def yield_to_requests(step_s: float, share: float) -> None:
+    """Sleep after a background step of ``step_s`` seconds so that the work takes at most ``share``
+    of the wall time (at most :data:`PREWARM_YIELD_MAX_S`): the requests in flight, on the event
+    loop, get the GIL for the rest."""
+    if share < 1.0:
+        time.sleep(min(PREWARM_YIELD_MAX_S, step_s * (1.0 - share) / share))
 
 
 class NotFound(LookupError):
@@ -456,8 +464,7 @@ class DataAccess:
                         self.levels(ref, layer, snap.content_version(ref, layer), snap)
                     except Exception as exc:  # noqa: BLE001 - a request will report it
                         log.debug("prewarm of %s %s skipped: %s", ref.key, layer, exc)
-                    # background work: at most half of the GIL's time, the requests in flight get the rest
-                    time.sleep(min(PREWARM_YIELD_MAX_S, time.perf_counter() - t0))
+                    yield_to_requests(time.perf_counter() - t0, self.settings.background_share)
             log.debug(
                 "prewarmed %d frames x %d layers for %s / %s in %.2f s (%.1f ms CPU)",
                 len(refs), len(LAYERS), *snap.versions, time.perf_counter() - wall0, 1e3 * (time.thread_time() - cpu0),

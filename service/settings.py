@@ -97,6 +97,14 @@ class ServiceSettings(BaseSettings):
     )
     render_threads: int = Field(2, ge=1, le=64, description="worker threads rendering cache misses (tiles, maps, series)")
     prewarm_tiles: bool = Field(True, description="decode the frames of /v1/frames for tiles as soon as they appear (newest frame, the run's leads, older frames)")
+    background_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="the most of the wall time (and so of the GIL) the background work after new data takes: the tile "
+        "prewarm and the point series built ahead sleep between steps; lower: a smaller tail for the requests in "
+        "flight, the warm data a little later (1: no sleeping)",
+    )
     max_query_bytes: int = Field(8192, ge=256, description="longer query strings get 414")
     max_header_bytes: int = Field(16384, ge=1024, description="larger request header blocks get 431")
     max_body_bytes: int = Field(65536, ge=0, description="larger request bodies get 413 (the API takes no uploads)")

@@ -14,14 +14,14 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Query, Request, Response
 
 from service.cache import CachedBody, etag_of, http_date
-from service.data import PREWARM_YIELD_MAX_S, DataAccess, Snapshot, iso
+from service.data import DataAccess, Snapshot, iso, yield_to_requests
 from service.middleware import REVALIDATE
 from service.routes.deps import cached_response, error_responses, replayed, short_cache
 from service.schemas import PointResponse
@@ -91,6 +91,19 @@ class _SeriesLabels:
     init: str
     model: str
 
+    @cached_property
+    def observed_template(self) -> str:
+        """The ``observed`` entries as a %-template of (rain, lightning) numbers, entry by entry."""
+        return ",".join(f'{{"time":"{_pct(t)}","rain_rate":%s,"lightning":%s}}' for t in self.obs_times)
+
+    @cached_property
+    def forecast_template(self) -> str:
+        """The ``forecast`` entries as a %-template of (rain, probability) numbers, lead by lead."""
+        return ",".join(
+            f'{{"lead_minutes":{m},"valid_time":"{_pct(v)}","rain_rate":%s,"lightning_probability":%s}}'
+            for m, v in zip(self.lead_minutes, self.valid_times, strict=True)
+        )
+
 
 def _series_labels(slots: int, snap: Snapshot, obs_stack, fc_stack) -> _SeriesLabels:  # noqa: ANN001
     run = snap.latest_run
@@ -131,21 +144,14 @@ def series_tail(access: DataAccess, settings: ServiceSettings, snap: Snapshot, r
         key = ("point-obs", snap.obs_version, row, col)
         observed = access.points.get(key)
         if observed is None:
-            rain, light = (_json_numbers(a[:, row, col]) for a in obs_stack[1:])
-            observed = ",".join(
-                f'{{"time":"{t}","rain_rate":{r},"lightning":{g}}}' for t, r, g in zip(labels.obs_times, rain, light, strict=True)
-            ).encode()
+            observed = _filled(labels.observed_template, obs_stack[1][:, row, col], obs_stack[2][:, row, col])
             access.points.put(key, observed)
     forecast = b""
     if fc_stack is not None:
         key = ("point-fc", snap.fc_version, row, col)
         forecast = access.points.get(key)
         if forecast is None:
-            rain, prob = (_json_numbers(a[:, row, col]) for a in fc_stack[1:])
-            forecast = ",".join(
-                f'{{"lead_minutes":{m},"valid_time":"{v}","rain_rate":{r},"lightning_probability":{p}}}'
-                for m, v, r, p in zip(labels.lead_minutes, labels.valid_times, rain, prob, strict=True)
-            ).encode()
+            forecast = _filled(labels.forecast_template, fc_stack[1][:, row, col], fc_stack[2][:, row, col])
             access.points.put(key, forecast)
     return b"".join((
         f'"row":{row},"col":{col},"observed":['.encode(), observed,
@@ -158,7 +164,7 @@ def warm_series(access: DataAccess, settings: ServiceSettings, snap: Snapshot) -
     :attr:`DataAccess.warmers` entry, after :func:`warm_stacks`), newest first, at most
     ``PREBUILT_CELLS``: after new data every point URL in use needs its series again, and built
     here, before requests see ``snap``, it is not built in the burst of those requests on the
-    event loop. Yields the GIL between batches (at most half of its time); stops early when the
+    event loop. Yields the GIL between batches (``background_share``); stops early when the
     stacks are not in memory (the requests then build what they need)."""
     cells: dict[tuple[int, int], None] = {}
     for key in reversed(access.points.keys()):
@@ -174,11 +180,26 @@ def warm_series(access: DataAccess, settings: ServiceSettings, snap: Snapshot) -
                 access.points.put(("point", *snap.versions, row, col), series_tail(access, settings, snap, row, col, cached_only=True))
             except KeyError:
                 return
-        time.sleep(min(PREWARM_YIELD_MAX_S, time.perf_counter() - t0))
+        yield_to_requests(time.perf_counter() - t0, settings.background_share)
+
+
+def _pct(text: str) -> str:
+    """``text`` inside a %-template."""
+    return text.replace("%", "%%")
+
+
+def _filled(template: str, first: np.ndarray, second: np.ndarray) -> bytes:
+    """``template`` (entries of two %s each) filled with the JSON numbers of ``first`` and
+    ``second`` (one value per entry), interleaved."""
+    numbers = [None] * (2 * len(first))
+    numbers[::2], numbers[1::2] = _json_numbers(first), _json_numbers(second)
+    return (template % tuple(numbers)).encode()
 
 
 def _json_numbers(values: np.ndarray) -> list[str]:
     """JSON of each value rounded to 4 decimals, as pydantic writes the float (``null`` for NaN / inf)."""
+    if np.isfinite(values).all():  # the usual case: no test per value
+        return [repr(round(v, 4)) for v in values.tolist()]
     out = []
     for v in values.tolist():
         if math.isnan(v) or math.isinf(v):

@@ -23,6 +23,23 @@ def test_rain_colours_are_discrete_and_transparent_when_dry_or_missing() -> None
     assert hexes == [scale.colors[0], scale.colors[0], scale.colors[1], scale.colors[4], scale.colors[13], scale.colors[14], scale.colors[14]]
 
 
+@pytest.mark.parametrize("layer", ["rain", "lightning"])
+def test_level_index_counts_the_levels_at_or_below_each_value(layer: str) -> None:
+    scale = plotting.get_scale(layer)
+    levels = np.asarray(scale.levels, dtype=np.float32)
+    rng = np.random.default_rng(3)
+    values = np.concatenate([
+        rng.gamma(0.5, levels[-1] / 2, size=4000).astype(np.float32),
+        levels, np.nextafter(levels, np.float32(-np.inf)),  # on each level and just below it
+        np.array([np.nan, np.inf, -np.inf, -5.0, 0.0], dtype=np.float32),
+    ]).reshape(-1, 3)[:, ::-1]  # a strided 2-D view
+    idx = plotting.level_index(values, scale)
+    expected = np.array([np.count_nonzero(levels <= v) for v in values.ravel()]).reshape(values.shape)
+    assert idx.dtype == np.uint8 and idx.shape == values.shape
+    np.testing.assert_array_equal(idx, expected)  # NaN: 0, +inf: every level
+    assert idx[np.isnan(values)].tolist() == [0]
+
+
 def test_lightning_scale_and_legend() -> None:
     rgba = plotting.colorize(np.array([np.nan, 0.005, 0.01, 0.04, 0.95, 1.0]), "lightning", alpha=200)
     assert list(rgba[:, 3]) == [0, 0, 200, 200, 200, 200]
@@ -201,3 +218,15 @@ def test_interpolated_tile_index_matches_exact_reprojection(crs: str, x0: float,
         assert (edge[differ] < 1e-2).all()
         checked += int(inside.sum())
     assert checked > 0
+
+
+def test_background_work_sleeps_for_its_share_of_the_wall_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service import data
+
+    slept: list[float] = []
+    monkeypatch.setattr(data.time, "sleep", slept.append)
+    data.yield_to_requests(0.01, 0.25)  # 10 ms of work at a quarter of the time: 30 ms asleep
+    data.yield_to_requests(0.01, 0.5)
+    data.yield_to_requests(1.0, 0.5)  # capped
+    data.yield_to_requests(0.01, 1.0)  # no sleeping
+    assert slept == pytest.approx([0.03, 0.01, data.PREWARM_YIELD_MAX_S])
