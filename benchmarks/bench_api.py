@@ -17,7 +17,7 @@ and reports requests/s, p50/p99 latency, errors and the ratio to the reference:
   repeated until one of them saw a new frame or forecast land (every 5 minutes; up to
   ``--new-data-wait-s``): the row of that level, what a dashboard sees while new data arrive.
   Measured on ``--new-data-samples`` new frames (default 2, rows ``(1)``, ``(2)``): one such
-  level is a single 10-s sample of a noisy event.
+  level is a single sample (``--seconds``, 5 s by default) of a noisy event.
 
 ``wrk`` comes from Debian (``scripts/install-bench-tools.sh``). Without it a bounded Python
 client (asyncio, keep-alive, a request and time budget per level) is used and the JSON says

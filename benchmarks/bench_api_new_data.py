@@ -1,7 +1,7 @@
 """What new data cost the API under load, measured without waiting for the live source.
 
 ``nowcast serve`` gets a new frame and run every 5 minutes, so the "mixed, new frame landing"
-rows of ``bench_api.py`` are one noisy 10-s sample per 5 minutes. This benchmark makes the
+rows of ``bench_api.py`` are one noisy 5-s sample per 5 minutes. This benchmark makes the
 event repeatable: levels of ``wrk`` at 64 connections on the same mix of cached endpoints
 (cached tiles, 400 points, the index, the run metadata) while a writer process (nice +5, like
 the inference process) publishes a forecast run every ``--interval`` seconds

@@ -98,7 +98,7 @@ class ServiceSettings(BaseSettings):
     render_threads: int = Field(2, ge=1, le=64, description="worker threads rendering cache misses (tiles, maps, series)")
     prewarm_tiles: bool = Field(True, description="decode the frames of /v1/frames for tiles as soon as they appear (newest frame, the run's leads, older frames)")
     background_share: float = Field(
-        0.5,
+        0.25,
         gt=0,
         le=1,
         description="the most of the wall time (and so of the GIL) the background work after new data takes: the tile "
