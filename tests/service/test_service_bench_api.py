@@ -100,7 +100,10 @@ def test_serve_settings_reach_the_served_process_and_nothing_else_does(tmp_path:
 
 @pytest.mark.parametrize(
     "name",
-    ["api-new-data-before.json", "api-new-data-series-prebuild.json", "api-new-data.json", "api-new-data-stamps-only.json", "api-new-data-repeat.json"],
+    [
+        "api-new-data-before.json", "api-new-data-series-prebuild.json", "api-new-data-6c1bf26.json", "api-new-data-stamps-only.json",
+        "api-new-data-repeat.json", "api-new-data-4d20ec2.json", "api-new-data-cpu-cuts.json", "api-new-data.json",
+    ],
 )
 def test_committed_new_data_results_are_summarised_from_their_rows(name: str) -> None:
     """The new-data stress benchmark's committed results: every condition measured, interleaved, and
@@ -130,7 +133,7 @@ def test_new_data_summary_separates_quiet_levels() -> None:
     assert s["watched"]["median_p99_ms"] == 60.0 and s["watched"]["quiet_median_p99_ms"] == 50.0
     assert s["watched"]["median_runs_written"] == 9 and s["none"]["median_runs_written"] == 0
     doc = {"code": {"commit": "abc", "dirty": False}, "write_interval_s": 1.0, "reps": 1, "seconds_per_level": 10.0, "connections": 64, "when": "now", "summary": s}
-    assert "| run | watched | 3 |" in nd.readme_table([("run", doc)])
+    assert "| run | now | watched | 3 |" in nd.readme_table([("run", doc)])
 
 
 def test_readme_new_data_table_is_generated_from_the_committed_results() -> None:
