@@ -157,6 +157,21 @@ def cpu_delta(before: tuple[float, float] | None, after: tuple[float, float] | N
     return {"api_cpu_s": round(after[0] - before[0], 2), "ingest_inference_cpu_s": round(max(0.0, after[1] - before[1]), 2)}
 
 
+def full_gc(api_url: str) -> tuple[float, float] | None:
+    """(count, total seconds) of the API process's full garbage collections so far, from its
+    ``nowcast_gc_pause_seconds{generation="2"}`` metric, or None."""
+    import re
+
+    try:
+        code, body = http_get(api_url + "/metrics")
+    except Exception:  # noqa: BLE001 - older code or no metrics: not recorded
+        return None
+    values = dict(re.findall(rb'nowcast_gc_pause_seconds_(count|sum)\{generation="2"\} ([0-9.e+-]+)', body)) if code == 200 else {}
+    if code != 200 or b"nowcast_gc_pause_seconds" not in body:
+        return None
+    return float(values.get(b"count", 0.0)), float(values.get(b"sum", 0.0))
+
+
 def store_versions(api_url: str) -> tuple[str, str] | None:
     """(newest forecast run's written_at, newest observed frame entry) as the API reports them, or None."""
     import json
@@ -512,12 +527,14 @@ def new_data_level(
 def measured_level(api: subprocess.Popen, api_url: str, load: Callable, endpoint: str, paths: list[str], c: int, ref_r: dict[str, Any], once: bool = False) -> dict[str, Any]:
     """One level against the API: the client's figures, the CPU steal, whether new data landed, the
     CPU of the API and its children, and the ratio to the reference level ``ref_r`` (when given)."""
-    versions0, jiffies0, procs0 = store_versions(api_url), cpu_jiffies(), process_cpu_s(api.pid)
+    versions0, gc0, jiffies0, procs0 = store_versions(api_url), full_gc(api_url), cpu_jiffies(), process_cpu_s(api.pid)
     r = load(api_url, paths, c, once=once)
-    jiffies1, procs1, versions1 = cpu_jiffies(), process_cpu_s(api.pid), store_versions(api_url)
+    jiffies1, procs1, gc1, versions1 = cpu_jiffies(), process_cpu_s(api.pid), full_gc(api_url), store_versions(api_url)
     row = {"endpoint": endpoint, "connections": c, **r, "cpu_steal_pct": steal_pct(jiffies0, jiffies1),
            "new_data_during_run": None if versions0 is None or versions1 is None else versions0 != versions1,
            **(cpu_delta(procs0, procs1) or {})}
+    if gc0 is not None and gc1 is not None:  # the API's full GC pauses in the level (every request in flight waits)
+        row.update(api_full_gc=int(gc1[0] - gc0[0]), api_full_gc_ms=round(1e3 * (gc1[1] - gc0[1]), 1))
     if ref_r:
         row.update(ref_rps=ref_r["rps"], ref_p99_ms=ref_r["p99_ms"], ref_cpu_steal_pct=ref_r["cpu_steal_pct"], ratio=round(r["rps"] / ref_r["rps"], 3) if ref_r["rps"] else None)
     return row

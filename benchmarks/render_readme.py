@@ -77,6 +77,12 @@ def api_table(doc: dict[str, Any]) -> str:
         for r in doc["rows"]
         if (r.get("ingest_inference_cpu_s") or 0) >= 1.0
     ]
+    notes += [
+        f"{r['endpoint']} c={r['connections']}: {r['api_full_gc']} full garbage collection(s) in the API process, "
+        f"{r['api_full_gc_ms']:.1f} ms in all (every request in flight waits)"
+        for r in doc["rows"]
+        if r.get("api_full_gc")
+    ]
     steals = [r["cpu_steal_pct"] for r in doc["rows"] if r.get("cpu_steal_pct") is not None]
     if steals:
         worst = max(doc["rows"], key=lambda r: r.get("cpu_steal_pct") or -1.0)

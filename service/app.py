@@ -140,9 +140,11 @@ def create_app(
         # the heap after imports and start-up (numpy, pandas, xarray, dask, pysteps...) is long-lived:
         # keep it out of the cyclic GC, whose full collections otherwise stall every request in flight
         gc.freeze()
+        unwatch_gc = metrics.watch_gc()
         try:
             yield
         finally:
+            unwatch_gc()
             gc.unfreeze()
             if inference is not None and start_inference:
                 inference.stop()

@@ -5,11 +5,15 @@
 - ``nowcast_frame_to_forecast_seconds`` histogram: new frame detected -> its forecast published;
 - ``nowcast_forecast_runs_total{outcome}`` counter;
 - ``nowcast_observation_age_seconds`` / ``nowcast_forecast_age_seconds`` gauges, computed at scrape;
-- ``nowcast_cache_{hits,misses}_total`` from the response cache.
+- ``nowcast_cache_{hits,misses}_total`` from the response cache;
+- ``nowcast_gc_pause_seconds{generation}`` histogram: collections of Python's cyclic garbage
+  collector in this process while :meth:`ServiceMetrics.watch_gc` watches (every thread, the
+  event loop included, waits for one; full collections are generation 2).
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
@@ -17,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 FORECAST_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 
 
@@ -72,6 +77,13 @@ class ServiceMetrics:
             "nowcast_model_reload_failures", "Promoted/reloaded models that could not be loaded", registry=self.registry
         )
         self.build_info = Gauge("nowcast_model_info", "Active model (value 1)", ["model", "version", "fallback"], registry=self.registry)
+        self.gc_pause = Histogram(
+            "nowcast_gc_pause_seconds",
+            "Collections of the cyclic garbage collector (every thread waits for one) by generation; 2: full",
+            ["generation"],
+            buckets=GC_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_ScrapeCollector(ages, cache_stats))
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -92,6 +104,25 @@ class ServiceMetrics:
     def set_model(self, model: str, version: str, fallback: bool) -> None:
         self.build_info.clear()
         self.build_info.labels(model=model, version=version, fallback=str(fallback).lower()).set(1)
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Observe this process's garbage collections into ``gc_pause`` until the returned function
+        is called (``gc.callbacks`` is process-wide: the app's lifespan adds and removes it)."""
+        started: list[float] = []
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                started[:] = [time.perf_counter()]
+            elif started:
+                self.gc_pause.labels(generation=str(info["generation"])).observe(time.perf_counter() - started.pop())
+
+        gc.callbacks.append(on_gc)
+
+        def unwatch() -> None:
+            if on_gc in gc.callbacks:
+                gc.callbacks.remove(on_gc)
+
+        return unwatch
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -529,6 +529,49 @@ def test_oversized_requests_get_an_answer_not_a_reset(shared_env, free_port) -> 
         thread.join(10)
 
 
+def test_closed_connections_leave_no_garbage_cycles(shared_env, free_port) -> None:  # noqa: ANN001
+    """A closed connection's transport is freed by reference counting, not left as a cycle for the
+    cyclic GC (whose full collections stall every request in flight)."""
+    import gc
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from service.server import uvicorn_config
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn_config(shared_env.app, shared_env.settings, port=port, lifespan="off"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/legend/rain", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds unreachable is kept in gc.garbage
+        try:
+            for _ in range(20):
+                out = _raw(port, b"GET /v1/legend/rain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert out.startswith(b"HTTP/1.1 200 "), out[:100]
+            time.sleep(0.3)  # the server closes its side
+            gc.collect()
+            cycles = [o for o in gc.garbage if "Transport" in type(o).__name__]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        assert cycles == []
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 # -- imports before threads (issue 13 item 5) ----------------------------------------------------
 
 

@@ -230,3 +230,27 @@ def test_background_work_sleeps_for_its_share_of_the_wall_time(monkeypatch: pyte
     data.yield_to_requests(1.0, 0.5)  # capped
     data.yield_to_requests(0.01, 1.0)  # no sleeping
     assert slept == pytest.approx([0.03, 0.01, data.PREWARM_YIELD_MAX_S])
+
+
+def test_gc_pauses_are_observed_while_watched() -> None:
+    import gc
+    import re
+
+    from service.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics(ages=lambda: (None, None), cache_stats=lambda: (0, 0))
+
+    def full_collections() -> float:
+        m = re.search(rb'nowcast_gc_pause_seconds_count\{generation="2"\} ([0-9.e+]+)', metrics.render())
+        return float(m.group(1)) if m else 0.0
+
+    unwatch = metrics.watch_gc()
+    try:
+        gc.collect()
+        gc.collect()
+    finally:
+        unwatch()
+    assert full_collections() == 2.0
+    gc.collect()  # no longer watched
+    assert full_collections() == 2.0
+    unwatch()  # twice is harmless
