@@ -54,12 +54,16 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         transport = self.transport
         super().connection_lost(exc)
-        # asyncio's selector transport keeps a bound method of itself after the connection closed
-        # (``_read_ready_cb``, CPython 3.11): every closed connection is then a reference cycle left
-        # to the cyclic GC, whose full collections stall every request in flight (~30 ms each, every
-        # ~45 s when clients reconnect often). Without the cycle, the transport is freed right away.
+        # Two reference cycles per closed connection would otherwise be left to the cyclic GC, whose
+        # full collections stall every request in flight (~30 ms each, every ~45 s when clients
+        # reconnect often); without them the connection's objects are freed right away:
+        # - uvicorn cancels the keep-alive timer only on a clean close: after a reset the timer
+        #   handle (holding a bound method of this protocol) stays referenced by the protocol;
+        self._unset_keepalive_if_required()
+        # - asyncio's selector transport keeps a bound method of itself (``_read_ready_cb``,
+        #   CPython 3.11); its reader was removed, so nothing calls it again.
         if getattr(transport, "_read_ready_cb", None) is not None:
-            transport._read_ready_cb = None  # the reader was removed: nothing calls it again
+            transport._read_ready_cb = None
 
     def data_received(self, data: bytes) -> None:
         if self._discarding >= 0:

@@ -530,9 +530,11 @@ def test_oversized_requests_get_an_answer_not_a_reset(shared_env, free_port) -> 
 
 
 def test_closed_connections_leave_no_garbage_cycles(shared_env, free_port) -> None:  # noqa: ANN001
-    """A closed connection's transport is freed by reference counting, not left as a cycle for the
-    cyclic GC (whose full collections stall every request in flight)."""
+    """A closed connection's transport and protocol are freed by reference counting, closed cleanly
+    or reset, not left as cycles for the cyclic GC (whose full collections stall every request in flight)."""
     import gc
+    import socket
+    import struct
     import threading
     import time
 
@@ -542,7 +544,8 @@ def test_closed_connections_leave_no_garbage_cycles(shared_env, free_port) -> No
     from service.server import uvicorn_config
 
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(shared_env.app, shared_env.settings, port=port, lifespan="off"))
+    # a 1-s keep-alive: a reset connection's keep-alive timer fires (and is dropped by the loop) within the test
+    server = uvicorn.Server(uvicorn_config(shared_env.app, shared_env.settings, port=port, lifespan="off", timeout_keep_alive=1))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -560,9 +563,14 @@ def test_closed_connections_leave_no_garbage_cycles(shared_env, free_port) -> No
             for _ in range(20):
                 out = _raw(port, b"GET /v1/legend/rain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 assert out.startswith(b"HTTP/1.1 200 "), out[:100]
-            time.sleep(0.3)  # the server closes its side
+            for _ in range(20):  # keep-alive connections the client resets (as a load tool stopping does)
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(b"GET /v1/legend/rain HTTP/1.1\r\nHost: x\r\n\r\n")
+                    assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+            time.sleep(1.5)  # the server sees the closes, and the keep-alive timers have fired
             gc.collect()
-            cycles = [o for o in gc.garbage if "Transport" in type(o).__name__]
+            cycles = [type(o).__name__ for o in gc.garbage if "Transport" in type(o).__name__ or "Protocol" in type(o).__name__]
         finally:
             gc.set_debug(0)
             gc.garbage.clear()
