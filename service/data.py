@@ -38,7 +38,13 @@ import numpy as np
 import pandas as pd
 
 from nowcast import dims, storage
-from nowcast.forecast_store import ForecastStore, ForecastStoreError, ForecastStoreLike, RunInfo
+from nowcast.forecast_store import (
+    ForecastStore,
+    ForecastStoreError,
+    ForecastStoreLike,
+    RunInfo,
+    run_key,
+)
 from nowcast.grid import Grid
 from service.cache import CachedBody, LRUCache
 from service.settings import ServiceSettings
@@ -682,15 +688,15 @@ class DataAccess:
         return self.fields.get_or_compute(cache_key, compute)
 
     def field_from_stacks(self, ref: FrameRef, layer: str, snap: Snapshot) -> np.ndarray | None:
-        """:meth:`field` of ``ref`` sliced from the point-series stacks read at ``snap`` (the newest
-        run, the last hour of frames), None when they do not hold it. The refresh reads those stacks
+        """:meth:`field` of ``ref`` sliced from the point-series stacks in memory (a run's stack,
+        keyed on its init time and write time, so also the previous run's after a new one; the last
+        hour of frames at ``snap``), None when they do not hold it. The refresh reads those stacks
         anyway; reading each lead again from the store cost ~20 ms of mostly GIL-held zarr work per
         field, 30 fields per run, beside the requests in flight."""
-        if ref.is_forecast:
-            run = snap.latest_run
-            if run is None or ref.time != run.init_time or ref.written_at != run.written_at:
+        if ref.is_forecast:  # any run whose stack is still in memory: the newest, or the one before it
+            if ref.written_at is None:
                 return None
-            stack = self.forecast_stack_cached(run)
+            stack = self.stacks.get(_fc_stack_key_of(run_key(ref.time), ref.written_at))
             if stack is None:
                 return None
             leads, rain, prob = stack
@@ -799,7 +805,12 @@ def _obs_stack_key(last: pd.Timestamp, n: int, version: str) -> tuple:
 
 
 def _fc_stack_key(run: RunInfo) -> tuple:
-    return ("fc-stack", run.key, run.written_at)
+    return _fc_stack_key_of(run.key, run.written_at)
+
+
+def _fc_stack_key_of(key: str, written_at: pd.Timestamp) -> tuple:
+    """The stacks-cache key of the run ``key`` as written at ``written_at`` (its content version)."""
+    return ("fc-stack", key, written_at)
 
 
 def parse_key_time(base: str, key: str) -> pd.Timestamp:

@@ -770,6 +770,34 @@ def test_prewarm_slices_the_point_stacks_instead_of_reading_each_field(env) -> N
     assert len(reads) == len(run.lead_minutes()) * 2  # the comparison did read them
 
 
+def test_previous_runs_leads_are_sliced_from_its_stack_after_a_new_run(env) -> None:  # noqa: ANN001
+    """After a new run, a dashboard still animating the previous run gets its leads from that
+    run's stack in memory (read by the refresh of its time), not one store read per lead."""
+    import numpy as np
+
+    from service.data import FrameRef
+
+    access = env.app.state.access
+    fc = access.forecasts()
+    env.add_frame(T1)
+    env.loop.step()
+    previous = access.snapshot().latest_run
+    assert previous.init_time == T1
+    env.add_frame(T1 + pd.Timedelta("5min"))
+    env.loop.step()
+    snap = access.snapshot()
+    assert snap.latest_run.init_time != previous.init_time
+    reads: list[int] = []
+    read_lead = fc.read_lead
+    fc.read_lead = lambda *a, **k: reads.append(1) or read_lead(*a, **k)
+    ref = FrameRef(previous.init_time, previous.lead_minutes()[-1], True, written_at=previous.written_at)
+    sliced = access.field_from_stacks(ref, "rain", snap)
+    assert sliced is not None and reads == []
+    np.testing.assert_array_equal(sliced, read_lead(previous.init_time, pd.Timedelta(minutes=ref.lead_minutes)))
+    rewritten = FrameRef(previous.init_time, ref.lead_minutes, True, written_at=previous.written_at + pd.Timedelta("1s"))
+    assert access.field_from_stacks(rewritten, "rain", snap) is None  # another write of that run: not this stack
+
+
 def test_startup_heap_is_kept_out_of_the_cyclic_gc(tmp_path: Path) -> None:
     """Full collections of the start-up heap (~200k objects, ~100 ms) stalled requests in flight: frozen while serving."""
     import gc
