@@ -166,9 +166,9 @@ def full_gc(api_url: str) -> tuple[float, float] | None:
         code, body = http_get(api_url + "/metrics")
     except Exception:  # noqa: BLE001 - older code or no metrics: not recorded
         return None
-    values = dict(re.findall(rb'nowcast_gc_pause_seconds_(count|sum)\{generation="2"\} ([0-9.e+-]+)', body)) if code == 200 else {}
     if code != 200 or b"nowcast_gc_pause_seconds" not in body:
         return None
+    values = dict(re.findall(rb'nowcast_gc_pause_seconds_(count|sum)\{generation="2"\} ([0-9.e+-]+)', body))
     return float(values.get(b"count", 0.0)), float(values.get(b"sum", 0.0))
 
 

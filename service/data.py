@@ -696,7 +696,7 @@ class DataAccess:
         if ref.is_forecast:  # any run whose stack is still in memory: the newest, or the one before it
             if ref.written_at is None:
                 return None
-            stack = self.stacks.get(_fc_stack_key_of(run_key(ref.time), ref.written_at))
+            stack = self.stacks.get(_fc_stack_key(run_key(ref.time), ref.written_at))
             if stack is None:
                 return None
             leads, rain, prob = stack
@@ -748,14 +748,14 @@ class DataAccess:
 
     def forecast_stack_cached(self, run: RunInfo) -> tuple[pd.TimedeltaIndex, np.ndarray, np.ndarray] | None:
         """:meth:`forecast_stack` when it is in memory, else None (no store read)."""
-        return self.stacks.get(_fc_stack_key(run))  # type: ignore[return-value]
+        return self.stacks.get(_fc_stack_key(run.key, run.written_at))  # type: ignore[return-value]
 
     def forecast_stack(self, run: RunInfo) -> tuple[pd.TimedeltaIndex, np.ndarray, np.ndarray]:
         """All leads of a run: (leads, rain (lead, y, x), lightning probability (lead, y, x)), cached (runs are immutable)."""
         fc = self.forecasts()
         if fc is None:
             raise NotFound("no forecast yet")
-        key = _fc_stack_key(run)
+        key = _fc_stack_key(run.key, run.written_at)
 
         def compute():  # noqa: ANN202
             try:  # read_run re-checks the completion marker: a run deleted mid-read is an error, not NaN
@@ -804,11 +804,7 @@ def _obs_stack_key(last: pd.Timestamp, n: int, version: str) -> tuple:
     return ("obs-stack", version, pd.Timestamp(last), n)
 
 
-def _fc_stack_key(run: RunInfo) -> tuple:
-    return _fc_stack_key_of(run.key, run.written_at)
-
-
-def _fc_stack_key_of(key: str, written_at: pd.Timestamp) -> tuple:
+def _fc_stack_key(key: str, written_at: pd.Timestamp) -> tuple:
     """The stacks-cache key of the run ``key`` as written at ``written_at`` (its content version)."""
     return ("fc-stack", key, written_at)
 

@@ -4,6 +4,7 @@ request limits (414 / 431 / 413 instead of a reset), 400 messages, OpenAPI patte
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import socket
 import subprocess
@@ -482,8 +483,10 @@ def _length(head: bytes) -> int:
     return int(m.group(1)) if m else 0
 
 
-def test_oversized_requests_get_an_answer_not_a_reset(shared_env, free_port) -> None:  # noqa: ANN001
-    """Through uvicorn with service.server's protocol: 200 KB query, 500 KB header, 5 MB body."""
+@contextlib.contextmanager
+def _served(env, port: int, **overrides):  # noqa: ANN001, ANN003, ANN202
+    """``env``'s app served by uvicorn with service.server's protocol (``uvicorn_config``) in a
+    thread on ``port``, once it answers; stopped on exit."""
     import threading
     import time
 
@@ -492,9 +495,7 @@ def test_oversized_requests_get_an_answer_not_a_reset(shared_env, free_port) -> 
 
     from service.server import uvicorn_config
 
-    port = free_port()
-    config = uvicorn_config(shared_env.app, shared_env.settings, port=port, lifespan="off")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(env.app, env.settings, port=port, lifespan="off", **overrides))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -506,6 +507,18 @@ def test_oversized_requests_get_an_answer_not_a_reset(shared_env, free_port) -> 
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_oversized_requests_get_an_answer_not_a_reset(shared_env, free_port) -> None:  # noqa: ANN001
+    """Through uvicorn with service.server's protocol: 200 KB query, 500 KB header, 5 MB body."""
+    import httpx
+
+    port = free_port()
+    with _served(shared_env, port):
         big_query = b"GET /v1/point?lat=46.5&lon=10&pad=" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
         out = _raw(port, big_query)
         assert out.startswith(b"HTTP/1.1 414 "), out[:200]
@@ -524,9 +537,6 @@ def test_oversized_requests_get_an_answer_not_a_reset(shared_env, free_port) -> 
         assert httpx.get(f"http://127.0.0.1:{port}/v1/frames", timeout=10).status_code == 200
         bad = _raw(port, b"GARBAGE\r\n\r\n")
         assert bad.startswith(b"HTTP/1.1 400 ")  # malformed (not oversized): uvicorn's own answer
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_closed_connections_leave_no_garbage_cycles(shared_env, free_port) -> None:  # noqa: ANN001
@@ -535,28 +545,11 @@ def test_closed_connections_leave_no_garbage_cycles(shared_env, free_port) -> No
     import gc
     import socket
     import struct
-    import threading
     import time
-
-    import httpx
-    import uvicorn
-
-    from service.server import uvicorn_config
 
     port = free_port()
     # a 1-s keep-alive: a reset connection's keep-alive timer fires (and is dropped by the loop) within the test
-    server = uvicorn.Server(uvicorn_config(shared_env.app, shared_env.settings, port=port, lifespan="off", timeout_keep_alive=1))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v1/legend/rain", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with _served(shared_env, port, timeout_keep_alive=1):
         gc.collect()
         gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds unreachable is kept in gc.garbage
         try:
@@ -575,9 +568,6 @@ def test_closed_connections_leave_no_garbage_cycles(shared_env, free_port) -> No
             gc.set_debug(0)
             gc.garbage.clear()
         assert cycles == []
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 # -- imports before threads (issue 13 item 5) ----------------------------------------------------
