@@ -56,6 +56,10 @@ class TrainOptions(BaseModel):
         "None keeps the default initialisation. Rare strokes: the few optimiser steps of a CPU run cannot move the bias from 0.5",
     )
     # validation / early stopping
+    cut_condition: Literal["none", "residual_guide"] = Field(
+        "none",
+        description="none: one probability cut per lead and threshold; residual_guide: two, for the cells where the residual guide (S-PROG) reaches the threshold and where it does not, so validation decides per lead how far the network may move the guide's areas",
+    )
     csi_threshold: float = Field(1.0, gt=0, description="mm/h; early stopping on validation CSI at this threshold, pooled over leads")
     patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
     min_delta: float = Field(1e-4, ge=0)

@@ -27,10 +27,14 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from nowcast.models.calibration import ExceedanceHistogram, ThresholdCalibration
+from nowcast.models.calibration import (
+    ExceedanceHistogram,
+    GuideConditionedHistogram,
+    ThresholdCalibration,
+)
 from nowcast.models.lightning_calibration import LightningCalibration, LightningHistogram
 from nowcast.models.network import EncoderForecaster, ModelConfig
-from nowcast.transforms import rainrate_to_scaled
+from nowcast.transforms import rainrate_to_scaled, scaled_to_rainrate
 from training import ddp
 from training.checkpoint import build_network, load_for_resume, read_checkpoint, save_checkpoint
 from training.config import TrainOptions
@@ -140,6 +144,8 @@ class Trainer:
     ) -> None:
         if opts.batch_size % ctx.world_size:
             raise ValueError(f"batch_size {opts.batch_size} must be divisible by the number of ranks {ctx.world_size}")
+        if opts.cut_condition == "residual_guide" and (not model_cfg.probability_thresholds or model_cfg.advection != "residual"):
+            raise ValueError("train.cut_condition = 'residual_guide' needs exceedance heads (model.probability_thresholds) and model.advection = 'residual'")
         self.cfg, self.opts, self.ctx = model_cfg, opts, ctx
         self.train_ds, self.val_ds = train_ds, val_ds
         self.out_dir, self.seed, self.meta = out_dir, seed, meta
@@ -234,7 +240,10 @@ class Trainer:
         by_lead = np.zeros((self.cfg.n_leads, 3))
         loss_sum, n_batches = 0.0, 0
         heads = tuple(self.cfg.probability_thresholds)
-        hist = ExceedanceHistogram(heads, self.cfg.n_leads) if heads else None
+        conditioned = self.opts.cut_condition == "residual_guide"  # checked in __init__
+        hist: ExceedanceHistogram | GuideConditionedHistogram | None = None
+        if heads:
+            hist = GuideConditionedHistogram(heads, self.cfg.n_leads) if conditioned else ExceedanceHistogram(heads, self.cfg.n_leads)
         light_hist = LightningHistogram(self.cfg.n_leads) if self.cfg.lightning else None
 
         def table(pred_s: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor, thr: float) -> np.ndarray:
@@ -249,7 +258,10 @@ class Trainer:
             rain, light, exceed = self._forward(self.eval_model, batch)
             loss_sum += float(total_loss(rain, light, batch, self.opts, self.cfg.lightning, exceed, heads).item())
             n_batches += 1
-            if hist is not None:
+            if isinstance(hist, GuideConditionedHistogram):
+                guide_rate = scaled_to_rainrate(batch["guide"][:, :, 0].float().cpu().numpy())  # the residual base, mm/h
+                hist.accumulate(torch.sigmoid(exceed).cpu().numpy(), batch["target_rate"].cpu().numpy(), guide_rate, batch["mask"].cpu().numpy())
+            elif hist is not None:
                 hist.accumulate(torch.sigmoid(exceed).cpu().numpy(), batch["target_rate"].cpu().numpy(), batch["mask"].cpu().numpy())
             if light_hist is not None:
                 light_hist.accumulate(torch.sigmoid(light).cpu().numpy(), batch["light"].cpu().numpy(), batch["light_mask"].cpu().numpy())

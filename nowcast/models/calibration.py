@@ -7,6 +7,12 @@ thresholds (CSI, MCC) should say "rain >= t_j" where ``P_kj >= p*_kj``; the CSI-
 validation data only (:class:`ExceedanceHistogram`, streaming and exactly mergeable), stored in
 the checkpoint, and applied by :func:`apply_threshold_calibration`.
 
+Conditioned on the residual guide (:class:`GuideConditionedHistogram`): a model that is residual
+on a guide nowcast (S-PROG) can get two cuts per lead and threshold, one for the cells where the
+guide itself exceeds the threshold and one for the cells where it does not. The pair of cuts
+(0, never) reproduces the guide's own threshold area and a pair of equal cuts the unconditioned
+field, so the validation data decide per lead how far the network may move the guide's areas.
+
 Shapes: probabilities (K, T, y, x) float in [0, 1]; rates and observations (K, y, x) mm/h,
 NaN = unknown (masked, never counted as dry).
 """
@@ -56,8 +62,9 @@ class ExceedanceHistogram:
         if self.negative is None:
             self.negative = np.zeros(shape, dtype=np.int64)
 
-    def accumulate(self, prob: np.ndarray, observed: np.ndarray, mask: np.ndarray | None = None) -> None:
-        """prob: (..., K, T, y, x); observed: (..., K, y, x) mm/h; mask: like observed (True = use)."""
+    def accumulate(self, prob: np.ndarray, observed: np.ndarray, mask: np.ndarray | None = None, threshold_mask: np.ndarray | None = None) -> None:
+        """prob: (..., K, T, y, x); observed: (..., K, y, x) mm/h; mask: like observed (True = use);
+        threshold_mask: like prob, a further selection per threshold (True = use)."""
         prob = np.asarray(prob, dtype=np.float32)
         observed = np.asarray(observed, dtype=np.float32)
         valid = np.isfinite(observed) if mask is None else (np.asarray(mask, dtype=bool) & np.isfinite(observed))
@@ -71,8 +78,9 @@ class ExceedanceHistogram:
         for j, t in enumerate(self.thresholds):
             exceed = obs >= t  # (..., K, y, x)
             idx = (base[:, j] + bins[..., j, :, :])  # (..., K, y, x)
-            pos = idx[valid & exceed]
-            neg = idx[valid & ~exceed]
+            use = valid if threshold_mask is None else (valid & np.asarray(threshold_mask, dtype=bool)[..., j, :, :])
+            pos = idx[use & exceed]
+            neg = idx[use & ~exceed]
             size = nk * nt * N_BINS
             self.positive += np.bincount(pos, minlength=size).reshape(self.positive.shape)
             self.negative += np.bincount(neg, minlength=size).reshape(self.negative.shape)
@@ -112,41 +120,129 @@ class ExceedanceHistogram:
         return np.stack([take(hits), take(misses), take(false)], axis=-1).astype(np.float64)
 
 
+#: the cut that no probability reaches: "never exceeds" (probabilities lie in [0, 1])
+NEVER = 2.0
+
+
+@dataclass
+class GuideConditionedHistogram:
+    """Two :class:`ExceedanceHistogram` s: cells where the residual guide's rate is below each
+    threshold (``below``) and where it reaches it (``above``)."""
+
+    thresholds: tuple[float, ...]
+    n_leads: int
+    below: ExceedanceHistogram = field(default=None)  # type: ignore[assignment]
+    above: ExceedanceHistogram = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.below is None:
+            self.below = ExceedanceHistogram(self.thresholds, self.n_leads)
+        if self.above is None:
+            self.above = ExceedanceHistogram(self.thresholds, self.n_leads)
+
+    def accumulate(self, prob: np.ndarray, observed: np.ndarray, guide: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """prob: (..., K, T, y, x); observed, guide: (..., K, y, x) mm/h; mask: like observed."""
+        thr = np.asarray(self.thresholds, dtype=np.float32).reshape((-1, 1, 1))
+        guide_exceeds = np.nan_to_num(np.asarray(guide, dtype=np.float32), nan=0.0)[..., None, :, :] >= thr  # (..., K, T, y, x)
+        self.above.accumulate(prob, observed, mask, threshold_mask=guide_exceeds)
+        self.below.accumulate(prob, observed, mask, threshold_mask=~guide_exceeds)
+
+    def merge(self, other: GuideConditionedHistogram) -> None:
+        self.below.merge(other.below)
+        self.above.merge(other.above)
+
+    def _csi_grid(self, min_cut: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSI (K, T, N_BINS + 1, N_BINS) of every pair (below cut: bins then "never"; above
+        cut: bins, 0 allowed), and the candidate cuts of each side."""
+        hb, fb, _ = self.below.cumulative()
+        ha, fa, _ = self.above.cumulative()
+        zero = np.zeros(hb.shape[:-1] + (1,), dtype=hb.dtype)
+        hb, fb = np.concatenate([hb, zero], axis=-1), np.concatenate([fb, zero], axis=-1)
+        positives = (self.below.positive.sum(-1) + self.above.positive.sum(-1))[..., None, None]
+        hits = hb[..., :, None] + ha[..., None, :]
+        den = positives + fb[..., :, None] + fa[..., None, :]
+        csi = np.where(den > 0, hits / np.maximum(den, 1), 0.0)
+        csi[..., : first_bin(min_cut), :] = -1.0  # below the guide's threshold: no cut under min_cut
+        below_cuts = np.concatenate([bin_edge(np.arange(N_BINS)), [NEVER]])
+        return csi, below_cuts, bin_edge(np.arange(N_BINS))
+
+    def optimal_cuts(self, min_cut: float = MIN_CUT) -> np.ndarray:
+        """(K, T, 2) cuts [where the guide is below, where it reaches the threshold] maximising
+        CSI per lead and threshold. A lead/threshold never observed wet: the guide's own area."""
+        csi, below_cuts, above_cuts = self._csi_grid(min_cut)
+        flat = csi.reshape(csi.shape[:2] + (-1,)).argmax(-1)
+        ib, ia = np.unravel_index(flat, csi.shape[2:])
+        cuts = np.stack([below_cuts[ib], above_cuts[ia]], axis=-1)
+        empty = (self.below.positive.sum(-1) + self.above.positive.sum(-1)) == 0
+        cuts[empty] = (NEVER, 0.0)
+        return cuts
+
+    def counts_at(self, cuts: np.ndarray) -> np.ndarray:
+        """(K, T, 3) hits, misses, false alarms when cutting at ``cuts`` (K, T, 2)."""
+        cuts = np.asarray(cuts, dtype=np.float64)
+        below = self.below.counts_at(np.minimum(cuts[..., 0], 1.0))
+        never = cuts[..., 0] > 1.0
+        below[never, 0] = 0.0  # no hits ...
+        below[never, 1] = self.below.positive.sum(-1)[never]  # ... every exceedance missed
+        below[never, 2] = 0.0  # ... and no false alarm
+        return below + self.above.counts_at(cuts[..., 1])
+
+
 @dataclass(frozen=True)
 class ThresholdCalibration:
-    """Per-lead probability cuts (K, T) for the thresholds (T,) mm/h, fitted on validation data."""
+    """Per-lead probability cuts for the thresholds (T,) mm/h, fitted on validation data: (K, T),
+    or (K, T, 2) conditioned on the residual guide ([guide below t_j, guide >= t_j])."""
 
     thresholds: tuple[float, ...]
     cuts: np.ndarray
 
+    @property
+    def conditioned(self) -> bool:
+        """True when the cuts depend on the residual guide's own verdict per cell."""
+        return np.asarray(self.cuts).ndim == 3
+
     def to_dict(self) -> dict[str, Any]:
-        return {"thresholds": list(map(float, self.thresholds)), "cuts": np.asarray(self.cuts, dtype=float).tolist()}
+        out: dict[str, Any] = {"thresholds": list(map(float, self.thresholds)), "cuts": np.asarray(self.cuts, dtype=float).tolist()}
+        if self.conditioned:
+            out["condition"] = "residual_guide"
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ThresholdCalibration:
         thresholds = tuple(float(t) for t in data["thresholds"])
         cuts = np.asarray(data["cuts"], dtype=np.float64)
-        if cuts.ndim != 2 or cuts.shape[1] != len(thresholds):
-            raise ValueError(f"calibration cuts must be (leads, {len(thresholds)}), got {cuts.shape}")
+        conditioned = data.get("condition") == "residual_guide"
+        shape = f"(leads, {len(thresholds)}, 2)" if conditioned else f"(leads, {len(thresholds)})"
+        if cuts.ndim != (3 if conditioned else 2) or cuts.shape[1] != len(thresholds) or (conditioned and cuts.shape[2] != 2):
+            raise ValueError(f"calibration cuts must be {shape}, got {cuts.shape}")
         return cls(thresholds, cuts)
 
 
-def apply_threshold_calibration(rate: np.ndarray, prob: np.ndarray, calibration: ThresholdCalibration) -> np.ndarray:
+def apply_threshold_calibration(rate: np.ndarray, prob: np.ndarray, calibration: ThresholdCalibration, guide: np.ndarray | None = None) -> np.ndarray:
     """The deterministic field whose exceedance areas are the calibrated probability areas.
 
-    rate: (K, y, x) mm/h, the network's continuous field; prob: (K, T, y, x). Per cell, the
-    level is the number of consecutive thresholds (from the lowest) whose probability reaches
-    its cut; the rate is then clipped into ``[t_level, t_level+1)`` so that "rate >= t_j"
-    holds exactly where the level reaches j. Returns (K, y, x) float32.
+    rate: (K, y, x) mm/h, the network's continuous field; prob: (K, T, y, x); guide: (K, y, x)
+    mm/h, the residual guide's rate (required by conditioned cuts). Per cell, the level is the
+    number of consecutive thresholds (from the lowest) whose probability reaches its cut; the
+    rate is then clipped into ``[t_level, t_level+1)`` so that "rate >= t_j" holds exactly where
+    the level reaches j. Returns (K, y, x) float32.
     """
     thr = np.asarray(calibration.thresholds, dtype=np.float32)
     cuts = np.asarray(calibration.cuts, dtype=np.float32)[: rate.shape[0]]
     k = rate.shape[0]
+    if calibration.conditioned:
+        if guide is None:
+            raise ValueError("conditioned calibration cuts need the residual guide's rate")
+        guide = np.nan_to_num(np.asarray(guide, dtype=np.float32)[:k], nan=0.0)
     # level: the number of consecutive thresholds (from the lowest) whose probability reaches its cut
     level = np.zeros((k,) + rate.shape[1:], dtype=np.uint8)
     alive = np.ones_like(level, dtype=bool)
     for j in range(cuts.shape[1]):
-        alive &= prob[:k, j] >= cuts[:k, j, None, None]
+        if calibration.conditioned:
+            cut = np.where(guide >= thr[j], cuts[:k, j, 1, None, None], cuts[:k, j, 0, None, None])
+        else:
+            cut = cuts[:k, j, None, None]
+        alive &= prob[:k, j] >= cut
         level += alive
     lower = np.concatenate([[0.0], thr]).astype(np.float32)[level]
     below = np.nextafter(np.concatenate([thr, [np.inf]]).astype(np.float32), np.float32(0.0))[level]

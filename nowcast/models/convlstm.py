@@ -15,7 +15,8 @@ one stroke in the cell during the interval ending at the lead time.
 With exceedance heads and a ``calibration`` in the checkpoint (probability cuts per lead and
 threshold, fitted on validation data by the training loop), the deterministic rain field is
 made to exceed each threshold exactly where the calibrated probability says so
-(:mod:`nowcast.models.calibration`).
+(:mod:`nowcast.models.calibration`); with cuts conditioned on the residual guide, the cut of a
+cell depends on whether that guide (S-PROG) reaches the threshold there.
 
 Cadence: the network works in steps of the history's cadence (motion in cells per step), so
 any cadence is accepted; leads must be whole multiples of it, up to ``n_leads`` steps.
@@ -310,7 +311,10 @@ class ConvLSTMNowcaster:
         exceed = torch.sigmoid(out.exceedance_logit.float())[0, :, :, :ny, :nx].cpu().numpy().astype(dims.FLOAT, copy=False)
         rate = np.asarray(scaled_to_rainrate(rain_s), dtype=dims.FLOAT)
         if self.calibration is not None:
-            rate = apply_threshold_calibration(rate, exceed, self.calibration)
+            base = None
+            if self.calibration.conditioned:  # the residual base (first guide source), mm/h
+                base = np.asarray(scaled_to_rainrate(np.asarray(g[:, 0, :ny, :nx], dtype=np.float32)), dtype=dims.FLOAT)
+            rate = apply_threshold_calibration(rate, exceed, self.calibration, guide=base)
         rate[rate < self.min_rain] = 0.0
         return rate, prob.astype(dims.FLOAT), exceed
 

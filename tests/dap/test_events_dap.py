@@ -219,6 +219,28 @@ def test_train_command_on_events_writes_checkpoint_and_card(event_stores: Path, 
     assert main(["train", "--config", str(bad), "--device", "cpu"]) == 2
 
 
+def test_training_fits_cuts_conditioned_on_the_residual_guide(event_stores: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``train.cut_condition = "residual_guide"``: the validation fits two cuts per lead and
+    threshold (guide below / at or above it), the checkpoint carries them and the adapter uses them."""
+    from cli import main
+    from nowcast.models import create_nowcaster
+
+    cfg = tmp_path / "train-events.toml"
+    text = (event_stores / "train.toml").read_text().replace("[train]\n", '[train]\ncut_condition = "residual_guide"\n')
+    cfg.write_text(f'seed = 1\nout_dir = "{tmp_path / "out"}"\n[events]\ncatalogue = "{event_stores / "catalogue.toml"}"\nvalidation = ["a2", "b2"]\n' + text)
+    assert main(["train", "--config", str(cfg), "--device", "cpu"]) == 0
+    card = json.loads((tmp_path / "out" / "best.card.json").read_text())
+    assert card["calibration"]["condition"] == "residual_guide"
+    assert np.asarray(card["calibration"]["cuts"]).shape == (4, 3, 2)
+    model = create_nowcaster("convlstm", checkpoint=tmp_path / "out" / "best.pt")
+    assert model.calibration.conditioned
+    capsys.readouterr()
+    not_residual = text.replace('advection = "residual"', 'advection = "input"')
+    cfg.write_text(f'out_dir = "{tmp_path / "out2"}"\n[events]\ncatalogue = "{event_stores / "catalogue.toml"}"\nvalidation = ["a2", "b2"]\n' + not_residual)
+    assert main(["train", "--config", str(cfg), "--device", "cpu"]) == 2  # no residual guide to condition on
+    assert "cut_condition = 'residual_guide' needs" in capsys.readouterr().err
+
+
 def test_guides_warm_up_fills_the_cache_training_reads(event_stores: Path, tmp_path: Path) -> None:
     """`python -m training.events guides` computes (in worker processes, one window per task)
     the guides training selects and those of every start time the event DAP scores at the same

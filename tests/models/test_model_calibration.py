@@ -13,7 +13,9 @@ from model_data import blob_frames, make_history
 from nowcast import dims
 from nowcast.models import create_nowcaster
 from nowcast.models.calibration import (
+    NEVER,
     ExceedanceHistogram,
+    GuideConditionedHistogram,
     ThresholdCalibration,
     apply_threshold_calibration,
 )
@@ -162,3 +164,118 @@ def test_sprog_guide_source_is_the_sprog_nowcast_and_feeds_the_prior() -> None:
     torch.testing.assert_close(out.rain[0], torch.from_numpy(g[:, 0]))
     with pytest.raises(ValueError, match="distinct"):
         ModelConfig(guide_sources=["sprog", "sprog"])
+
+
+def _conditioned_case(seed: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """prob (K, T, 1, n), observed and guide (K, 1, n) mm/h: a guide that is right more often
+    than the probabilities where it says rain."""
+    rng = np.random.default_rng(seed)
+    k, n = 2, 3000
+    obs = np.where(rng.random((k, 1, n)) < 0.3, 3.0, 0.2).astype(np.float32)
+    guide = np.where(rng.random((k, 1, n)) < 0.8, obs, 3.2 - obs).astype(np.float32)
+    prob = np.clip((obs >= 1.0)[:, None] * 0.3 + rng.random((k, 2, 1, n)) * 0.7, 0, 1).astype(np.float32)
+    obs[:, :, :40] = np.nan  # unknown cells are never counted
+    return prob, obs, guide
+
+
+def test_guide_conditioned_cuts_maximise_csi_like_brute_force() -> None:
+    prob, obs, guide = _conditioned_case()
+    hist = GuideConditionedHistogram((1.0, 2.0), 2)
+    hist.accumulate(prob, obs, guide)
+    cuts = hist.optimal_cuts()
+    assert cuts.shape == (2, 2, 2)
+    valid = np.isfinite(obs[0, 0])
+    below = [(c / 100) ** 2 for c in range(4, 100)] + [NEVER]
+    above = [(c / 100) ** 2 for c in range(0, 100)]
+    for lead in range(2):
+        for j, thr in enumerate((1.0, 2.0)):
+            o, p, g = obs[lead, 0][valid] >= thr, prob[lead, j, 0][valid], guide[lead, 0][valid] >= thr
+            best = max(_csi(np.where(g, p >= ca, p >= cb), o) for cb in below for ca in above)
+            chosen = _csi(np.where(g, p >= cuts[lead, j, 1], p >= cuts[lead, j, 0]), o)
+            assert chosen == pytest.approx(best, abs=1e-12)
+            h, m, f = hist.counts_at(cuts)[lead, j]
+            assert h / (h + m + f) == pytest.approx(best, abs=1e-12)
+            # the pair is never worse than the guide's own area nor than one shared cut
+            single = ExceedanceHistogram((thr,), 1)
+            single.accumulate(prob[lead : lead + 1, j : j + 1], obs[lead : lead + 1])
+            assert best >= _csi(g, o) - 1e-12
+            assert best >= _csi(p >= single.optimal_cuts()[0, 0], o) - 1e-12
+
+
+def test_guide_conditioned_histogram_merges_exactly_and_counts_every_valid_cell() -> None:
+    prob, obs, guide = _conditioned_case(seed=1)
+    whole = GuideConditionedHistogram((1.0, 2.0), 2)
+    whole.accumulate(prob, obs, guide)
+    a, b = GuideConditionedHistogram((1.0, 2.0), 2), GuideConditionedHistogram((1.0, 2.0), 2)
+    a.accumulate(prob[..., :1000], obs[..., :1000], guide[..., :1000])
+    b.accumulate(prob[..., 1000:], obs[..., 1000:], guide[..., 1000:])
+    a.merge(b)
+    np.testing.assert_array_equal(a.above.positive + a.below.positive, whole.above.positive + whole.below.positive)
+    np.testing.assert_array_equal(a.above.negative, whole.above.negative)
+    n_valid = np.isfinite(obs).sum(axis=(1, 2))  # per lead
+    for j in range(2):
+        total = whole.above.positive[:, j] + whole.above.negative[:, j] + whole.below.positive[:, j] + whole.below.negative[:, j]
+        np.testing.assert_array_equal(total.sum(-1), n_valid)
+
+
+def test_a_perfect_guide_is_kept_by_the_conditioned_cuts() -> None:
+    """When the guide's own area is the best answer, the cuts reproduce it: (never, 0)."""
+    rng = np.random.default_rng(2)
+    obs = np.where(rng.random((1, 1, 2000)) < 0.3, 3.0, 0.1).astype(np.float32)
+    prob = rng.random((1, 1, 1, 2000)).astype(np.float32)  # uninformative probabilities
+    hist = GuideConditionedHistogram((1.0,), 1)
+    hist.accumulate(prob, obs, obs)
+    cuts = hist.optimal_cuts()
+    assert cuts[0, 0, 0] == NEVER and cuts[0, 0, 1] == 0.0
+    cal = ThresholdCalibration((1.0,), cuts)
+    rate = rng.random((1, 1, 2000)).astype(np.float32) * 4
+    out = apply_threshold_calibration(rate, prob[:, :, :, :], cal, guide=obs)
+    np.testing.assert_array_equal(out >= 1.0, obs >= 1.0)
+    assert hist.counts_at(cuts)[0, 0, 2] == 0  # no false alarm
+
+
+def test_conditioned_calibration_round_trips_and_needs_the_guide() -> None:
+    cuts = np.zeros((3, 2, 2))
+    cuts[..., 0] = 0.4
+    cuts[..., 1] = 0.1
+    cal = ThresholdCalibration((1.0, 5.0), cuts)
+    assert cal.conditioned and cal.to_dict()["condition"] == "residual_guide"
+    back = ThresholdCalibration.from_dict(cal.to_dict())
+    np.testing.assert_array_equal(back.cuts, cuts)
+    assert back.conditioned
+    assert not ThresholdCalibration.from_dict({"thresholds": [1.0, 5.0], "cuts": cuts[..., 0].tolist()}).conditioned
+    with pytest.raises(ValueError, match=r"\(leads, 2, 2\)"):
+        ThresholdCalibration.from_dict({"thresholds": [1.0, 5.0], "cuts": cuts[..., 0].tolist(), "condition": "residual_guide"})
+    prob = np.full((3, 2, 2, 2), 0.2, dtype=np.float32)
+    rate = np.full((3, 2, 2), 2.0, dtype=np.float32)
+    with pytest.raises(ValueError, match="residual guide"):
+        apply_threshold_calibration(rate, prob, cal)
+    guide = np.array([[[0.0, 1.0], [6.0, np.nan]]] * 3, dtype=np.float32)
+    out = apply_threshold_calibration(rate, prob, cal, guide=guide)
+    # p = 0.2: below the guide-dry cut 0.4, above the guide-wet cut 0.1 (NaN guide = dry)
+    np.testing.assert_array_equal(out[0] >= 1.0, [[False, True], [True, False]])
+    np.testing.assert_array_equal(out[0] >= 5.0, [[False, False], [True, False]])
+
+
+def test_adapter_applies_cuts_conditioned_on_its_residual_guide(tmp_path: Path) -> None:
+    from nowcast.transforms import scaled_to_rainrate
+    from training.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_inputs=3, n_leads=15, channels=[4, 8], kernels=[3, 3], strides=[2, 2], stem_channels=4, lightning=False, residual_zero_init=True, probability_thresholds=[1.0, 5.0])
+    net = EncoderForecaster(cfg)
+    cuts = np.zeros((15, 2, 2))
+    cuts[..., 0], cuts[..., 1] = 0.6, 0.05
+    path = tmp_path / "cal.pt"
+    save_checkpoint(path, {"model_config": cfg.model_dump(), "state_dict": net.state_dict(), "calibration": ThresholdCalibration((1.0, 5.0), cuts).to_dict()})
+    m = create_nowcaster("convlstm", checkpoint=path)
+    assert m.calibration.conditioned
+    h = make_history(blob_frames(3))
+    rain, light = h[dims.RAIN_RATE].values, h[dims.LIGHTNING].values
+    from nowcast.models.convlstm import guide_features
+
+    base = scaled_to_rainrate(guide_features(rain, light, cfg)[:, 0])
+    rate, _, exceed = m.predict_all(rain, light)
+    expected = np.where(base >= 1.0, exceed[:, 0] >= 0.05, exceed[:, 0] >= 0.6)
+    np.testing.assert_array_equal(rate >= 1.0, expected)
+    assert (base >= 1.0).any() and (expected != (exceed[:, 0] >= 0.6)).any()  # the condition mattered
