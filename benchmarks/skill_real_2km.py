@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import tomllib
@@ -38,6 +39,7 @@ import pandas as pd
 from nowcast import dims, evaluation
 from nowcast.metrics import ContingencyTable
 from nowcast.models import create_nowcaster
+from nowcast.provenance import code_version
 from nowcast.store import ObservationStore
 
 log = logging.getLogger("skill_real_2km")
@@ -186,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "config": str(args.config),
+                "code": code_version(),
+                "machine": {"cpu_count": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "device": args.device, "torch_threads": args.threads},
                 "test_events": {s.url: {"store_version": s.version, "n_start_times": len(ts)} for s, ts in events},
                 "n_start_times": sum(len(ts) for _, ts in events),
                 "n_inputs": args.n_inputs,
