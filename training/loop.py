@@ -43,7 +43,8 @@ from training.losses import total_loss
 
 log = logging.getLogger(__name__)
 
-#: columns of metrics.csv, in order
+#: columns of metrics.csv, in order; ``extrap_csi_*`` is the CSI of the residual base (the first
+#: guide source: LK extrapolation or S-PROG), named when only LK existed
 METRIC_COLUMNS = [
     "epoch", "train_loss", "val_loss", "val_csi_1", "val_csi_5", "val_csi_thr", "extrap_csi_1", "extrap_csi_5",
     "val_csi_1_lead30", "val_csi_1_lead60", "lr", "seconds", "improved",
@@ -147,6 +148,8 @@ class Trainer:
         if opts.cut_condition == "residual_guide" and (not model_cfg.probability_thresholds or model_cfg.advection != "residual"):
             raise ValueError("train.cut_condition = 'residual_guide' needs exceedance heads (model.probability_thresholds) and model.advection = 'residual'")
         self.cfg, self.opts, self.ctx = model_cfg, opts, ctx
+        #: the residual base the log compares with (its CSI is the ``extrap_csi_*`` columns)
+        self._base_name = model_cfg.guide_sources[0] if model_cfg.advection != "none" else "none"
         self.train_ds, self.val_ds = train_ds, val_ds
         self.out_dir, self.seed, self.meta = out_dir, seed, meta
         self.device = torch.device(ctx.device)
@@ -386,8 +389,8 @@ class Trainer:
                     save_checkpoint(best_path, payload)
                 self._write_csv()
                 log.info(
-                    "epoch %d: train loss %.4f, val loss %.4f, CSI@1 %.4f (extrapolation %.4f), CSI@5 %.4f%s",
-                    epoch, train_loss, metrics["val_loss"], metrics["val_csi_1"], metrics["extrap_csi_1"], metrics["val_csi_5"], " *" if improved else "",
+                    "epoch %d: train loss %.4f, val loss %.4f, CSI@1 %.4f (guide %s %.4f), CSI@5 %.4f%s",
+                    epoch, train_loss, metrics["val_loss"], metrics["val_csi_1"], self._base_name, metrics["extrap_csi_1"], metrics["val_csi_5"], " *" if improved else "",
                 )
                 stop = self.state["bad_epochs"] >= self.opts.patience
                 if stop:
