@@ -97,6 +97,16 @@ class Grid:
         """Mean absolute cell size in CRS units."""
         return float((abs(self.dx) + abs(self.dy)) / 2)
 
+    @property
+    def cell_size_m(self) -> float:
+        """Mean absolute cell size in metres (degrees converted at the grid's mean latitude)."""
+        crs = self.crs
+        if crs.is_geographic:
+            lat = float(np.deg2rad(np.mean(self.y)))
+            return float((abs(self.dx) * np.cos(lat) + abs(self.dy)) / 2 * 111_320.0)
+        factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+        return self.resolution * float(factor or 1.0)
+
     def bounds(self) -> tuple[float, float, float, float]:
         """(xmin, ymin, xmax, ymax) of the cell edges, CRS units."""
         hx, hy = abs(self.dx) / 2, abs(self.dy) / 2

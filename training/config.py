@@ -60,6 +60,10 @@ class TrainOptions(BaseModel):
         "none",
         description="none: one probability cut per lead and threshold; residual_guide: two, for the cells where the residual guide (S-PROG) reaches the threshold and where it does not, so validation decides per lead how far the network may move the guide's areas",
     )
+    class_cuts_m: list[float] = Field(
+        default_factory=list,
+        description="resolution classes (cell size, m) whose grids get their own probability cuts, fitted on the validation windows of grids within a factor of 2 of that size; every other grid uses the cuts pooled over all validation windows",
+    )
     csi_threshold: float = Field(1.0, gt=0, description="mm/h; early stopping on validation CSI at this threshold, pooled over leads")
     patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
     min_delta: float = Field(1e-4, ge=0)

@@ -102,7 +102,7 @@ class WindowDataset(Dataset):
     Each item is a dict: ``inputs`` (N, C, h, w), ``guide`` (K, G, h, w) (G = 0 unguided),
     ``target`` (K, h, w) scaled rain, ``target_rate`` (K, h, w) mm/h (0 where unknown),
     ``mask`` (K, h, w) bool observed rain, ``light`` (K, h, w) occurrence 0/1, ``light_mask``
-    (K, h, w) bool. With ``crop_size`` a random square crop (training) or a centre crop
+    (K, h, w) bool, ``cell_size_m`` () the store's cell size in metres. With ``crop_size`` a random square crop (training) or a centre crop
     (``train=False``); without, the full frame zero-padded to the network's size multiple
     (padding is masked out).
     """
@@ -134,6 +134,7 @@ class WindowDataset(Dataset):
             crop_size = max(self.multiple, (crop_size // self.multiple) * self.multiple)
         self.crop_size = crop_size
         self._store = None
+        self._cell_size_m: float | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -206,7 +207,16 @@ class WindowDataset(Dataset):
                 k = 2 * (k % 2)  # non-square frames: keep the shape
             flip = bool(rng.integers(0, 2))
             arrays = {key: _augment(v, k, flip) for key, v in arrays.items()}
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        out["cell_size_m"] = torch.tensor(self.cell_size_m, dtype=torch.float32)
+        return out
+
+    @property
+    def cell_size_m(self) -> float:
+        """The store grid's cell size in metres (read once)."""
+        if self._cell_size_m is None:
+            self._cell_size_m = self.store.grid.cell_size_m
+        return self._cell_size_m
 
 
 def _pad(a: np.ndarray, multiple: int) -> np.ndarray:
@@ -272,6 +282,9 @@ class MultiStoreDataset(Dataset):
         item = self.parts[p][index - int(self.offsets[p])]
         out = {}
         for k, v in item.items():
+            if v.ndim < 2:  # per-item scalars (cell size)
+                out[k] = v
+                continue
             py, px = self.shape[0] - v.shape[-2], self.shape[1] - v.shape[-1]
             if py or px:
                 v = torch.nn.functional.pad(v, (0, px, 0, py)) if v.dtype != torch.bool else torch.nn.functional.pad(v.to(torch.uint8), (0, px, 0, py)).bool()

@@ -12,6 +12,7 @@ run continues exactly where an uninterrupted one would be.
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import math
@@ -31,6 +32,7 @@ from nowcast.models.calibration import (
     ExceedanceHistogram,
     GuideConditionedHistogram,
     ThresholdCalibration,
+    nearest_class,
 )
 from nowcast.models.lightning_calibration import LightningCalibration, LightningHistogram
 from nowcast.models.network import EncoderForecaster, ModelConfig
@@ -244,9 +246,13 @@ class Trainer:
         loss_sum, n_batches = 0.0, 0
         heads = tuple(self.cfg.probability_thresholds)
         conditioned = self.opts.cut_condition == "residual_guide"  # checked in __init__
-        hist: ExceedanceHistogram | GuideConditionedHistogram | None = None
-        if heads:
-            hist = GuideConditionedHistogram(heads, self.cfg.n_leads) if conditioned else ExceedanceHistogram(heads, self.cfg.n_leads)
+        classes_m = list(self.opts.class_cuts_m)
+
+        def new_hist() -> ExceedanceHistogram | GuideConditionedHistogram:
+            return GuideConditionedHistogram(heads, self.cfg.n_leads) if conditioned else ExceedanceHistogram(heads, self.cfg.n_leads)
+
+        # one histogram per resolution class (index) and one for the grids of no class (None)
+        hists = {c: new_hist() for c in [*range(len(classes_m)), None]} if heads else {}
         light_hist = LightningHistogram(self.cfg.n_leads) if self.cfg.lightning else None
 
         def table(pred_s: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor, thr: float) -> np.ndarray:
@@ -261,11 +267,8 @@ class Trainer:
             rain, light, exceed = self._forward(self.eval_model, batch)
             loss_sum += float(total_loss(rain, light, batch, self.opts, self.cfg.lightning, exceed, heads).item())
             n_batches += 1
-            if isinstance(hist, GuideConditionedHistogram):
-                guide_rate = scaled_to_rainrate(batch["guide"][:, :, 0].float().cpu().numpy())  # the residual base, mm/h
-                hist.accumulate(torch.sigmoid(exceed).cpu().numpy(), batch["target_rate"].cpu().numpy(), guide_rate, batch["mask"].cpu().numpy())
-            elif hist is not None:
-                hist.accumulate(torch.sigmoid(exceed).cpu().numpy(), batch["target_rate"].cpu().numpy(), batch["mask"].cpu().numpy())
+            if hists:
+                self._accumulate_cuts(hists, classes_m, batch, torch.sigmoid(exceed).cpu().numpy(), conditioned)
             if light_hist is not None:
                 light_hist.accumulate(torch.sigmoid(light).cpu().numpy(), batch["light"].cpu().numpy(), batch["light_mask"].cpu().numpy())
             for t in thresholds:
@@ -290,12 +293,10 @@ class Trainer:
             "extrap_csi_1": csi(ext[1.0]) if self.cfg.advection != "none" else float("nan"),
             "extrap_csi_5": csi(ext[5.0]) if self.cfg.advection != "none" else float("nan"),
         }
-        if hist is not None:
+        if hists:
             # the deterministic field is cut at the CSI-optimal probability per lead and
             # threshold (chosen here, on validation data); its scores are those of the cuts
-            cuts = hist.optimal_cuts()
-            self.calibration = ThresholdCalibration(heads, cuts)
-            counts = hist.counts_at(cuts)  # (K, T, 3)
+            self.calibration, counts = self._fit_cuts(hists, classes_m, heads)  # counts (K, T, 3)
             for t, key in ((1.0, "val_csi_1"), (5.0, "val_csi_5"), (self.opts.csi_threshold, "val_csi_thr")):
                 if t in heads:
                     j = heads.index(t)
@@ -317,6 +318,42 @@ class Trainer:
             k = minutes // step - 1
             out[f"val_csi_1_lead{minutes}"] = csi(by_lead[k]) if minutes % step == 0 and 0 <= k < self.cfg.n_leads else float("nan")
         return out
+
+    @staticmethod
+    def _accumulate_cuts(hists: dict[int | None, Any], classes_m: list[float], batch: dict[str, torch.Tensor], prob: np.ndarray, conditioned: bool) -> None:
+        """Add a validation batch (prob (B, K, T, h, w)) to the histogram of each item's class."""
+        target = batch["target_rate"].cpu().numpy()
+        mask = batch["mask"].cpu().numpy()
+        guide = scaled_to_rainrate(batch["guide"][:, :, 0].float().cpu().numpy()) if conditioned else None  # the residual base, mm/h
+        cells = batch["cell_size_m"].cpu().numpy() if classes_m else np.full(len(target), np.nan)
+        labels = [nearest_class(float(c), classes_m) for c in cells]
+        for c in dict.fromkeys(labels):
+            sel = np.array([lab == c for lab in labels])
+            if conditioned:
+                hists[c].accumulate(prob[sel], target[sel], guide[sel], mask[sel])
+            else:
+                hists[c].accumulate(prob[sel], target[sel], mask[sel])
+
+    @staticmethod
+    def _fit_cuts(hists: dict[int | None, Any], classes_m: list[float], heads: tuple[float, ...]) -> tuple[ThresholdCalibration, np.ndarray]:
+        """Pooled cuts (every validation window) and each resolution class's own cuts (when it
+        has validation windows); returns the calibration and the (K, T, 3) counts of its cuts."""
+        pooled = copy.deepcopy(hists[None])
+        for c in range(len(classes_m)):
+            pooled.merge(hists[c])
+        cuts = pooled.optimal_cuts()
+        counts = hists[None].counts_at(cuts)
+        classes = []
+        for c, size in enumerate(classes_m):
+            h = hists[c]
+            if (h.positive.sum() if isinstance(h, ExceedanceHistogram) else h.below.positive.sum() + h.above.positive.sum()) == 0:
+                log.warning("no wet validation window on grids of about %g m: they use the pooled probability cuts", size)
+                counts = counts + h.counts_at(cuts)
+                continue
+            own = h.optimal_cuts()
+            classes.append((float(size), own))
+            counts = counts + h.counts_at(own)
+        return ThresholdCalibration(heads, cuts, tuple(classes)), counts
 
     # -- checkpoints -------------------------------------------------------------------
     def _payload(self, metrics: dict[str, Any]) -> dict[str, Any]:

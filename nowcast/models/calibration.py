@@ -19,6 +19,7 @@ NaN = unknown (masked, never counted as dry).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,47 +189,78 @@ class GuideConditionedHistogram:
         return below + self.above.counts_at(cuts[..., 1])
 
 
+def nearest_class(cell_size_m: float | None, classes_m: Sequence[float]) -> int | None:
+    """Index of the resolution class (cell size, m) nearest to ``cell_size_m`` on a log scale,
+    when within a factor of 2 of it; None when there is none (or no cell size)."""
+    if cell_size_m is None or not np.isfinite(cell_size_m) or cell_size_m <= 0 or not len(classes_m):
+        return None
+    ratios = np.abs(np.log2(float(cell_size_m) / np.asarray(classes_m, dtype=np.float64)))
+    i = int(np.argmin(ratios))
+    return i if ratios[i] <= 1.0 else None
+
+
 @dataclass(frozen=True)
 class ThresholdCalibration:
     """Per-lead probability cuts for the thresholds (T,) mm/h, fitted on validation data: (K, T),
-    or (K, T, 2) conditioned on the residual guide ([guide below t_j, guide >= t_j])."""
+    or (K, T, 2) conditioned on the residual guide ([guide below t_j, guide >= t_j]).
+
+    ``classes``: resolution classes with their own cuts, ``(cell size in m, cuts)``, fitted on
+    that class's validation events only; a grid within a factor of 2 of a class's cell size uses
+    its cuts, any other grid the pooled ``cuts``.
+    """
 
     thresholds: tuple[float, ...]
     cuts: np.ndarray
+    classes: tuple[tuple[float, np.ndarray], ...] = ()
 
     @property
     def conditioned(self) -> bool:
         """True when the cuts depend on the residual guide's own verdict per cell."""
         return np.asarray(self.cuts).ndim == 3
 
+    def cuts_for(self, cell_size_m: float | None) -> np.ndarray:
+        """The cuts for a grid of ``cell_size_m`` metres (the pooled cuts without a class)."""
+        i = nearest_class(cell_size_m, [c for c, _ in self.classes])
+        return np.asarray(self.cuts if i is None else self.classes[i][1])
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"thresholds": list(map(float, self.thresholds)), "cuts": np.asarray(self.cuts, dtype=float).tolist()}
         if self.conditioned:
             out["condition"] = "residual_guide"
+        if self.classes:
+            out["classes"] = [{"cell_size_m": float(c), "cuts": np.asarray(k, dtype=float).tolist()} for c, k in self.classes]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ThresholdCalibration:
         thresholds = tuple(float(t) for t in data["thresholds"])
-        cuts = np.asarray(data["cuts"], dtype=np.float64)
         conditioned = data.get("condition") == "residual_guide"
         shape = f"(leads, {len(thresholds)}, 2)" if conditioned else f"(leads, {len(thresholds)})"
-        if cuts.ndim != (3 if conditioned else 2) or cuts.shape[1] != len(thresholds) or (conditioned and cuts.shape[2] != 2):
-            raise ValueError(f"calibration cuts must be {shape}, got {cuts.shape}")
-        return cls(thresholds, cuts)
+
+        def checked(raw: Any, what: str) -> np.ndarray:
+            cuts = np.asarray(raw, dtype=np.float64)
+            if cuts.ndim != (3 if conditioned else 2) or cuts.shape[1] != len(thresholds) or (conditioned and cuts.shape[2] != 2):
+                raise ValueError(f"{what} must be {shape}, got {cuts.shape}")
+            return cuts
+
+        classes = tuple((float(c["cell_size_m"]), checked(c["cuts"], f"calibration cuts of class {c['cell_size_m']} m")) for c in data.get("classes", []))
+        return cls(thresholds, checked(data["cuts"], "calibration cuts"), classes)
 
 
-def apply_threshold_calibration(rate: np.ndarray, prob: np.ndarray, calibration: ThresholdCalibration, guide: np.ndarray | None = None) -> np.ndarray:
+def apply_threshold_calibration(
+    rate: np.ndarray, prob: np.ndarray, calibration: ThresholdCalibration, guide: np.ndarray | None = None, cell_size_m: float | None = None
+) -> np.ndarray:
     """The deterministic field whose exceedance areas are the calibrated probability areas.
 
     rate: (K, y, x) mm/h, the network's continuous field; prob: (K, T, y, x); guide: (K, y, x)
-    mm/h, the residual guide's rate (required by conditioned cuts). Per cell, the level is the
+    mm/h, the residual guide's rate (required by conditioned cuts); cell_size_m: the grid's cell
+    size, which picks a resolution class's cuts (:meth:`ThresholdCalibration.cuts_for`). Per cell, the level is the
     number of consecutive thresholds (from the lowest) whose probability reaches its cut; the
     rate is then clipped into ``[t_level, t_level+1)`` so that "rate >= t_j" holds exactly where
     the level reaches j. Returns (K, y, x) float32.
     """
     thr = np.asarray(calibration.thresholds, dtype=np.float32)
-    cuts = np.asarray(calibration.cuts, dtype=np.float32)[: rate.shape[0]]
+    cuts = np.asarray(calibration.cuts_for(cell_size_m), dtype=np.float32)[: rate.shape[0]]
     k = rate.shape[0]
     if calibration.conditioned:
         if guide is None:

@@ -41,6 +41,7 @@ import pandas as pd
 import xarray as xr
 
 from nowcast import dims
+from nowcast.grid import Grid
 from nowcast.models import motion
 from nowcast.models.base import forecast_dataset
 from nowcast.models.calibration import ThresholdCalibration, apply_threshold_calibration
@@ -228,6 +229,15 @@ def pad_to_multiple(a: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int
     return a, (ny, nx)
 
 
+def cell_size_of(history: xr.Dataset) -> float | None:
+    """The cell size (m) of ``history``'s grid; None when it carries no CRS (classless cuts)."""
+    try:
+        return Grid.of(history).cell_size_m
+    except dims.DataModelError:
+        log.debug("convlstm: history carries no CRS; using the pooled probability cuts")
+        return None
+
+
 # -- the nowcaster --------------------------------------------------------------------------
 class ConvLSTMNowcaster:
     """Trained ConvLSTM encoder-forecaster (registry name ``convlstm``)."""
@@ -275,16 +285,18 @@ class ConvLSTMNowcaster:
             raise motion.ForecastInputError(f"convlstm: unsupported lead times {bad}; valid: {valid}")
         return idx - 1
 
-    def predict_arrays(self, rain: np.ndarray, lightning: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_arrays(self, rain: np.ndarray, lightning: np.ndarray, cell_size_m: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Run the network on (N, y, x) rain mm/h / lightning counts.
 
         Returns (n_leads, y, x) float32 rain rate mm/h (no coverage mask applied; calibrated
         when the checkpoint has a calibration) and lightning probability in [0, 1].
+        ``cell_size_m``: the grid's cell size, which picks a resolution class's probability cuts
+        (None: the pooled cuts).
         """
-        rate, prob, _ = self.predict_all(rain, lightning)
+        rate, prob, _ = self.predict_all(rain, lightning, cell_size_m)
         return rate, prob
 
-    def predict_all(self, rain: np.ndarray, lightning: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict_all(self, rain: np.ndarray, lightning: np.ndarray, cell_size_m: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Like :meth:`predict_arrays`, plus the exceedance probabilities (n_leads, T, y, x)
         for ``config.probability_thresholds`` (T = 0 without heads)."""
         torch = self._torch
@@ -314,7 +326,7 @@ class ConvLSTMNowcaster:
             base = None
             if self.calibration.conditioned:  # the residual base (first guide source), mm/h
                 base = np.asarray(scaled_to_rainrate(np.asarray(g[:, 0, :ny, :nx], dtype=np.float32)), dtype=dims.FLOAT)
-            rate = apply_threshold_calibration(rate, exceed, self.calibration, guide=base)
+            rate = apply_threshold_calibration(rate, exceed, self.calibration, guide=base, cell_size_m=cell_size_m)
         rate[rate < self.min_rain] = 0.0
         return rate, prob.astype(dims.FLOAT), exceed
 
@@ -322,7 +334,7 @@ class ConvLSTMNowcaster:
         """ConvLSTM nowcast from the last frames of ``history`` (time, y, x); see the module docstring."""
         rain, light = motion.history_arrays(history, self.n_inputs, self.name)
         idx = self._lead_index(leads, motion.cadence_of(history, self.cadence))
-        rate, prob = self.predict_arrays(rain, light)
+        rate, prob = self.predict_arrays(rain, light, cell_size_of(history))
         rate, prob = rate[idx], prob[idx]
         if not motion.has_rain(rain):
             rate = np.zeros_like(rate)

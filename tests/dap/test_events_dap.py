@@ -241,6 +241,30 @@ def test_training_fits_cuts_conditioned_on_the_residual_guide(event_stores: Path
     assert "cut_condition = 'residual_guide' needs" in capsys.readouterr().err
 
 
+def test_training_fits_a_resolution_class_its_own_cuts(event_stores: Path, tmp_path: Path) -> None:
+    """``train.class_cuts_m``: the validation windows on grids of that cell size get their own
+    cuts (in the checkpoint's calibration), and the adapter picks them by the history's grid."""
+    from cli import main
+    from nowcast.models import create_nowcaster
+    from nowcast.store import ObservationStore
+
+    store = ObservationStore.open(str(event_stores / "stores" / "2km" / "a2.zarr"))
+    cell = store.grid.cell_size_m
+    cfg = tmp_path / "train-events.toml"
+    text = (event_stores / "train.toml").read_text().replace("[train]\n", f"[train]\nclass_cuts_m = [{cell}, 100000.0]\n")
+    cfg.write_text(f'seed = 1\nout_dir = "{tmp_path / "out"}"\n[events]\ncatalogue = "{event_stores / "catalogue.toml"}"\nvalidation = ["a2", "b2"]\n' + text)
+    assert main(["train", "--config", str(cfg), "--device", "cpu"]) == 0
+    model = create_nowcaster("convlstm", checkpoint=tmp_path / "out" / "best.pt")
+    classes = model.calibration.classes
+    assert [c for c, _ in classes] == [cell]  # the 100-km class had no validation window: pooled cuts
+    assert np.asarray(classes[0][1]).shape == (4, 3)
+    hist = store.window(store.times()[5], model.n_inputs)
+    from nowcast.models.convlstm import cell_size_of
+
+    assert cell_size_of(hist) == pytest.approx(cell)
+    np.testing.assert_array_equal(model.calibration.cuts_for(cell_size_of(hist)), classes[0][1])
+
+
 def test_guides_warm_up_fills_the_cache_training_reads(event_stores: Path, tmp_path: Path) -> None:
     """`python -m training.events guides` computes (in worker processes, one window per task)
     the guides training selects and those of every start time the event DAP scores at the same

@@ -279,3 +279,57 @@ def test_adapter_applies_cuts_conditioned_on_its_residual_guide(tmp_path: Path) 
     expected = np.where(base >= 1.0, exceed[:, 0] >= 0.05, exceed[:, 0] >= 0.6)
     np.testing.assert_array_equal(rate >= 1.0, expected)
     assert (base >= 1.0).any() and (expected != (exceed[:, 0] >= 0.6)).any()  # the condition mattered
+
+
+def test_resolution_classes_pick_their_own_cuts_within_a_factor_of_two() -> None:
+    from nowcast.models.calibration import nearest_class
+
+    pooled, two_km, x_band = np.full((3, 1), 0.3), np.full((3, 1), 0.2), np.full((3, 1), 0.5)
+    cal = ThresholdCalibration((1.0,), pooled, ((2000.0, two_km), (240.0, x_band)))
+    assert nearest_class(1999.3, [2000.0, 240.0]) == 0 and nearest_class(250.0, [2000.0, 240.0]) == 1
+    assert nearest_class(1000.0, [2000.0, 240.0]) == 0  # log-nearest, within a factor of 2
+    assert nearest_class(5000.0, [2000.0, 240.0]) is None and nearest_class(None, [2000.0]) is None
+    np.testing.assert_array_equal(cal.cuts_for(2000.0), two_km)
+    np.testing.assert_array_equal(cal.cuts_for(300.0), x_band)
+    np.testing.assert_array_equal(cal.cuts_for(10_000.0), pooled)
+    np.testing.assert_array_equal(cal.cuts_for(None), pooled)
+    back = ThresholdCalibration.from_dict(cal.to_dict())
+    assert [c for c, _ in back.classes] == [2000.0, 240.0]
+    np.testing.assert_array_equal(back.cuts_for(2100.0), two_km)
+    with pytest.raises(ValueError, match="class 2000.0 m"):
+        ThresholdCalibration.from_dict({**cal.to_dict(), "classes": [{"cell_size_m": 2000.0, "cuts": [0.1, 0.2]}]})
+    prob = np.full((3, 1, 2, 2), 0.25, dtype=np.float32)
+    rate = np.full((3, 2, 2), 3.0, dtype=np.float32)
+    assert (apply_threshold_calibration(rate, prob, cal, cell_size_m=2000.0) >= 1.0).all()  # 0.25 >= 0.2
+    assert not (apply_threshold_calibration(rate, prob, cal, cell_size_m=None) >= 1.0).any()  # 0.25 < 0.3
+
+
+def test_validation_fits_each_resolution_class_its_own_cuts() -> None:
+    """Training's cut fitting: the 2 km items of a mixed batch get cuts fitted on them alone, the
+    pooled cuts come from every item, and the reported counts are those of the cuts each item gets."""
+    from training.loop import Trainer
+
+    rng = np.random.default_rng(4)
+    b, k, n = 4, 2, 400
+    obs = np.where(rng.random((b, k, 1, n)) < 0.4, 3.0, 0.1).astype(np.float32)
+    wet = obs >= 1.0
+    # 2 km items: rain where p > 0.2; X-band items: rain only where p > 0.7
+    prob = rng.random((b, k, 1, 1, n)).astype(np.float32)
+    prob[:2, :, 0] = np.where(wet[:2], 0.2 + 0.8 * prob[:2, :, 0], 0.2 * prob[:2, :, 0])
+    prob[2:, :, 0] = np.where(wet[2:], 0.7 + 0.3 * prob[2:, :, 0], 0.7 * prob[2:, :, 0])
+    batch = {
+        "target_rate": torch.from_numpy(obs), "mask": torch.ones(obs.shape, dtype=torch.bool),
+        "guide": torch.zeros((b, k, 1, 1, n)), "cell_size_m": torch.tensor([2000.0, 2000.0, 240.0, 250.0]),
+    }
+    hists = {0: ExceedanceHistogram((1.0,), k), None: ExceedanceHistogram((1.0,), k)}
+    Trainer._accumulate_cuts(hists, [2000.0], batch, prob, conditioned=False)
+    cal, counts = Trainer._fit_cuts(hists, [2000.0], (1.0,))
+    own, rest, whole = (ExceedanceHistogram((1.0,), k) for _ in range(3))
+    own.accumulate(prob[:2], obs[:2])
+    rest.accumulate(prob[2:], obs[2:])
+    whole.accumulate(prob, obs)
+    np.testing.assert_array_equal(cal.cuts, whole.optimal_cuts())
+    assert len(cal.classes) == 1 and cal.classes[0][0] == 2000.0
+    np.testing.assert_array_equal(cal.classes[0][1], own.optimal_cuts())
+    assert (cal.classes[0][1] < 0.3).all() and (cal.cuts > cal.classes[0][1]).all()  # the classes differ
+    np.testing.assert_array_equal(counts, own.counts_at(own.optimal_cuts()) + rest.counts_at(whole.optimal_cuts()))

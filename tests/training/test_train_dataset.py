@@ -65,7 +65,8 @@ def test_augmentation_is_identical_for_inputs_guide_and_targets(tiny_store, spli
             assert match, "augmented inputs are not a flip/rotation of the plain ones"
             k, f = match[0]
             seen.add((k, f))
-            for key in a:
+            assert a["cell_size_m"] == b["cell_size_m"] == tiny_store.grid.cell_size_m  # per-item scalar, not transformed
+            for key in (key for key in a if key != "cell_size_m"):
                 want = np.rot90(a[key].numpy()[..., ::-1] if f else a[key].numpy(), k, axes=(-2, -1))
                 np.testing.assert_array_equal(b[key].numpy(), want, err_msg=key)
     assert len(seen) > 1

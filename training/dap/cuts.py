@@ -206,6 +206,8 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
         heads = list(model.config.probability_thresholds)
         if model.calibration is None or not all(t in heads for t in thresholds):
             raise CeilingError(f"{label}: the model has no exceedance heads at {thresholds} mm/h with cuts")
+        if model.calibration.classes:
+            raise CeilingError(f"{label}: the model has per-resolution-class cuts; the ceiling is defined for one set of cuts per lead and threshold")
         if model.calibration.conditioned:
             raise CeilingError(f"{label}: the model's cuts are conditioned on its residual guide; the ceiling is defined for one cut per lead and threshold")
         idx = [heads.index(t) for t in thresholds]
