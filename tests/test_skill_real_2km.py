@@ -18,7 +18,9 @@ def test_the_2km_recipe_is_the_shipped_real_data_recipe() -> None:
     recipe after the shipped model moved to S-PROG's guide; the two must not drift apart again."""
     with open(REPO / "configs" / "train-real-2km.toml", "rb") as f:
         two_km = tomllib.load(f)
-    with open(REPO / "configs" / "train-real-events-sprog.toml", "rb") as f:
+    from nowcast.models.weights import TRAIN_CONFIGS
+
+    with open(REPO / TRAIN_CONFIGS["real"], "rb") as f:
         shipped = tomllib.load(f)
     assert two_km["model"] == shipped["model"]
     assert two_km["model"]["guide_sources"][0] == "sprog"

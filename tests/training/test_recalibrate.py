@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from nowcast.models.convlstm import read_checkpoint
 from training.recalibrate import lightning_histogram, recalibrate
@@ -23,3 +24,45 @@ def test_recalibration_refits_the_map_on_the_given_windows_only(run3: Path, tiny
     expected = hist.fit().to_dict()
     assert new["lightning_calibration"]["x"] == expected["x"] and new["lightning_calibration"]["y"] == expected["y"]
     assert len(new["lightning_calibration"]["validation_csi_cuts"]["cut"]) == new["model_config"]["n_leads"]
+
+
+def test_cuts_recalibration_gives_one_resolution_class_its_own_cuts(tiny_store, guide_cache: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """``--cuts-class``: the class's cuts are fitted on the given stores' full frames; the pooled
+    cuts and the weights stay; the model card travels along; a store of another class is refused."""
+    import json
+
+    import torch
+
+    from nowcast.models import create_nowcaster
+    from nowcast.models.calibration import ThresholdCalibration
+    from nowcast.models.network import EncoderForecaster, ModelConfig
+    from training.checkpoint import save_checkpoint
+    from training.recalibrate import exceedance_histogram, main, recalibrate_cuts
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_inputs=3, n_leads=4, channels=[4, 8], kernels=[3, 3], strides=[2, 2], stem_channels=4, lightning=False,
+                      residual_zero_init=True, probability_thresholds=[1.0, 5.0], advection="residual")
+    pooled = np.full((4, 2), 0.45)
+    src = tmp_path / "model.pt"
+    save_checkpoint(src, {"model_config": cfg.model_dump(), "state_dict": EncoderForecaster(cfg).state_dict(),
+                          "train_config": {"min_wet_fraction": 0.001}, "calibration": ThresholdCalibration((1.0, 5.0), pooled).to_dict()})
+    (tmp_path / "model.card.json").write_text(json.dumps({"model": "convlstm", "calibration": {}}))
+    parts = [(tiny_store.url, tiny_store.times()[10:30])]
+    out = recalibrate_cuts(src, tmp_path / "recal.pt", parts, guide_cache, 2000.0)
+    old, new = read_checkpoint(src), read_checkpoint(out)
+    for k, v in old["state_dict"].items():
+        assert np.array_equal(v.numpy(), new["state_dict"][k].numpy()), k
+    hist, n = exceedance_histogram(old, src, parts, guide_cache)
+    cal = ThresholdCalibration.from_dict(new["calibration"])
+    np.testing.assert_array_equal(cal.cuts, pooled)
+    assert [c for c, _ in cal.classes] == [2000.0]
+    np.testing.assert_array_equal(cal.classes[0][1], hist.optimal_cuts())
+    assert n > 0 and new["calibration_data"]["n_windows"] == n and new["calibration_data"]["frames"] == "full"
+    card = json.loads((tmp_path / "recal.card.json").read_text())
+    assert card["calibration"] == new["calibration"] and card["calibration_data"]["source_sha256"] == new["calibration_data"]["source_sha256"]
+    model = create_nowcaster("convlstm", checkpoint=out)
+    np.testing.assert_array_equal(model.calibration.cuts_for(tiny_store.grid.cell_size_m), cal.classes[0][1])
+    with pytest.raises(ValueError, match="not in the class of 240 m"):
+        recalibrate_cuts(src, tmp_path / "bad.pt", parts, guide_cache, 240.0)
+    assert main([str(src), "--out", str(tmp_path / "bad.pt"), "--cuts-class", "240", "--store", tiny_store.url, "--cache-dir", str(guide_cache)]) == 2
+    assert not (tmp_path / "bad.pt").exists()
