@@ -73,9 +73,7 @@ class LoopStatus:
 def model_card_of(settings: ServiceSettings, champion: tuple[str, Any] | None, checkpoint: Any) -> dict[str, Any] | None:
     """The model card of the serving weights: the shipped domain's card for a registry version
     registered from shipped weights, else ``<checkpoint stem>.card.json`` beside the checkpoint."""
-    from pathlib import Path
-
-    from nowcast.models.weights import model_card
+    from nowcast.models.weights import card_path_for, model_card
 
     if champion is not None and settings.model_registry:
         try:
@@ -91,7 +89,7 @@ def model_card_of(settings: ServiceSettings, champion: tuple[str, Any] | None, c
             # the card describes these weights only if the shipped file is the registered one
             return card if card and card.get("shipped_sha256") == version.checksum else None
     if checkpoint:
-        card = Path(checkpoint).with_name(Path(checkpoint).stem + ".card.json")
+        card = card_path_for(checkpoint)
         if card.is_file():
             import json
 

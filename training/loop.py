@@ -325,8 +325,7 @@ class Trainer:
         target = batch["target_rate"].cpu().numpy()
         mask = batch["mask"].cpu().numpy()
         guide = scaled_to_rainrate(batch["guide"][:, :, 0].float().cpu().numpy()) if conditioned else None  # the residual base, mm/h
-        cells = batch["cell_size_m"].cpu().numpy() if classes_m else np.full(len(target), np.nan)
-        labels = [nearest_class(float(c), classes_m) for c in cells]
+        labels = [nearest_class(float(c), classes_m) for c in batch["cell_size_m"].cpu().numpy()] if classes_m else [None] * len(target)
         for c in dict.fromkeys(labels):
             sel = np.array([lab == c for lab in labels])
             if conditioned:
@@ -346,7 +345,7 @@ class Trainer:
         classes = []
         for c, size in enumerate(classes_m):
             h = hists[c]
-            if (h.positive.sum() if isinstance(h, ExceedanceHistogram) else h.below.positive.sum() + h.above.positive.sum()) == 0:
+            if h.positive.sum() == 0:
                 log.warning("no wet validation window on grids of about %g m: they use the pooled probability cuts", size)
                 counts = counts + h.counts_at(cuts)
                 continue

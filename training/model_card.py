@@ -24,6 +24,7 @@ from typing import Any
 
 from nowcast.durability import atomic_path
 from nowcast.model_registry import sha256_file
+from nowcast.models.weights import card_path_for
 from nowcast.provenance import code_version_string
 
 
@@ -81,7 +82,7 @@ def write_model_card(
         "train_seconds": round(float(train_seconds), 1),
         "hardware": hardware(device),
     }
-    path = checkpoint.with_name(checkpoint.stem + ".card.json")
+    path = card_path_for(checkpoint)
     path.write_text(json.dumps(card, indent=1, default=str))
     return path
 
@@ -143,7 +144,7 @@ def write_store_model_card(checkpoint: Path, *, config_path: str | Path, train_s
         "train_seconds": round(float(train_seconds), 1),
         "hardware": {**hardware(device), **({"load_average": load_average} if load_average else {})},
     }
-    path = checkpoint.with_name(checkpoint.stem + ".card.json")
+    path = card_path_for(checkpoint)
     path.write_text(json.dumps(card, indent=1, default=str))
     return path
 
@@ -196,7 +197,7 @@ def ship(checkpoint: Path, domain: str, evaluation: Path | None = None, lightnin
     dst = WEIGHTS_DIR / f"convlstm-{domain}.pt"
     with atomic_path(dst) as tmp:
         torch.save(slim, tmp)
-    src_card = checkpoint.with_name(checkpoint.stem + ".card.json")
+    src_card = card_path_for(checkpoint)
     card = json.loads(src_card.read_text()) if src_card.is_file() else {}
     card["shipped_sha256"] = sha256_file(dst)
     card["source_checkpoint"] = str(checkpoint)
@@ -206,7 +207,7 @@ def ship(checkpoint: Path, domain: str, evaluation: Path | None = None, lightnin
         card = attach_lightning_summary(card, lightning_summary)
     if notes:
         card["notes"] = list(notes)
-    card_path = WEIGHTS_DIR / f"convlstm-{domain}.card.json"
+    card_path = card_path_for(dst)
     card_path.write_text(json.dumps(card, indent=1, default=str))
     return dst, card_path
 

@@ -26,7 +26,6 @@ network was trained on (their probabilities are over-confident) nor test events.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -37,14 +36,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nowcast.model_registry import sha256_file
 from nowcast.models.calibration import ExceedanceHistogram, ThresholdCalibration, nearest_class
 from nowcast.models.lightning_calibration import LightningHistogram
+from nowcast.models.weights import card_path_for
 
 log = logging.getLogger(__name__)
 
 
-def _full_frame_outputs(ckpt: dict[str, Any], path: Path, parts: list[tuple[str, pd.DatetimeIndex]], cache_dir: Path, batch_size: int) -> Iterator[tuple[str, dict[str, Any], Any]]:
-    """(store url, batch, network output) of the full-frame windows ending at the given times of
+def _full_frame_outputs(ckpt: dict[str, Any], path: Path, parts: list[tuple[str, pd.DatetimeIndex]], cache_dir: Path, batch_size: int) -> Iterator[tuple[dict[str, Any], Any]]:
+    """(batch, network output) of the full-frame windows ending at the given times of
     each store (the training's window selection: rain filter, stride)."""
     import torch
     from torch.utils.data import DataLoader
@@ -66,7 +67,7 @@ def _full_frame_outputs(ckpt: dict[str, Any], path: Path, parts: list[tuple[str,
         for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0):
             with torch.inference_mode():
                 out = net.forward_all(batch["inputs"], batch["guide"] if cfg.advection != "none" else None)
-            yield url, batch, out
+            yield batch, out
 
 
 def lightning_histogram(ckpt: dict[str, Any], path: Path, parts: list[tuple[str, pd.DatetimeIndex]], cache_dir: Path, batch_size: int = 4) -> tuple[LightningHistogram, int]:
@@ -81,7 +82,7 @@ def lightning_histogram(ckpt: dict[str, Any], path: Path, parts: list[tuple[str,
         raise ValueError(f"{path}: the model has no lightning head")
     hist = LightningHistogram(cfg.n_leads)
     n_windows = 0
-    for _, batch, out in _full_frame_outputs(ckpt, path, parts, cache_dir, batch_size):
+    for batch, out in _full_frame_outputs(ckpt, path, parts, cache_dir, batch_size):
         hist.accumulate(torch.sigmoid(out.lightning_logit.float()).numpy(), batch["light"].numpy(), batch["light_mask"].numpy())
         n_windows += len(batch["inputs"])
     return hist, n_windows
@@ -100,7 +101,7 @@ def exceedance_histogram(ckpt: dict[str, Any], path: Path, parts: list[tuple[str
         raise ValueError(f"{path}: the model has no exceedance heads")
     hist = ExceedanceHistogram(tuple(cfg.probability_thresholds), cfg.n_leads)
     n_windows = 0
-    for _, batch, out in _full_frame_outputs(ckpt, path, parts, cache_dir, batch_size):
+    for batch, out in _full_frame_outputs(ckpt, path, parts, cache_dir, batch_size):
         hist.accumulate(torch.sigmoid(out.exceedance_logit.float()).numpy(), batch["target_rate"].numpy(), batch["mask"].numpy())
         n_windows += len(batch["inputs"])
     return hist, n_windows
@@ -136,15 +137,15 @@ def recalibrate_cuts(path: Path, out: Path, parts: list[tuple[str, pd.DatetimeIn
         "n_windows": n_windows,
         "frames": "full",
         "source_checkpoint": str(path),
-        "source_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "source_sha256": sha256_file(path),
     }
     saved = save_checkpoint(out, ckpt)
-    card = path.with_name(path.stem + ".card.json")
+    card = card_path_for(path)
     if card.is_file():  # the model card travels with the checkpoint, its cuts updated
         doc = json.loads(card.read_text())
         doc["calibration"] = ckpt["calibration"]
         doc["calibration_data"] = ckpt["calibration_data"]
-        Path(out).with_name(Path(out).stem + ".card.json").write_text(json.dumps(doc, indent=1, default=str))
+        card_path_for(out).write_text(json.dumps(doc, indent=1, default=str))
     return saved
 
 

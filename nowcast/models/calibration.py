@@ -152,6 +152,11 @@ class GuideConditionedHistogram:
         self.below.merge(other.below)
         self.above.merge(other.above)
 
+    @property
+    def positive(self) -> np.ndarray:
+        """Observed exceedances (K, T, N_BINS) over both sides."""
+        return self.below.positive + self.above.positive
+
     def _csi_grid(self, min_cut: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSI (K, T, N_BINS + 1, N_BINS) of every pair (below cut: bins then "never"; above
         cut: bins, 0 allowed), and the candidate cuts of each side."""
@@ -159,7 +164,7 @@ class GuideConditionedHistogram:
         ha, fa, _ = self.above.cumulative()
         zero = np.zeros(hb.shape[:-1] + (1,), dtype=hb.dtype)
         hb, fb = np.concatenate([hb, zero], axis=-1), np.concatenate([fb, zero], axis=-1)
-        positives = (self.below.positive.sum(-1) + self.above.positive.sum(-1))[..., None, None]
+        positives = self.positive.sum(-1)[..., None, None]
         hits = hb[..., :, None] + ha[..., None, :]
         den = positives + fb[..., :, None] + fa[..., None, :]
         csi = np.where(den > 0, hits / np.maximum(den, 1), 0.0)
@@ -174,8 +179,7 @@ class GuideConditionedHistogram:
         flat = csi.reshape(csi.shape[:2] + (-1,)).argmax(-1)
         ib, ia = np.unravel_index(flat, csi.shape[2:])
         cuts = np.stack([below_cuts[ib], above_cuts[ia]], axis=-1)
-        empty = (self.below.positive.sum(-1) + self.above.positive.sum(-1)) == 0
-        cuts[empty] = (NEVER, 0.0)
+        cuts[self.positive.sum(-1) == 0] = (NEVER, 0.0)
         return cuts
 
     def counts_at(self, cuts: np.ndarray) -> np.ndarray:

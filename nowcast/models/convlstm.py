@@ -334,7 +334,8 @@ class ConvLSTMNowcaster:
         """ConvLSTM nowcast from the last frames of ``history`` (time, y, x); see the module docstring."""
         rain, light = motion.history_arrays(history, self.n_inputs, self.name)
         idx = self._lead_index(leads, motion.cadence_of(history, self.cadence))
-        rate, prob = self.predict_arrays(rain, light, cell_size_of(history))
+        by_class = self.calibration is not None and bool(self.calibration.classes)
+        rate, prob = self.predict_arrays(rain, light, cell_size_of(history) if by_class else None)
         rate, prob = rate[idx], prob[idx]
         if not motion.has_rain(rain):
             rate = np.zeros_like(rate)

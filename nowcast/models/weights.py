@@ -37,8 +37,14 @@ def default_checkpoint(domain: str = "real") -> Path:
     return path
 
 
+def card_path_for(checkpoint: str | Path) -> Path:
+    """The model card beside a checkpoint: ``<name>.pt`` -> ``<name>.card.json``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".card.json")
+
+
 def model_card_path(domain: str = "real") -> Path:
-    return WEIGHTS_DIR / f"convlstm-{domain}.card.json"
+    return card_path_for(WEIGHTS_DIR / f"convlstm-{domain}.pt")
 
 
 def model_card(domain: str = "real") -> dict[str, Any]:
