@@ -21,7 +21,7 @@ from nowcast import dims
 from nowcast.models.convlstm import resolve_device
 from nowcast.provenance import code_version_string, data_fingerprint
 from training import ddp
-from training.config import parse_options, resolve_out_dir
+from training.config import TrainOptions, parse_options, resolve_out_dir
 from training.dataset import MultiStoreDataset, WindowDataset, select_windows, windows_fingerprint
 from training.loop import Trainer, seed_everything
 
@@ -104,7 +104,11 @@ def fit(
         val_ds = WindowDataset(store.url, val_w, model_cfg, opts.val_crop_size, train=False, augment=False, **common)
         log.info("training on %d windows, validating on %d (device %s, %d rank(s))", len(train_w), len(val_w), ctx.device, ctx.world_size)
         trainer = Trainer(model_cfg, opts, train_ds, val_ds, ctx=ctx, out_dir=out, seed=seed, meta=meta)
-        return trainer.run(resume)
+        best = trainer.run(resume)
+        if ctx.is_main:
+            _refit_full_frame_cuts(best, opts, [(store.url, val_times)], cache)
+        ddp.barrier(ctx)
+        return best
     finally:
         ddp.cleanup(ctx)
 
@@ -174,7 +178,18 @@ def fit_many(
     }
     log.info("training on %d windows of %d stores, validating on %d", len(train_ds), len(train_parts), len(val_ds))
     trainer = Trainer(model_cfg, opts, train_ds, val_ds, ctx=ctx, out_dir=out, seed=seed, meta=meta)
-    return trainer.run(resume)
+    best = trainer.run(resume)
+    _refit_full_frame_cuts(best, opts, [(store.url, dims.to_utc_index(va) if len(va) else pd.DatetimeIndex([])) for store, _, va in parts], cache)
+    return best
+
+
+def _refit_full_frame_cuts(best: Path, opts: TrainOptions, val_parts: list[tuple[str, pd.DatetimeIndex]], cache: Path) -> None:
+    """``train.full_frame_cuts_m``: refit those classes' cuts of ``best`` on full validation frames."""
+    if not opts.full_frame_cuts_m:
+        return
+    from training.recalibrate import refit_class_cuts
+
+    refit_class_cuts(best, val_parts, cache, list(opts.full_frame_cuts_m))
 
 
 def _combined_fingerprint(fingerprints: list[str]) -> str:

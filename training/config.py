@@ -64,6 +64,11 @@ class TrainOptions(BaseModel):
         default_factory=list,
         description="resolution classes (cell size, m) whose grids get their own probability cuts, fitted on the validation windows of grids within a factor of 2 of that size; every other grid uses the cuts pooled over all validation windows",
     )
+    full_frame_cuts_m: list[float] = Field(
+        default_factory=list,
+        description="resolution classes (cell size, m) whose probability cuts are refitted once training ends, on the full frames of the validation windows of grids within a factor of 2 of that size "
+        "(validation during training sees centre crops of val_crop_size): best.pt gets them, recorded as calibration_data (training.recalibrate --cuts-class, run by the trainer)",
+    )
     csi_threshold: float = Field(1.0, gt=0, description="mm/h; early stopping on validation CSI at this threshold, pooled over leads")
     patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
     min_delta: float = Field(1e-4, ge=0)
@@ -177,7 +182,17 @@ def parse_options(options: dict[str, Any]) -> tuple[ModelConfig, TrainOptions]:
     unknown = set(options) - {"model", "train"}
     if unknown:
         raise ValueError(f"unknown option tables {sorted(unknown)}; valid: model, train")
-    return ModelConfig.model_validate(options.get("model", {})), TrainOptions.model_validate(options.get("train", {}))
+    model_cfg, opts = ModelConfig.model_validate(options.get("model", {})), TrainOptions.model_validate(options.get("train", {}))
+    check_compatible(model_cfg, opts)
+    return model_cfg, opts
+
+
+def check_compatible(model_cfg: ModelConfig, opts: TrainOptions) -> None:
+    """Raise ValueError for ``[train]`` options the ``[model]`` cannot honour (checked before any data is read)."""
+    if opts.cut_condition == "residual_guide" and (not model_cfg.probability_thresholds or model_cfg.advection != "residual"):
+        raise ValueError("train.cut_condition = 'residual_guide' needs exceedance heads (model.probability_thresholds) and model.advection = 'residual'")
+    if opts.full_frame_cuts_m and (not model_cfg.probability_thresholds or opts.cut_condition != "none"):
+        raise ValueError("train.full_frame_cuts_m needs exceedance heads (model.probability_thresholds) and unconditioned cuts (train.cut_condition = 'none')")
 
 
 def resolve_out_dir(out_dir: str | Path) -> Path:

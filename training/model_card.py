@@ -79,6 +79,7 @@ def write_model_card(
         "validation": ckpt.get("metrics"),
         "best_epoch": (ckpt.get("trainer") or {}).get("best_epoch"),
         "calibration": ckpt.get("calibration"),
+        **({"calibration_data": ckpt["calibration_data"]} if ckpt.get("calibration_data") else {}),
         "train_seconds": round(float(train_seconds), 1),
         "hardware": hardware(device),
     }
@@ -140,6 +141,7 @@ def write_store_model_card(checkpoint: Path, *, config_path: str | Path, train_s
         "validation": ckpt.get("metrics"),
         "best_epoch": (ckpt.get("trainer") or {}).get("best_epoch"),
         "calibration": ckpt.get("calibration"),
+        **({"calibration_data": ckpt["calibration_data"]} if ckpt.get("calibration_data") else {}),
         "lightning_probability": lightning_statement(ckpt, cell_km, cadence_min),
         "train_seconds": round(float(train_seconds), 1),
         "hardware": {**hardware(device), **({"load_average": load_average} if load_average else {})},

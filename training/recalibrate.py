@@ -149,6 +149,26 @@ def recalibrate_cuts(path: Path, out: Path, parts: list[tuple[str, pd.DatetimeIn
     return saved
 
 
+def refit_class_cuts(path: Path, parts: list[tuple[str, pd.DatetimeIndex]], cache_dir: Path, classes_m: list[float]) -> list[float]:
+    """The training's last step (``train.full_frame_cuts_m``): rewrite the checkpoint at ``path``
+    with the cuts of each class in ``classes_m`` refitted on the full frames of the validation
+    ``parts`` whose grids belong to it. A class without validation stores keeps its cuts (logged).
+    Returns the classes refitted."""
+    from nowcast.store import ObservationStore
+
+    cells = {url: ObservationStore.open(url, mode="r").grid.cell_size_m for url, _ in parts}
+    done = []
+    for size in classes_m:
+        mine = [(url, times) for url, times in parts if len(times) and nearest_class(cells[url], [size]) is not None]
+        if not mine:
+            log.warning("no validation store on grids of about %g m: their cuts stay as fitted on the validation crops", size)
+            continue
+        log.info("refitting the cuts of grids of about %g m on the full frames of %d validation store(s)", size, len(mine))
+        recalibrate_cuts(path, path, mine, cache_dir, size)
+        done.append(float(size))
+    return done
+
+
 def recalibrate(path: Path, out: Path, parts: list[tuple[str, pd.DatetimeIndex]], cache_dir: Path) -> Path:
     """Write ``out``: the checkpoint at ``path`` with its lightning calibration refitted on ``parts``."""
     from nowcast.models.convlstm import read_checkpoint

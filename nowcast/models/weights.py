@@ -17,7 +17,7 @@ from typing import Any
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DOMAINS = ("real", "synthetic")
 #: the training configuration of each domain's shipped weights
-TRAIN_CONFIGS = {"real": "configs/train-real-events-sprog.toml", "synthetic": "configs/train-synthetic.toml"}
+TRAIN_CONFIGS = {"real": "configs/train-real-events-sprog-2kmcuts.toml", "synthetic": "configs/train-synthetic.toml"}
 
 
 class MissingWeightsError(FileNotFoundError):

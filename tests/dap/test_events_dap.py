@@ -265,6 +265,44 @@ def test_training_fits_a_resolution_class_its_own_cuts(event_stores: Path, tmp_p
     np.testing.assert_array_equal(model.calibration.cuts_for(cell_size_of(hist)), classes[0][1])
 
 
+def test_training_refits_a_class_cuts_on_full_validation_frames(event_stores: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``train.full_frame_cuts_m``: once training ends, best.pt's cuts for grids of that class are
+    those a refit of the trained weights on the full frames of the class's validation events gives;
+    the crop-fitted pooled cuts stay; the card records the refit; a class without validation
+    stores keeps the pooled cuts; a recipe that cannot honour it fails before any work."""
+    from cli import main
+    from nowcast.models.calibration import ThresholdCalibration
+    from nowcast.models.convlstm import read_checkpoint
+    from nowcast.store import ObservationStore
+    from training.recalibrate import exceedance_histogram
+
+    stores = {n: ObservationStore.open(str(event_stores / "stores" / c / f"{n}.zarr")) for n, c in (("a2", "2km"), ("b2", "240m"))}
+    cell = stores["a2"].grid.cell_size_m
+    assert stores["b2"].grid.cell_size_m == pytest.approx(cell)  # the synthetic 'classes' share one grid
+    cfg = tmp_path / "train-events.toml"
+    text = (event_stores / "train.toml").read_text().replace("[train]\n", f"[train]\nfull_frame_cuts_m = [{cell}, 100000.0]\n")
+    cfg.write_text(f'seed = 1\nout_dir = "{tmp_path / "out"}"\n[events]\ncatalogue = "{event_stores / "catalogue.toml"}"\nvalidation = ["a2", "b2"]\n' + text)
+    assert main(["train", "--config", str(cfg), "--device", "cpu"]) == 0
+    best = tmp_path / "out" / "best.pt"
+    ckpt, crops = read_checkpoint(best), read_checkpoint(tmp_path / "out" / "last.pt")  # one epoch: last = best before the refit
+    cal, before = ThresholdCalibration.from_dict(ckpt["calibration"]), ThresholdCalibration.from_dict(crops["calibration"])
+    assert before.classes == () and [c for c, _ in cal.classes] == [cell]  # the 100-km class had no validation store
+    np.testing.assert_array_equal(cal.cuts, before.cuts)
+    hist, n = exceedance_histogram(ckpt, best, [(s.url, s.times()) for s in stores.values()], event_stores / "cache")
+    np.testing.assert_array_equal(cal.classes[0][1], hist.optimal_cuts())
+    assert not np.array_equal(cal.classes[0][1], before.cuts)  # full frames, not the 32-cell crops
+    data = ckpt["calibration_data"]
+    assert data["frames"] == "full" and data["n_windows"] == n and {p["store"] for p in data["parts"]} == {s.url for s in stores.values()}
+    card = json.loads((tmp_path / "out" / "best.card.json").read_text())
+    assert card["calibration"] == ckpt["calibration"] and card["calibration_data"] == data
+    capsys.readouterr()
+    conditioned = text.replace("[train]\n", '[train]\ncut_condition = "residual_guide"\n')
+    cfg.write_text(f'out_dir = "{tmp_path / "out2"}"\n[events]\ncatalogue = "{event_stores / "catalogue.toml"}"\nvalidation = ["a2", "b2"]\n' + conditioned)
+    assert main(["train", "--config", str(cfg), "--device", "cpu"]) == 2
+    assert "full_frame_cuts_m needs" in capsys.readouterr().err
+    assert not (tmp_path / "out2" / "best.pt").exists()
+
+
 def test_guides_warm_up_fills_the_cache_training_reads(event_stores: Path, tmp_path: Path) -> None:
     """`python -m training.events guides` computes (in worker processes, one window per task)
     the guides training selects and those of every start time the event DAP scores at the same
