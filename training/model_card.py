@@ -214,6 +214,60 @@ def ship(checkpoint: Path, domain: str, evaluation: Path | None = None, lightnin
     return dst, card_path
 
 
+def compare(a: Path, b: Path) -> dict[str, Any]:
+    """How far checkpoint ``a`` (e.g. a retrain) is from ``b`` (e.g. the shipped file): per-tensor
+    weight differences, equality of architecture and probability cuts, best epoch and validation
+    score, and each one's card (config, training time, hardware)."""
+    import numpy as np
+    import torch
+
+    from training.dap.ledger import now_iso
+
+    ca, cb = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
+    sa, sb = ca["state_dict"], cb["state_dict"]
+    if set(sa) != set(sb) or any(sa[k].shape != sb[k].shape for k in sa):
+        raise ValueError(f"{a} and {b} hold different networks (tensor names or shapes differ)")
+    diffs = {k: float((sa[k].double() - sb[k].double()).abs().max()) if sa[k].numel() else 0.0 for k in sb}
+    scale = max((float(sb[k].double().abs().max()) for k in sb if sb[k].numel()), default=0.0)
+
+    def side(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+        card_path = card_path_for(path)
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        trainer = ckpt.get("trainer") or {}
+        return {
+            "path": str(path), "sha256": sha256_file(path), "best_epoch": trainer.get("best_epoch"), "best_validation_score": trainer.get("best_score"),
+            "calibration_data": ckpt.get("calibration_data"), "config": card.get("config"), "config_sha256": card.get("config_sha256"),
+            "code_version": card.get("code_version"), "train_seconds": card.get("train_seconds"), "hardware": card.get("hardware"),
+        }
+
+    worst = max(diffs, key=diffs.get) if diffs else None
+    return {
+        "time": now_iso(),
+        "code_version": code_version_string(),
+        "a": side(a, ca),
+        "b": side(b, cb),
+        "same_model_config": ca.get("model_config") == cb.get("model_config"),
+        "n_tensors": len(diffs),
+        "n_identical_tensors": sum(1 for v in diffs.values() if v == 0.0),
+        "max_abs_weight_difference": diffs[worst] if worst else 0.0,
+        "max_abs_weight_difference_tensor": worst,
+        "largest_abs_weight": scale,
+        "calibration_equal": ca.get("calibration") == cb.get("calibration"),
+        "calibration_max_abs_difference": _max_difference(ca.get("calibration"), cb.get("calibration"), np),
+    }
+
+
+def _max_difference(x: Any, y: Any, np: Any) -> float | None:  # noqa: ANN401
+    """Largest absolute difference between the cut arrays of two calibrations (None when their layouts differ)."""
+    if not x or not y:
+        return None
+    try:
+        pairs = [(x["cuts"], y["cuts"])] + [(cx["cuts"], cy["cuts"]) for cx, cy in zip(x.get("classes", []), y.get("classes", []), strict=True)]
+        return max(float(np.max(np.abs(np.asarray(u, float) - np.asarray(v, float)))) for u, v in pairs)
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.model_card", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="action", required=True)
@@ -229,7 +283,23 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--train-seconds", type=float, required=True, help="measured wall time of `nowcast train`")
     c.add_argument("--device", default="cpu")
     c.add_argument("--load-average", type=float, nargs=3, default=None, help="1/5/15-min load average during training")
+    k = sub.add_parser("compare", help="how far a checkpoint (e.g. a retrain) is from another (e.g. the shipped file); JSON")
+    k.add_argument("checkpoint", type=Path)
+    k.add_argument("reference", type=Path)
+    k.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = p.parse_args(argv)
+    if args.action == "compare":
+        try:
+            doc = compare(args.checkpoint, args.reference)
+        except (ValueError, FileNotFoundError) as exc:
+            sys.stderr.write(f"python -m training.model_card compare: {exc}\n")
+            return 2
+        text = json.dumps(doc, indent=1, default=str)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text + "\n")
+        sys.stdout.write(text + "\n")
+        return 0
     if args.action == "card":
         path = write_store_model_card(args.checkpoint, config_path=args.config, train_seconds=args.train_seconds, device=args.device, load_average=args.load_average)
         sys.stdout.write(f"{path}\n")
