@@ -14,7 +14,7 @@ def _renderer():  # noqa: ANN202
 
 def test_readme_skill_section_matches_the_committed_results() -> None:
     mod = _renderer()
-    assert mod.RESULTS.is_file(), f"{mod.RESULTS} must be committed (python -m training.dap.events --plan plans/real-events-kfold-sprog-repeated.toml)"
+    assert mod.RESULTS.is_file(), f"{mod.RESULTS} must be committed (python -m training.dap.events --plan plans/real-events-kfold-sprog-2kmcuts.toml)"
     assert mod.main(["--check"]) == 0, "README skill section is stale: run python benchmarks/render_skill.py"
 
 
