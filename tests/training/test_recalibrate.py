@@ -66,3 +66,26 @@ def test_cuts_recalibration_gives_one_resolution_class_its_own_cuts(tiny_store, 
         recalibrate_cuts(src, tmp_path / "bad.pt", parts, guide_cache, 240.0)
     assert main([str(src), "--out", str(tmp_path / "bad.pt"), "--cuts-class", "240", "--store", tiny_store.url, "--cache-dir", str(guide_cache)]) == 2
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_single_store_training_refits_full_frame_cuts(tiny_store, splits, guide_cache: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """``train.full_frame_cuts_m`` on the one-store path (``fit``): the class's cuts of best.pt are
+    those of the trained weights on the full frames of the validation period."""
+    import copy
+
+    from train_helpers import TINY_OPTIONS, run_fit
+
+    from nowcast.models.calibration import ThresholdCalibration
+    from training.recalibrate import exceedance_histogram
+
+    o = copy.deepcopy(TINY_OPTIONS)
+    o["model"].update(probability_thresholds=[1.0, 5.0], lightning=False)
+    o["train"].update(epochs=1, cache_dir=str(guide_cache), full_frame_cuts_m=[tiny_store.grid.cell_size_m])
+    best = run_fit(tiny_store, splits, o, tmp_path / "run")
+    ckpt = read_checkpoint(best)
+    cal = ThresholdCalibration.from_dict(ckpt["calibration"])
+    assert [c for c, _ in cal.classes] == [tiny_store.grid.cell_size_m]
+    hist, n = exceedance_histogram(ckpt, best, [(tiny_store.url, splits[1])], guide_cache)
+    np.testing.assert_array_equal(cal.classes[0][1], hist.optimal_cuts())
+    assert ckpt["calibration_data"]["n_windows"] == n > 0
+    np.testing.assert_array_equal(cal.cuts, ThresholdCalibration.from_dict(read_checkpoint(tmp_path / "run" / "last.pt")["calibration"]).cuts)
