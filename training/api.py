@@ -143,6 +143,7 @@ def fit_many(
     cache = Path(opts.cache_dir) if opts.cache_dir else out / "cache"
     train_parts: list[WindowDataset] = []
     val_parts: list[WindowDataset] = []
+    val_times_of: list[tuple[str, pd.DatetimeIndex]] = []  # (store URL, validation times): the full-frame cut refit
     hashes: list[str] = []
     for i, (store, train_times, val_times) in enumerate(parts):
         tr = dims.to_utc_index(train_times) if len(train_times) else pd.DatetimeIndex([])
@@ -152,6 +153,8 @@ def fit_many(
             raise ValueError(f"{store.url}: train and validation times overlap ({len(overlap)} times, first {overlap[0]})")
         train_w = select_windows(store, tr, model_cfg, opts, cache) if len(tr) else []
         val_w = select_windows(store, va, model_cfg, opts, cache) if len(va) else []
+        if len(va):
+            val_times_of.append((store.url, va))
         hashes.append(f"{store.url}|{store.version}|{windows_fingerprint(train_w)}|{windows_fingerprint(val_w)}")
         common = {"storage_options": getattr(store, "storage_options", None), "seed": seed * 1000 + i, "grid_shape": store.grid.shape}
         if train_w:
@@ -179,7 +182,7 @@ def fit_many(
     log.info("training on %d windows of %d stores, validating on %d", len(train_ds), len(train_parts), len(val_ds))
     trainer = Trainer(model_cfg, opts, train_ds, val_ds, ctx=ctx, out_dir=out, seed=seed, meta=meta)
     best = trainer.run(resume)
-    _refit_full_frame_cuts(best, opts, [(store.url, dims.to_utc_index(va) if len(va) else pd.DatetimeIndex([])) for store, _, va in parts], cache)
+    _refit_full_frame_cuts(best, opts, val_times_of, cache)
     return best
 
 

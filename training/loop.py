@@ -39,7 +39,7 @@ from nowcast.models.network import EncoderForecaster, ModelConfig
 from nowcast.transforms import rainrate_to_scaled, scaled_to_rainrate
 from training import ddp
 from training.checkpoint import build_network, load_for_resume, read_checkpoint, save_checkpoint
-from training.config import TrainOptions, check_compatible
+from training.config import TrainOptions
 from training.dataset import WindowDataset
 from training.losses import total_loss
 
@@ -147,7 +147,6 @@ class Trainer:
     ) -> None:
         if opts.batch_size % ctx.world_size:
             raise ValueError(f"batch_size {opts.batch_size} must be divisible by the number of ranks {ctx.world_size}")
-        check_compatible(model_cfg, opts)
         self.cfg, self.opts, self.ctx = model_cfg, opts, ctx
         #: the residual base the log compares with (its CSI is the ``extrap_csi_*`` columns)
         self._base_name = model_cfg.guide_sources[0] if model_cfg.advection != "none" else "none"
@@ -244,7 +243,7 @@ class Trainer:
         by_lead = np.zeros((self.cfg.n_leads, 3))
         loss_sum, n_batches = 0.0, 0
         heads = tuple(self.cfg.probability_thresholds)
-        conditioned = self.opts.cut_condition == "residual_guide"  # checked in __init__
+        conditioned = self.opts.cut_condition == "residual_guide"  # checked by parse_options
         classes_m = list(self.opts.class_cuts_m)
 
         def new_hist() -> ExceedanceHistogram | GuideConditionedHistogram:

@@ -22,8 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nowcast.durability import atomic_path
 from nowcast.model_registry import sha256_file
+from nowcast.models.calibration import ThresholdCalibration
 from nowcast.models.weights import card_path_for
 from nowcast.provenance import code_version_string
 
@@ -44,6 +47,11 @@ def hardware(device: str) -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def calibration_fields(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A card's probability cuts and, after a full-frame refit, the data they were fitted on."""
+    return {"calibration": ckpt.get("calibration"), **({"calibration_data": ckpt["calibration_data"]} if ckpt.get("calibration_data") else {})}
 
 
 def write_model_card(
@@ -78,8 +86,7 @@ def write_model_card(
         },
         "validation": ckpt.get("metrics"),
         "best_epoch": (ckpt.get("trainer") or {}).get("best_epoch"),
-        "calibration": ckpt.get("calibration"),
-        **({"calibration_data": ckpt["calibration_data"]} if ckpt.get("calibration_data") else {}),
+        **calibration_fields(ckpt),
         "train_seconds": round(float(train_seconds), 1),
         "hardware": hardware(device),
     }
@@ -140,8 +147,7 @@ def write_store_model_card(checkpoint: Path, *, config_path: str | Path, train_s
         },
         "validation": ckpt.get("metrics"),
         "best_epoch": (ckpt.get("trainer") or {}).get("best_epoch"),
-        "calibration": ckpt.get("calibration"),
-        **({"calibration_data": ckpt["calibration_data"]} if ckpt.get("calibration_data") else {}),
+        **calibration_fields(ckpt),
         "lightning_probability": lightning_statement(ckpt, cell_km, cadence_min),
         "train_seconds": round(float(train_seconds), 1),
         "hardware": {**hardware(device), **({"load_average": load_average} if load_average else {})},
@@ -218,7 +224,6 @@ def compare(a: Path, b: Path) -> dict[str, Any]:
     """How far checkpoint ``a`` (e.g. a retrain) is from ``b`` (e.g. the shipped file): per-tensor
     weight differences, equality of architecture and probability cuts, best epoch and validation
     score, and each one's card (config, training time, hardware)."""
-    import numpy as np
     import torch
 
     from training.dap.ledger import now_iso
@@ -253,19 +258,22 @@ def compare(a: Path, b: Path) -> dict[str, Any]:
         "max_abs_weight_difference_tensor": worst,
         "largest_abs_weight": scale,
         "calibration_equal": ca.get("calibration") == cb.get("calibration"),
-        "calibration_max_abs_difference": _max_difference(ca.get("calibration"), cb.get("calibration"), np),
+        "calibration_max_abs_difference": _cuts_difference(ca.get("calibration"), cb.get("calibration")),
     }
 
 
-def _max_difference(x: Any, y: Any, np: Any) -> float | None:  # noqa: ANN401
-    """Largest absolute difference between the cut arrays of two calibrations (None when their layouts differ)."""
+def _cuts_difference(x: dict[str, Any] | None, y: dict[str, Any] | None) -> float | None:
+    """Largest absolute difference between the cuts (pooled and per class) of two calibrations;
+    None when either has none or their layouts (shapes, classes) differ."""
     if not x or not y:
         return None
-    try:
-        pairs = [(x["cuts"], y["cuts"])] + [(cx["cuts"], cy["cuts"]) for cx, cy in zip(x.get("classes", []), y.get("classes", []), strict=True)]
-        return max(float(np.max(np.abs(np.asarray(u, float) - np.asarray(v, float)))) for u, v in pairs)
-    except (KeyError, ValueError, TypeError):
+    cx, cy = ThresholdCalibration.from_dict(x), ThresholdCalibration.from_dict(y)
+    if [c for c, _ in cx.classes] != [c for c, _ in cy.classes]:
         return None
+    pairs = [(cx.cuts, cy.cuts), *((u, v) for (_, u), (_, v) in zip(cx.classes, cy.classes, strict=True))]
+    if any(u.shape != v.shape for u, v in pairs):
+        return None
+    return max(float(np.abs(u - v).max()) for u, v in pairs)
 
 
 def main(argv: list[str] | None = None) -> int:

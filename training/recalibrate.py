@@ -40,6 +40,7 @@ from nowcast.model_registry import sha256_file
 from nowcast.models.calibration import ExceedanceHistogram, ThresholdCalibration, nearest_class
 from nowcast.models.lightning_calibration import LightningHistogram
 from nowcast.models.weights import card_path_for
+from training.model_card import calibration_fields
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def recalibrate_cuts(path: Path, out: Path, parts: list[tuple[str, pd.DatetimeIn
     classes.append((float(cell_size_m), hist.optimal_cuts()))
     ckpt = {k: v for k, v in ckpt.items() if k not in ("format", "format_version")}
     ckpt["calibration"] = ThresholdCalibration(cal.thresholds, cal.cuts, tuple(sorted(classes, key=lambda c: c[0]))).to_dict()
-    ckpt["calibration_data"] = {
+    record = {
         "class_cell_size_m": float(cell_size_m),
         "parts": [{"store": url, "first": times[0].isoformat() if len(times) else None, "last": times[-1].isoformat() if len(times) else None, "n_times": len(times)} for url, times in parts],
         "n_windows": n_windows,
@@ -139,34 +140,33 @@ def recalibrate_cuts(path: Path, out: Path, parts: list[tuple[str, pd.DatetimeIn
         "source_checkpoint": str(path),
         "source_sha256": sha256_file(path),
     }
+    # earlier refits of other classes keep their record (their cuts stay too)
+    earlier = ckpt.get("calibration_data") or {}
+    kept = [r for r in [{k: v for k, v in earlier.items() if k != "other_classes"}, *earlier.get("other_classes", [])] if r and nearest_class(r.get("class_cell_size_m"), [cell_size_m]) is None]
+    ckpt["calibration_data"] = {**record, **({"other_classes": kept} if kept else {})}
     saved = save_checkpoint(out, ckpt)
     card = card_path_for(path)
     if card.is_file():  # the model card travels with the checkpoint, its cuts updated
-        doc = json.loads(card.read_text())
-        doc["calibration"] = ckpt["calibration"]
-        doc["calibration_data"] = ckpt["calibration_data"]
+        doc = {**json.loads(card.read_text()), **calibration_fields(ckpt)}
         card_path_for(out).write_text(json.dumps(doc, indent=1, default=str))
     return saved
 
 
-def refit_class_cuts(path: Path, parts: list[tuple[str, pd.DatetimeIndex]], cache_dir: Path, classes_m: list[float]) -> list[float]:
+def refit_class_cuts(path: Path, parts: list[tuple[str, pd.DatetimeIndex]], cache_dir: Path, classes_m: list[float]) -> None:
     """The training's last step (``train.full_frame_cuts_m``): rewrite the checkpoint at ``path``
     with the cuts of each class in ``classes_m`` refitted on the full frames of the validation
-    ``parts`` whose grids belong to it. A class without validation stores keeps its cuts (logged).
-    Returns the classes refitted."""
+    ``parts`` (store URL, validation times) whose grids belong to it. A class without validation
+    stores keeps its cuts (logged)."""
     from nowcast.store import ObservationStore
 
     cells = {url: ObservationStore.open(url, mode="r").grid.cell_size_m for url, _ in parts}
-    done = []
     for size in classes_m:
-        mine = [(url, times) for url, times in parts if len(times) and nearest_class(cells[url], [size]) is not None]
+        mine = [(url, times) for url, times in parts if nearest_class(cells[url], [size]) is not None]
         if not mine:
             log.warning("no validation store on grids of about %g m: their cuts stay as fitted on the validation crops", size)
             continue
         log.info("refitting the cuts of grids of about %g m on the full frames of %d validation store(s)", size, len(mine))
         recalibrate_cuts(path, path, mine, cache_dir, size)
-        done.append(float(size))
-    return done
 
 
 def recalibrate(path: Path, out: Path, parts: list[tuple[str, pd.DatetimeIndex]], cache_dir: Path) -> Path:

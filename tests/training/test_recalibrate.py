@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from nowcast.models.convlstm import read_checkpoint
@@ -89,3 +90,36 @@ def test_single_store_training_refits_full_frame_cuts(tiny_store, splits, guide_
     np.testing.assert_array_equal(cal.classes[0][1], hist.optimal_cuts())
     assert ckpt["calibration_data"]["n_windows"] == n > 0
     np.testing.assert_array_equal(cal.cuts, ThresholdCalibration.from_dict(read_checkpoint(tmp_path / "run" / "last.pt")["calibration"]).cuts)
+
+
+def test_refitting_a_second_class_keeps_the_first_class_record(tiny_store, guide_cache: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """Two classes refitted one after the other (``full_frame_cuts_m`` with two sizes): both keep
+    their cuts, and the first refit's data record is kept under ``other_classes``."""
+    import torch
+
+    from nowcast.models.calibration import ThresholdCalibration
+    from nowcast.models.network import EncoderForecaster, ModelConfig
+    from nowcast.sources.synthetic import SyntheticRadar
+    from nowcast.store import ObservationStore
+    from training.checkpoint import save_checkpoint
+    from training.recalibrate import recalibrate_cuts
+
+    src = SyntheticRadar(SyntheticRadar.default_grid(nx=48, ny=48, resolution=8000.0), seed=5)
+    coarse = ObservationStore.create(str(tmp_path / "coarse.zarr"), src.grid, cadence=pd.Timedelta("5min"))
+    for t in tiny_store.times()[:20]:
+        coarse.append(src.frame(t)["rain_rate"])
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_inputs=3, n_leads=4, channels=[4, 8], kernels=[3, 3], strides=[2, 2], stem_channels=4, lightning=False,
+                      residual_zero_init=True, probability_thresholds=[1.0], advection="residual")
+    ckpt = save_checkpoint(tmp_path / "m.pt", {"model_config": cfg.model_dump(), "state_dict": EncoderForecaster(cfg).state_dict(),
+                                               "train_config": {"min_wet_fraction": 0.001}, "calibration": ThresholdCalibration((1.0,), np.full((4, 1), 0.45)).to_dict()})
+    recalibrate_cuts(ckpt, ckpt, [(tiny_store.url, tiny_store.times()[10:30])], guide_cache, 2000.0)
+    recalibrate_cuts(ckpt, ckpt, [(coarse.url, coarse.times())], guide_cache, 8000.0)
+    new = read_checkpoint(ckpt)
+    assert [c for c, _ in ThresholdCalibration.from_dict(new["calibration"]).classes] == [2000.0, 8000.0]
+    data = new["calibration_data"]
+    assert data["class_cell_size_m"] == 8000.0 and [r["class_cell_size_m"] for r in data["other_classes"]] == [2000.0]
+    assert data["other_classes"][0]["parts"][0]["store"] == tiny_store.url
+    recalibrate_cuts(ckpt, ckpt, [(tiny_store.url, tiny_store.times()[10:30])], guide_cache, 2000.0)  # the 2 km refit again: one record each
+    data = read_checkpoint(ckpt)["calibration_data"]
+    assert data["class_cell_size_m"] == 2000.0 and [r["class_cell_size_m"] for r in data["other_classes"]] == [8000.0]
