@@ -126,8 +126,8 @@ class AllOutputs(torch.nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, inputs: torch.Tensor, guide: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return tuple(self.net.forward_all(inputs, guide))  # type: ignore[return-value]
+    def forward(self, inputs: torch.Tensor, guide: torch.Tensor | None, cell_size_m: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return tuple(self.net.forward_all(inputs, guide, cell_size_m))  # type: ignore[return-value]
 
 
 class Trainer:
@@ -207,7 +207,7 @@ class Trainer:
         """(rain, lightning logit, exceedance logits (B, K, T, H, W), T = 0 without heads)."""
         guide = batch["guide"] if self.cfg.advection != "none" else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            rain, light, exceed = model(batch["inputs"], guide)
+            rain, light, exceed = model(batch["inputs"], guide, batch.get("cell_size_m"))
         return rain.float(), light.float(), exceed.float()
 
     # -- one epoch ---------------------------------------------------------------------

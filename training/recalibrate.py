@@ -67,7 +67,7 @@ def _full_frame_outputs(ckpt: dict[str, Any], path: Path, parts: list[tuple[str,
         log.info("%s: %d windows", url, len(windows))
         for batch in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0):
             with torch.inference_mode():
-                out = net.forward_all(batch["inputs"], batch["guide"] if cfg.advection != "none" else None)
+                out = net.forward_all(batch["inputs"], batch["guide"] if cfg.advection != "none" else None, batch["cell_size_m"])
             yield batch, out
 
 

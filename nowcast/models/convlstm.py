@@ -291,7 +291,7 @@ class ConvLSTMNowcaster:
         Returns (n_leads, y, x) float32 rain rate mm/h (no coverage mask applied; calibrated
         when the checkpoint has a calibration) and lightning probability in [0, 1].
         ``cell_size_m``: the grid's cell size, which picks a resolution class's probability cuts
-        (None: the pooled cuts).
+        and neighbourhood prior (None: the pooled cuts, the mean of the class priors).
         """
         rate, prob, _ = self.predict_all(rain, lightning, cell_size_m)
         return rate, prob
@@ -315,7 +315,7 @@ class ConvLSTMNowcaster:
             gt = torch.from_numpy(g)[None].to(self.device)
         use_bf16 = self.device.startswith("cuda")
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-            out = self.net.forward_all(xt, gt)
+            out = self.net.forward_all(xt, gt, cell_size_m)
         rain_s = out.rain.float()[0, :, :ny, :nx].cpu().numpy()
         prob = torch.sigmoid(out.lightning_logit.float())[0, :, :ny, :nx].cpu().numpy()
         if self.lightning_calibration is not None:
@@ -334,7 +334,7 @@ class ConvLSTMNowcaster:
         """ConvLSTM nowcast from the last frames of ``history`` (time, y, x); see the module docstring."""
         rain, light = motion.history_arrays(history, self.n_inputs, self.name)
         idx = self._lead_index(leads, motion.cadence_of(history, self.cadence))
-        by_class = self.calibration is not None and bool(self.calibration.classes)
+        by_class = (self.calibration is not None and bool(self.calibration.classes)) or bool(self.config.prior_classes_m)
         rate, prob = self.predict_arrays(rain, light, cell_size_of(history) if by_class else None)
         rate, prob = rate[idx], prob[idx]
         if not motion.has_rain(rain):

@@ -24,7 +24,10 @@ Shapes (B batch, N input frames, C input channels, K leads, G guide channels):
   per-threshold softmax weights, so
   the forecast learns how far the extrapolated rain may be trusted at each lead (what S-PROG's
   scale-dependent smoothing does, fitted to the data by a proper score); the ConvLSTM head adds
-  a correction to the logit of that prior (zero at initialisation).
+  a correction to the logit of that prior (zero at initialisation). With ``prior_classes_m``
+  each resolution class has its own prior weights (the pyramid's scales are cells, and a lead's
+  displacement error is a distance), picked per sample by the grid's cell size
+  (``forward_all(..., cell_size_m)``).
 
 ``guide_smoothing`` (cells): Gaussian-smoothed copies of the guide's rain channel are appended
 to the guide inside the network (three passes of a box filter of matching variance, zero
@@ -76,6 +79,10 @@ class ModelConfig(BaseModel):
     probability_thresholds: list[float] = Field(default_factory=list, description="mm/h; exceedance-probability heads P(rain >= t), increasing")
     guide_smoothing: list[float] = Field(default_factory=list, description="cells; Gaussian sigmas of smoothed guide-rain channels added inside the network")
     prior_levels: int = Field(0, ge=0, le=8, description="exceedance heads: pyramid levels (scales 1, 2, 4, ... cells) of the learned neighbourhood prior; 0 = sharp guide prior")
+    prior_classes_m: list[float] = Field(
+        default_factory=list,
+        description="m; one learned neighbourhood prior per resolution class (a grid takes the class nearest its cell size on a log scale); empty = one prior for every grid",
+    )
     guide_sources: list[GuideSource] = Field(
         default_factory=lambda: ["extrapolation"],
         description="guide rain nowcasts, in channel order; the first is the residual base (extrapolation | sprog)",
@@ -103,6 +110,12 @@ class ModelConfig(BaseModel):
             raise ValueError(f"guide_sources must name distinct sources, got {self.guide_sources}")
         if (self.guide_smoothing or self.prior_levels) and self.advection == "none":
             raise ValueError("guide_smoothing and prior_levels need a guide (advection 'input' or 'residual')")
+        if self.prior_classes_m:
+            c = self.prior_classes_m
+            if not self.prior_levels or not self.probability_thresholds:
+                raise ValueError("prior_classes_m needs the neighbourhood prior (prior_levels > 0 and probability_thresholds)")
+            if any(v <= 0 for v in c) or len(set(c)) != len(c):
+                raise ValueError(f"prior_classes_m must be distinct positive cell sizes (m), got {c}")
         return self
 
     @property
@@ -258,7 +271,11 @@ class EncoderForecaster(nn.Module):
                 want = torch.log2(1.0 + 0.75 * torch.arange(1, config.n_leads + 1, dtype=torch.float32))
                 w = -2.0 * (lvl.view(1, 1, -1) - want.view(-1, 1, 1)).abs()
                 w = w.repeat(1, 1, len(config.guide_sources))  # the same start for every guide source
-                self.prior_logits = nn.Parameter(w.expand(config.n_leads, n_prob, w.shape[-1]).clone())
+                w = w.expand(config.n_leads, n_prob, w.shape[-1])
+                if config.prior_classes_m:  # (C, K, T, S * L): the same start for every class
+                    w = w.unsqueeze(0).expand(len(config.prior_classes_m), *w.shape)
+                    self.register_buffer("prior_log_cells", torch.log(torch.tensor(config.prior_classes_m, dtype=torch.float32)), persistent=False)
+                self.prior_logits = nn.Parameter(w.clone())
         if config.advection == "residual" and config.residual_zero_init:
             # zero correction at initialisation: training starts from the extrapolation nowcast
             with torch.no_grad():
@@ -282,17 +299,40 @@ class EncoderForecaster(nn.Module):
         extra = [gaussian_like_blur(rain, sigma).reshape(b, k, 1, h, w) for sigma in self.config.guide_smoothing]
         return torch.cat([guide, *extra], dim=2)
 
-    def neighbourhood_prior(self, guide_rain: torch.Tensor, lead: int) -> torch.Tensor:
+    def prior_classes(self, cell_size_m: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """(B,) index of each sample's prior class, nearest its cell size (m) on a log scale.
+
+        None without ``prior_classes_m``, and for ``cell_size_m=None`` (a grid of unknown cell
+        size), which gets the mean of the classes' prior weights.
+        """
+        if not self.config.prior_classes_m or cell_size_m is None:
+            return None
+        cells = torch.as_tensor(cell_size_m, dtype=torch.float32, device=self.prior_log_cells.device).reshape(-1)
+        if cells.numel() == 1:
+            cells = cells.expand(batch)
+        if cells.numel() != batch or not bool(torch.all(cells > 0)):
+            raise ValueError(f"cell_size_m must hold one positive cell size (m) per sample ({batch}), got {cells.tolist()}")
+        return (torch.log(cells)[:, None] - self.prior_log_cells[None]).abs().argmin(dim=1)
+
+    def _prior_weights(self, lead: int, classes: torch.Tensor | None) -> torch.Tensor:
+        """Softmax prior weights at ``lead``: (1, T, S * L), or (B, T, S * L) per sample's class."""
+        if not self.config.prior_classes_m:
+            return torch.softmax(self.prior_logits[lead], dim=-1)[None]
+        w = torch.softmax(self.prior_logits[:, lead], dim=-1)  # (C, T, S * L)
+        return w.mean(dim=0, keepdim=True) if classes is None else w[classes]
+
+    def neighbourhood_prior(self, guide_rain: torch.Tensor, lead: int, classes: torch.Tensor | None = None) -> torch.Tensor:
         """Logit of the learned multiscale neighbourhood probability of exceedance at ``lead``.
 
-        guide_rain: (B, S, H, W) scaled rain of the S guide sources at that lead.
-        Returns (B, T, H, W). Each source's exceedance indicator is averaged over a pyramid
+        guide_rain: (B, S, H, W) scaled rain of the S guide sources at that lead; classes: (B,)
+        prior class per sample (:meth:`prior_classes`; None = the only prior, or the classes'
+        mean). Returns (B, T, H, W). Each source's exceedance indicator is averaged over a pyramid
         (2x2 means); the sources are mixed at each level's own resolution and each level is
         then upsampled once (bilinear is linear: the same mixture as upsampling every source).
         """
         b, n_src, h, w = guide_rain.shape
         offsets = self.prob_offsets.view(1, -1, 1, 1).to(guide_rain.dtype)
-        weights = torch.softmax(self.prior_logits[lead], dim=-1)  # (T, S * L), source-major
+        weights = self._prior_weights(lead, classes)  # (1 or B, T, S * L), source-major
         n_lv = self.config.prior_levels
         levels = [torch.sigmoid(self.prob_scale.view(1, -1, 1, 1) * (guide_rain[:, src, None] - offsets)) for src in range(n_src)]  # (B, T, H, W)
         mix: torch.Tensor | None = None
@@ -304,9 +344,9 @@ class EncoderForecaster(nn.Module):
                     levels = [lvl.mean(dim=(-2, -1), keepdim=True) for lvl in levels]
                 else:
                     levels = [nn.functional.avg_pool2d(lvl, 2, ceil_mode=True) for lvl in levels]
-            combined = weights[:, lv].view(1, -1, 1, 1) * levels[0]
+            combined = weights[:, :, lv, None, None] * levels[0]
             for src in range(1, n_src):
-                combined = combined + weights[:, src * n_lv + lv].view(1, -1, 1, 1) * levels[src]
+                combined = combined + weights[:, :, src * n_lv + lv, None, None] * levels[src]
             if lv == 0:
                 mix = combined
                 continue
@@ -319,13 +359,17 @@ class EncoderForecaster(nn.Module):
         mix = mix.clamp(1e-4, 1.0 - 1e-4)
         return torch.log(mix) - torch.log1p(-mix)
 
-    def forward(self, inputs: torch.Tensor, guide: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, inputs: torch.Tensor, guide: torch.Tensor | None = None, cell_size_m: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(rain, lightning_logit)``, each (B, K, H, W); see :meth:`forward_all`."""
-        out = self.forward_all(inputs, guide)
+        out = self.forward_all(inputs, guide, cell_size_m)
         return out.rain, out.lightning_logit
 
-    def forward_all(self, inputs: torch.Tensor, guide: torch.Tensor | None = None) -> NetworkOutput:
-        """Rain, lightning logit and exceedance logits; shapes in the module docstring."""
+    def forward_all(self, inputs: torch.Tensor, guide: torch.Tensor | None = None, cell_size_m: torch.Tensor | float | None = None) -> NetworkOutput:
+        """Rain, lightning logit and exceedance logits; shapes in the module docstring.
+
+        ``cell_size_m``: (B,) or scalar grid cell size in metres; picks each sample's prior class
+        when ``config.prior_classes_m`` is set (ignored otherwise).
+        """
         cfg = self.config
         if inputs.ndim != 5 or inputs.shape[2] != cfg.input_channels:
             raise ValueError(f"inputs must be (B, N, {cfg.input_channels}, H, W), got {tuple(inputs.shape)}")
@@ -338,6 +382,7 @@ class EncoderForecaster(nn.Module):
             if guide is None or tuple(guide.shape) != want:
                 raise ValueError(f"advection={cfg.advection!r} needs guide {want}, got {None if guide is None else tuple(guide.shape)}")
             guide = self._with_smoothed(guide)
+        classes = self.prior_classes(cell_size_m, b) if self.guided and cfg.prior_levels else None
         # encoder
         states: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.enc_cells)
         for t in range(nt):
@@ -374,7 +419,7 @@ class EncoderForecaster(nn.Module):
             if cfg.probability_thresholds:
                 logit = out[:, 2:]
                 if self.guided and cfg.prior_levels:
-                    logit = logit + self.neighbourhood_prior(guide[:, k, : len(cfg.guide_sources)], k)
+                    logit = logit + self.neighbourhood_prior(guide[:, k, : len(cfg.guide_sources)], k, classes)
                 elif self.guided:
                     prior = guide[:, k, :1] - self.prob_offsets.view(1, -1, 1, 1).to(logit.dtype)
                     logit = logit + self.prob_scale.view(1, -1, 1, 1) * prior

@@ -116,6 +116,49 @@ def test_neighbourhood_prior_spreads_with_lead_and_is_a_probability() -> None:
     assert net.prior_logits.shape == (15, 1, 6) and net.prior_logits.requires_grad
 
 
+def test_prior_classes_pick_each_samples_prior_by_cell_size(tmp_path: Path) -> None:
+    """``prior_classes_m``: one prior per resolution class; each sample of a mixed batch gets the
+    class nearest its cell size (log scale), the adapter passes the grid's cell size, and a grid of
+    unknown size gets the classes' mean weights. Without classes the parameter keeps its layout."""
+    from training.checkpoint import save_checkpoint
+
+    base = dict(n_inputs=3, n_leads=4, channels=[4, 8], kernels=[3, 3], strides=[2, 2], stem_channels=4, lightning=False,
+                residual_zero_init=True, probability_thresholds=[1.0], prior_levels=4)
+    cfg = ModelConfig(**base, prior_classes_m=[2000.0, 240.0])
+    net = EncoderForecaster(cfg)
+    assert net.prior_logits.shape == (2, 4, 1, 4) and net.prior_logits.requires_grad
+    assert EncoderForecaster(ModelConfig(**base)).prior_logits.shape == (4, 1, 4)  # earlier checkpoints still load
+    with torch.no_grad():  # class 0 (2 km): all weight on the sharp level; class 1 (240 m): on the coarsest
+        net.prior_logits.zero_()
+        net.prior_logits[0, ..., 0] = 30.0
+        net.prior_logits[1, ..., 3] = 30.0
+    torch.manual_seed(0)
+    x, g = torch.rand(1, 3, 2, 32, 32), torch.zeros(1, 4, 1, 32, 32)
+    g[..., 12:20, 12:20] = 1.5
+    sharp, coarse, mixed = (torch.sigmoid(net.forward_all(x, g, c).exceedance_logit)[0, 0, 0] for c in (1900.0, 250.0, None))
+    assert sharp[16, 16] > 0.95 and sharp[16, 22] < 0.05  # the sharp class reproduces the guide's area
+    assert 0.1 < coarse[16, 22] < 0.9 and coarse[16, 16] < 0.9  # the coarse class spreads it
+    torch.testing.assert_close(mixed, (sharp + coarse) / 2, atol=2e-3, rtol=0)  # unknown size: the mean prior
+    pair = torch.sigmoid(net.forward_all(x.expand(2, -1, -1, -1, -1), g.expand(2, -1, -1, -1, -1), torch.tensor([250.0, 1900.0])).exceedance_logit)
+    torch.testing.assert_close(pair[0, 0, 0], coarse)
+    torch.testing.assert_close(pair[1, 0, 0], sharp)
+    with pytest.raises(ValueError, match="one positive cell size"):
+        net.forward_all(x, g, torch.tensor([250.0, 1900.0]))
+    with pytest.raises(ValueError, match="needs the neighbourhood prior"):
+        ModelConfig(**{**base, "prior_levels": 0}, prior_classes_m=[2000.0])
+    with pytest.raises(ValueError, match="distinct positive"):
+        ModelConfig(**base, prior_classes_m=[240.0, 240.0])
+    # the adapter: the grid's cell size picks the class (make_history's grid: 1 km cells -> the 2 km class)
+    path = tmp_path / "classes.pt"
+    save_checkpoint(path, {"model_config": cfg.model_dump(), "state_dict": net.state_dict()})
+    m = create_nowcaster("convlstm", checkpoint=path)
+    h = make_history(blob_frames(3))
+    rain, light = h[dims.RAIN_RATE].values, h[dims.LIGHTNING].values
+    cell = m.predict_all(rain, light, 1000.0)[2]
+    np.testing.assert_array_equal(cell, m.predict_all(rain, light, 2000.0)[2])
+    assert not np.array_equal(cell, m.predict_all(rain, light, 240.0)[2])
+
+
 def test_adapter_applies_the_checkpoint_calibration(tmp_path: Path) -> None:
     from training.checkpoint import save_checkpoint
 

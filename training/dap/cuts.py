@@ -84,9 +84,10 @@ def exceedance_histogram(model: Any, runner: EventRunner, event: str) -> Exceeda
     store, n_leads = runner.stores[event], runner.plan.scores.n_leads
     cad = store.cadence
     hist = ExceedanceHistogram(tuple(model.config.probability_thresholds), n_leads)
+    cell_size_m = store.grid.cell_size_m  # picks the prior class of a model with per-class priors
     for t in runner.starts[event]:
         rain, light = motion.history_arrays(store.window(t, model.n_inputs), model.n_inputs, model.name)
-        _, _, exceed = model.predict_all(rain, light)
+        _, _, exceed = model.predict_all(rain, light, cell_size_m)
         if not motion.has_rain(rain):  # the nowcaster forecasts no rain then
             exceed = np.zeros_like(exceed)
         observed = store.window(t + cad * n_leads, n_leads)[dims.RAIN_RATE].values
