@@ -8,10 +8,16 @@ the store is untouched by it.
 A new store takes its cadence from the archive: the greatest common step of the times of its
 first frames (a 6-minute archive makes a 6-minute store); ``cadence`` fixes it instead. An
 existing store keeps its own cadence; frames off it are failures.
+
+The store records every source file an import stored frames from (or found already stored):
+its SHA-256, name, reader, the import options and the frame times (:meth:`ObservationStore.record_imported`).
+:func:`nowcast.provenance.source_fingerprint` hashes that record: unlike the content
+fingerprint, it does not depend on the last bits a reader's floating point gives on one CPU.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from collections.abc import Callable
@@ -77,6 +83,25 @@ def to_store_grid(frames: xr.DataArray, grid: Grid | None, downsample: int, meth
     return frames
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def import_options(grid: Grid | None, downsample: int, method: str, product: object | None) -> dict[str, object]:
+    """What an import does to a file's frames besides reading it (recorded with each source file)."""
+    opts: dict[str, object] = {"downsample": int(downsample), "method": method}
+    if grid is not None:
+        opts["grid"] = f"{grid.name or 'custom'} {grid.shape[0]}x{grid.shape[1]}"
+    if product is not None and hasattr(product, "model_dump_json"):
+        opts["product_sha256"] = hashlib.sha256(product.model_dump_json().encode()).hexdigest()[:16]
+    return opts
+
+
 def import_files(
     files: list[Path],
     store_url: str,
@@ -107,6 +132,9 @@ def import_files(
         raise StoreError(f"{store_url}: existing store cadence {existing} differs from --cadence {pd.Timedelta(cadence)}")
     #: frames read before a new store's cadence is known (bounded: see _cadence_known)
     pending: list[tuple[Path, xr.DataArray]] = []
+    #: the source files whose frames are in the store now ({SHA-256: record}), saved at the end
+    stored_from: dict[str, dict[str, object]] = {}
+    options = import_options(grid, downsample, method, product)
 
     def fail(path: Path, exc: Exception) -> None:
         summary.failed += 1
@@ -124,6 +152,9 @@ def import_files(
                 summary.written += 1
             else:
                 summary.skipped += 1
+        times = pd.DatetimeIndex(frames[dims.TIME].values).strftime("%Y-%m-%dT%H:%M:%S").tolist()
+        reader = str(frames.attrs.get("reader", "unknown"))
+        stored_from[file_sha256(path)] = {"file": path.name, "reader": reader, "options": options, "times": times}
 
     def open_store(first: xr.DataArray) -> ObservationStore:
         step = existing or (pd.Timedelta(cadence) if cadence is not None else detect_cadence([f for _, f in pending] + [first]))
@@ -138,32 +169,37 @@ def import_files(
         pending.clear()
 
     bar = tqdm(files, unit="file", disable=not progress, file=sys.stderr)
-    for path in bar:
-        bar.set_postfix_str(path.name[-40:], refresh=False)
-        try:
-            frames = read_radar(path, reader="gridded", product=product) if product is not None else read_radar(path)
-            frames = to_store_grid(frames, grid, downsample, method)
-            if store is None:
-                if existing is None and cadence is None and not _cadence_known([f for _, f in pending] + [frames]):
-                    pending.append((path, frames))
-                    continue
-                store = open_store(frames)
-                grid = store.grid
-                flush_pending()
-            put(path, frames)
-        except (ReaderError, StoreError, ValueError, OSError) as exc:
-            fail(path, exc)
-    if pending:  # fewer files than needed to be sure of the cadence: use what they tell
-        last_path, last = pending.pop()
-        try:
-            store = open_store(last)
-        except (StoreError, ValueError, OSError) as exc:
-            for p, _ in [*pending, (last_path, last)]:
-                fail(p, exc)
-            return summary
-        grid = store.grid
-        pending.append((last_path, last))
-        flush_pending()
+    try:
+        for path in bar:
+            bar.set_postfix_str(path.name[-40:], refresh=False)
+            try:
+                raw = read_radar(path, reader="gridded", product=product) if product is not None else read_radar(path)
+                frames = to_store_grid(raw, grid, downsample, method)
+                frames.attrs["reader"] = raw.attrs.get("reader", "unknown")
+                if store is None:
+                    if existing is None and cadence is None and not _cadence_known([f for _, f in pending] + [frames]):
+                        pending.append((path, frames))
+                        continue
+                    store = open_store(frames)
+                    grid = store.grid
+                    flush_pending()
+                put(path, frames)
+            except (ReaderError, StoreError, ValueError, OSError) as exc:
+                fail(path, exc)
+        if pending:  # fewer files than needed to be sure of the cadence: use what they tell
+            last_path, last = pending.pop()
+            try:
+                store = open_store(last)
+            except (StoreError, ValueError, OSError) as exc:
+                for p, _ in [*pending, (last_path, last)]:
+                    fail(p, exc)
+                return summary
+            grid = store.grid
+            pending.append((last_path, last))
+            flush_pending()
+    finally:  # an interrupted import still records the files whose frames it stored
+        if store is not None:
+            store.record_imported(stored_from)
     return summary
 
 

@@ -4,12 +4,18 @@ One :func:`code_version` (package version, git commit, dirty flag) and one conte
 :func:`data_fingerprint` (SHA-256 of the bytes of every stored rain frame, in time order), used
 by checkpoints, model cards, the model registry and the DAP ledgers alike. A fingerprint
 changes when any stored value changes, and only then (it does not depend on the store's write
-counter or on where the store lives).
+counter or on where the store lives). It is exact but can be tied to the machine: the same files imported on an Intel
+(AVX-512) and an AMD (AVX2) machine gave other content fingerprints for exactly the stores whose
+readers convert reflectivity to rain rate (NumPy picks its ``power``/``exp`` kernels by the CPU's
+SIMD level; README, Known limits). :func:`source_fingerprint` (SHA-256 of the
+imported source files, their readers, import options and frame times) is the same on every
+machine; records carry both.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from functools import lru_cache
@@ -76,3 +82,27 @@ def data_fingerprint(store: ObservationStoreLike, variable: str = "rain_rate") -
         v = store.read_times(times[i : i + batch])[variable].values
         h.update(np.ascontiguousarray(np.nan_to_num(v, nan=-1.0)).tobytes())
     return h.hexdigest()[:16]
+
+
+def source_fingerprint(store: ObservationStoreLike) -> str | None:
+    """SHA-256 (first 16 hex digits) of where every stored rain frame came from: the source
+    files' SHA-256, names, readers, import options and frame times (the store's import record,
+    :meth:`nowcast.store.ObservationStore.record_imported`). Machine-independent.
+
+    None when some stored frame is not covered by that record: frames that came from ingest or
+    another writer, or frames of an import made before stores kept the record (import the same
+    files again to add it: frames already stored are kept, not rewritten).
+    """
+    imported = getattr(store, "imported_files", None)
+    record = imported() if imported is not None else {}
+    if not record:
+        return None
+    by_source = getattr(store, "frames_by_source", dict)()
+    if set(by_source) - {"import"}:
+        return None
+    covered = {t for entry in record.values() for t in entry.get("times", [])}
+    stored = store.times().strftime("%Y-%m-%dT%H:%M:%S")
+    if any(t not in covered for t in stored):
+        return None
+    canonical = json.dumps(sorted([sha, e.get("file"), e.get("reader"), e.get("options"), sorted(e.get("times", []))] for sha, e in record.items()), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -13,6 +13,8 @@ This is the only module that knows the on-disk layout and chunking::
         zarr.json attrs         rain_rate_slots / lightning_slots: the complete slots of the day;
                                 sources: frames appended per source
     <root>/state/<source>/      zarr.json attrs: per-source ingest state (JSON)
+    <root>/provenance/          zarr.json attrs: ``imported``, the source files imports stored
+                                frames from ({file SHA-256: {file, reader, options}})
 
 Writing a frame: the data chunk(s) first, then the slot is added to the day's complete list,
 then the root ``last_complete`` marker is updated. Every group document the store depends on
@@ -108,6 +110,9 @@ def _remove_partial_files(path: str) -> None:
         except OSError:  # pragma: no cover - raced with another cleanup
             pass
 
+
+#: group whose attributes record where imported frames came from (:meth:`ObservationStore.record_imported`)
+PROVENANCE_GROUP = "provenance"
 
 def _group_doc(attributes: dict[str, Any]) -> dict[str, Any]:
     """A Zarr v3 group document."""
@@ -678,6 +683,21 @@ class ObservationStore:
         """Rain frames appended per source name (the part of the source before any ':')."""
         return {k: int(v) for k, v in (self._root_attrs().get("frames_by_source") or {}).items()}
 
+    def record_imported(self, files: dict[str, dict[str, Any]]) -> None:
+        """Merge ``files`` ({file SHA-256: {"file": name, "reader": name, "options": {...}}}) into
+        the store's record of the source files imports stored frames from (one atomic write)."""
+        self._check_writable()
+        if not files:
+            return
+        with self._lock:
+            known = dict((self._attrs(PROVENANCE_GROUP) or {}).get("imported") or {})
+            known.update(files)
+            self._write_attrs(PROVENANCE_GROUP, {"imported": known})
+
+    def imported_files(self) -> dict[str, dict[str, Any]]:
+        """The record of :meth:`record_imported` ({} for a store no import has written to)."""
+        return dict((self._attrs(PROVENANCE_GROUP) or {}).get("imported") or {})
+
     # ------------------------------------------------------------------ reading
     def days(self) -> list[str]:
         """The UTC day groups present (YYYYMMDD), sorted (listed directly: a day being created,
@@ -858,4 +878,5 @@ class ObservationStore:
             "size_bytes": stored,
             "uncompressed_rain_bytes": raw,
             "version": self.version,
+            "imported_files": len(self.imported_files()),
         }

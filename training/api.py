@@ -19,7 +19,7 @@ import pandas as pd
 
 from nowcast import dims
 from nowcast.models.convlstm import resolve_device
-from nowcast.provenance import code_version_string, data_fingerprint
+from nowcast.provenance import code_version_string, data_fingerprint, source_fingerprint
 from training import ddp
 from training.config import TrainOptions, parse_options, resolve_out_dir
 from training.dataset import MultiStoreDataset, WindowDataset, select_windows, windows_fingerprint
@@ -93,6 +93,7 @@ def fit(
             "windows_hash": windows_hash,
             # content hash of the stored frames (nowcast.provenance), read once, by rank 0
             "data_fingerprint": data_fingerprint(store) if ctx.is_main else None,
+            "source_fingerprint": source_fingerprint(store) if ctx.is_main else None,  # machine-independent
             "store": store.url,
             "store_version": store.version,
             "code_version": code_version_string(),
@@ -173,6 +174,7 @@ def fit_many(
     meta = {
         "windows_hash": windows_hash,
         "data_fingerprint": _combined_fingerprint([data_fingerprint(s) for s, _, _ in parts]),
+        "source_fingerprint": _combined_source_fingerprint([source_fingerprint(s) for s, _, _ in parts]),
         "store": ";".join(s.url for s, _, _ in parts),
         "store_version": ";".join(str(s.version) for s, _, _ in parts),
         "code_version": code_version_string(),
@@ -202,3 +204,8 @@ def _combined_fingerprint(fingerprints: list[str]) -> str:
     import hashlib
 
     return hashlib.sha256("\n".join(fingerprints).encode()).hexdigest()[:16]
+
+
+def _combined_source_fingerprint(fingerprints: list[str | None]) -> str | None:
+    """Like :func:`_combined_fingerprint` for source fingerprints; None when a store has none."""
+    return None if any(f is None for f in fingerprints) else _combined_fingerprint([f for f in fingerprints if f])

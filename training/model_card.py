@@ -67,7 +67,7 @@ def write_model_card(
     """Write ``<checkpoint stem>.card.json`` beside ``checkpoint``; returns its path."""
     import torch
 
-    from nowcast.provenance import data_fingerprint
+    from nowcast.provenance import data_fingerprint, source_fingerprint
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg_text = Path(config_path).read_bytes()
@@ -80,7 +80,7 @@ def write_model_card(
         "seed": ckpt.get("seed"),
         "model_config": ckpt.get("model_config"),
         "data": {
-            name: {"role": "train" if name in train_events else "validation", "store": str(getattr(s, "url", "")), "fingerprint": data_fingerprint(s), "n_frames": len(s.times()), "cadence_minutes": s.cadence.total_seconds() / 60}
+            name: {"role": "train" if name in train_events else "validation", "store": str(getattr(s, "url", "")), "fingerprint": data_fingerprint(s), "source_fingerprint": source_fingerprint(s), "n_frames": len(s.times()), "cadence_minutes": s.cadence.total_seconds() / 60}
             for name, s in stores.items()
             if name in train_events or name in validation_events
         },
@@ -113,7 +113,7 @@ def write_store_model_card(checkpoint: Path, *, config_path: str | Path, train_s
     import torch
 
     from nowcast.config import load_config
-    from nowcast.provenance import data_fingerprint
+    from nowcast.provenance import data_fingerprint, source_fingerprint
     from nowcast.store import ObservationStore
     from training.config import TrainConfig
 
@@ -136,6 +136,7 @@ def write_store_model_card(checkpoint: Path, *, config_path: str | Path, train_s
             "store": str(cfg.data.store),
             "synthetic_seed": cfg.data.synthetic_seed,
             "fingerprint": data_fingerprint(store),
+            "source_fingerprint": source_fingerprint(store),
             "n_frames": len(store.times()),
             "cadence_minutes": cadence_min,
             "cell_km": cell_km,

@@ -36,11 +36,17 @@ def format_info(info: dict) -> str:
         f"lon/lat:    {', '.join(f'{b:.3f}' for b in g['bbox_lonlat'])}",
         f"crs:        {info['crs']}",
         f"size:       {_human(info['size_bytes'])} stored, {_human(info['uncompressed_rain_bytes'])} raw rain float32",
+        f"sources:    {info.get('imported_files', 0)} imported files"
+        + (f", source fingerprint {info['source_fingerprint']}" if info.get("source_fingerprint") else " (no source fingerprint: not every frame was imported with a record)"),
     ]
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
-    info = ObservationStore.open(args.store).info()
+    from nowcast.provenance import source_fingerprint
+
+    store = ObservationStore.open(args.store)
+    info = store.info()
+    info["source_fingerprint"] = source_fingerprint(store)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0

@@ -83,6 +83,7 @@ def read_radar(path: str | Path, *, reader: str | None = None, **options: Any) -
         raise
     except Exception as exc:  # truncated / corrupt content surfaces as many exception types
         raise ReaderError(path, f"{name}: {type(exc).__name__}: {exc}") from exc
+    da.attrs["reader"] = name  # the registered reader that decoded the file (import provenance)
     log.debug("read %s with %s: %s", path, name, dict(da.sizes))
     return da
 

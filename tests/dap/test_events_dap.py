@@ -214,6 +214,7 @@ def test_train_command_on_events_writes_checkpoint_and_card(event_stores: Path, 
     assert {k for k, v in card["data"].items() if v["role"] == "validation"} == {"a2", "b2"}
     assert card["calibration"]["thresholds"] == [0.5, 1.0, 5.0] and len(card["calibration"]["cuts"]) == 4
     assert card["train_seconds"] > 0 and card["hardware"]["device"] == "cpu" and len(card["data"]["a0"]["fingerprint"]) == 16
+    assert card["data"]["a0"]["source_fingerprint"] is None  # written by a test, not imported from files
     bad = tmp_path / "bad.toml"
     bad.write_text(f'[events]\ncatalogue = "{event_stores / "catalogue.toml"}"\nvalidation = ["zz"]\n' + text)
     assert main(["train", "--config", str(bad), "--device", "cpu"]) == 2

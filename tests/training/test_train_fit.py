@@ -53,6 +53,7 @@ def test_checkpoint_contents_and_round_trip(run3: Path, tiny_store) -> None:  # 
     from nowcast.provenance import data_fingerprint
 
     assert ckpt["data_fingerprint"] == data_fingerprint(tiny_store), "the content fingerprint, as ledgers and cards"
+    assert "source_fingerprint" in ckpt and ckpt["source_fingerprint"] is None  # synthetic frames: no source files
     best_epoch = ckpt["trainer"]["best_epoch"]
     assert ckpt["metrics"]["epoch"] == best_epoch
     # the adapter reproduces the network's own forward pass

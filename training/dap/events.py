@@ -52,7 +52,7 @@ from nowcast.evaluation import (
     tables_dataset,
 )
 from nowcast.metrics import ContingencyTable
-from nowcast.provenance import data_fingerprint
+from nowcast.provenance import data_fingerprint, source_fingerprint
 from training.dap.ledger import Ledger, code_version, now_iso, package_versions
 from training.events import Catalogue, EventSpec, load_catalogue, open_event_store, training_parts
 
@@ -306,7 +306,7 @@ class EventRunner:
         self.ledger.append({
             "event": "plan", "plan_hash": self.hash, "plan": self.plan.model_dump(), "train_options": self.train_options,
             "code_version": code_version(), "packages": package_versions(), "time": now_iso(),
-            "data": {e.name: {"store": self.catalogue.store_url(e), "store_version": str(self.stores[e.name].version), "n_start_times": len(self.starts[e.name]), "cadence_minutes": self.cadence_min[e.name], "fingerprint": data_fingerprint(self.stores[e.name])} for e in self.events},
+            "data": {e.name: {"store": self.catalogue.store_url(e), "store_version": str(self.stores[e.name].version), "n_start_times": len(self.starts[e.name]), "cadence_minutes": self.cadence_min[e.name], "fingerprint": data_fingerprint(self.stores[e.name]), "source_fingerprint": source_fingerprint(self.stores[e.name])} for e in self.events},
         })
         learned, records = self.run_splits()  # first: a separate `--stage baselines` may run meanwhile
         tables = self.run_baselines()
