@@ -11,12 +11,17 @@ DAP plans (:mod:`training.dap.events`): an event is held out whole, never split.
     python -m training.events build [--catalogue configs/events-real.toml] [--only NAME ...]
     python -m training.events list
     python -m training.events guides --config configs/train-real-events-sprog.toml [--workers 2]
+    python -m training.events fingerprints [--out FILE.json] [--compare OTHER.json]
 
 ``guides`` fills the content-keyed guide cache of a training recipe for every event, in
 parallel worker processes (one window per task, largest grids first): every
 ``window_stride``-th stored time, which covers the windows training selects and the start times
 the event DAP scores at the same stride, so one warm-up serves the shipped model, every fold and
 the folds' scoring.
+
+``fingerprints`` writes each event store's content and source fingerprints with the machine
+they were computed on (CPU, NumPy SIMD level); ``--compare`` sets them beside another machine's
+file and says, per event, whether the stored values, or only the source files, agree.
 """
 
 from __future__ import annotations
@@ -219,9 +224,59 @@ def warm_guides(catalogue: Catalogue, train_config: str | Path, workers: int = 2
     return out
 
 
+def store_fingerprints(catalogue: Catalogue, only: list[str] | None = None) -> dict:
+    """Content and source fingerprints of every built event store, with the machine's description."""
+    import numpy as np
+
+    from nowcast.provenance import code_version_string, data_fingerprint, source_fingerprint
+    from training.model_card import hardware
+
+    try:  # the SIMD extensions NumPy dispatches to on this CPU (no public API lists them)
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:
+        features = {}
+    events: dict[str, dict] = {}
+    for ev in catalogue.event:
+        if only and ev.name not in only:
+            continue
+        if not Path(catalogue.store_url(ev)).exists():
+            log.warning("%s: store not built; skipped", ev.name)
+            continue
+        store = open_event_store(catalogue, ev)
+        events[ev.name] = {
+            "store": catalogue.store_url(ev),
+            "frames": len(store.times()),
+            "imported_files": len(store.imported_files()),
+            "fingerprint": data_fingerprint(store),
+            "source_fingerprint": source_fingerprint(store),
+        }
+    cpu = hardware("cpu")
+    machine = {"cpu": cpu["cpu"], "numpy": np.__version__, "simd": sorted(k for k, on in features.items() if on and k.startswith(("AVX", "FMA", "X86_V")))}
+    return {"machine": machine, "code_version": code_version_string(), "events": events}
+
+
+def compare_fingerprints(mine: dict, other: dict) -> dict[str, str]:
+    """Per event of both files: "identical", "same sources, other stored values", "other sources"
+    or "no source record" (a store built before imports kept one)."""
+    out: dict[str, str] = {}
+    for name in sorted(set(mine["events"]) & set(other["events"])):
+        a, b = mine["events"][name], other["events"][name]
+        if a["fingerprint"] == b["fingerprint"]:
+            out[name] = "identical"
+        elif not a.get("source_fingerprint") or not b.get("source_fingerprint"):
+            out[name] = "no source record"
+        elif a["source_fingerprint"] == b["source_fingerprint"]:
+            out[name] = "same sources, other stored values"
+        else:
+            out[name] = "other sources"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.events", description=__doc__.split("\n\n")[0])
-    p.add_argument("action", choices=["build", "list", "guides"])
+    p.add_argument("action", choices=["build", "list", "guides", "fingerprints"])
+    p.add_argument("--out", type=Path, default=None, help="fingerprints: write them to this JSON file")
+    p.add_argument("--compare", type=Path, default=None, help="fingerprints: another machine's file to compare with")
     p.add_argument("--config", type=Path, default=Path("configs/train-real-events-sprog.toml"), help="guides: the training recipe")
     p.add_argument("--workers", type=int, default=2, help="guides: worker processes")
     p.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE)
@@ -233,6 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "list":
         for ev in cat.event:
             sys.stdout.write(f"{ev.name:28s} {ev.resolution_class:5s} {ev.cadence:6s} {cat.store_url(ev)}\n")
+        return 0
+    if args.action == "fingerprints":
+        import json
+
+        found = store_fingerprints(cat, args.only)
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(found, indent=1) + "\n")
+        verdicts = compare_fingerprints(found, json.loads(args.compare.read_text())) if args.compare else {}
+        for name, e in found["events"].items():
+            extra = f"  {verdicts[name]}" if name in verdicts else ""
+            sys.stdout.write(f"{name:28s} content {e['fingerprint']}  sources {e['source_fingerprint'] or '-':16s}{extra}\n")
         return 0
     if args.action == "guides":
         done = warm_guides(cat, args.config, args.workers, args.only, progress=not args.no_progress)
