@@ -277,6 +277,46 @@ def _cuts_difference(x: dict[str, Any] | None, y: dict[str, Any] | None) -> floa
     return max(float(np.abs(u - v).max()) for u, v in pairs)
 
 
+def prior_scales(checkpoint: Path) -> dict[str, Any]:
+    """How far the learned neighbourhood prior spreads each guide's exceedance, per class and lead.
+
+    Per resolution class (``model.prior_classes_m``; one entry "all grids" without classes), lead
+    (minutes) and threshold (mm/h): the prior's weights on the pyramid scales 1, 2, 4, ... cells
+    (summed over the guide sources) and their geometric-mean scale in cells (and km for a class).
+    """
+    import torch
+
+    from nowcast.models.convlstm import read_checkpoint
+    from nowcast.models.network import ModelConfig
+
+    ckpt = read_checkpoint(checkpoint)
+    cfg = ModelConfig.model_validate(ckpt["model_config"])
+    if not cfg.prior_levels or "prior_logits" not in ckpt["state_dict"]:
+        raise ValueError(f"{checkpoint}: the model has no learned neighbourhood prior (prior_levels = 0)")
+    logits = ckpt["state_dict"]["prior_logits"].float()
+    if not cfg.prior_classes_m:
+        logits = logits[None]
+    weights = torch.softmax(logits, dim=-1)  # (C, K, T, S * L)
+    c, k, t, _ = weights.shape
+    by_scale = weights.reshape(c, k, t, len(cfg.guide_sources), cfg.prior_levels).sum(dim=3)  # (C, K, T, L)
+    log2_mean = (by_scale * torch.arange(cfg.prior_levels, dtype=torch.float32)).sum(-1)
+    classes: dict[str, Any] = {}
+    for ci in range(c):
+        cell = cfg.prior_classes_m[ci] if cfg.prior_classes_m else None
+        leads = {}
+        for ki in range(k):
+            leads[str((ki + 1) * cfg.cadence_minutes)] = {
+                f"{thr:g}": {
+                    "weights_by_scale_cells": {str(2**lv): round(float(by_scale[ci, ki, ti, lv]), 4) for lv in range(cfg.prior_levels)},
+                    "mean_scale_cells": round(float(2 ** log2_mean[ci, ki, ti]), 3),
+                    **({"mean_scale_km": round(float(2 ** log2_mean[ci, ki, ti]) * cell / 1000.0, 3)} if cell else {}),
+                }
+                for ti, thr in enumerate(cfg.probability_thresholds)
+            }
+        classes[f"{cell:g} m" if cell else "all grids"] = leads
+    return {"checkpoint": str(checkpoint), "sha256": sha256_file(checkpoint), "guide_sources": list(cfg.guide_sources), "classes": classes}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.model_card", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="action", required=True)
@@ -296,7 +336,24 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("checkpoint", type=Path)
     k.add_argument("reference", type=Path)
     k.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    q = sub.add_parser("prior", help="the learned neighbourhood prior's scales per class and lead (JSON; a table on stdout)")
+    q.add_argument("checkpoint", type=Path)
+    q.add_argument("--out", type=Path, default=None, help="write the JSON here")
     args = p.parse_args(argv)
+    if args.action == "prior":
+        try:
+            doc = prior_scales(args.checkpoint)
+        except (ValueError, FileNotFoundError) as exc:  # CheckpointError is a ValueError
+            sys.stderr.write(f"python -m training.model_card prior: {exc}\n")
+            return 2
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(doc, indent=1) + "\n")
+        for name, leads in doc["classes"].items():
+            for lead, thrs in leads.items():
+                row = "  ".join(f"{thr} mm/h {v['mean_scale_cells']:6.2f} cells" + (f" ({v['mean_scale_km']:.2f} km)" if "mean_scale_km" in v else "") for thr, v in thrs.items())
+                sys.stdout.write(f"{name:>10s} {lead:>3s} min  {row}\n")
+        return 0
     if args.action == "compare":
         try:
             doc = compare(args.checkpoint, args.reference)

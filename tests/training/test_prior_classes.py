@@ -25,3 +25,33 @@ def test_training_moves_only_the_prior_of_the_class_it_sees(tiny_store, splits, 
     assert trained.shape == start.shape == (2, *start.shape[1:])
     assert (trained[0] - start[0]).abs().max() > 1e-3  # the store's class learned
     torch.testing.assert_close(trained[1], start[1], rtol=0, atol=0)  # the unseen class did not move
+
+
+def test_model_card_prior_reports_each_class_scales(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """`python -m training.model_card prior`: the prior's weights per scale and its mean scale in
+    cells and km, per class and lead; a model without a prior is a one-line error."""
+    import json
+
+    from training.checkpoint import save_checkpoint
+    from training.model_card import main
+
+    cfg = ModelConfig(n_inputs=3, n_leads=2, channels=[4, 8], kernels=[3, 3], strides=[2, 2], stem_channels=4, lightning=False,
+                      probability_thresholds=[1.0], prior_levels=3, prior_classes_m=[2000.0, 240.0])
+    net = EncoderForecaster(cfg)
+    with torch.no_grad():
+        net.prior_logits.zero_()
+        net.prior_logits[0, 0, 0, 0] = 50.0  # 2 km, 5 min: all on 1 cell
+        net.prior_logits[1, 0, 0, 2] = 50.0  # 240 m, 5 min: all on 4 cells
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, {"model_config": cfg.model_dump(), "state_dict": net.state_dict()})
+    assert main(["prior", str(path), "--out", str(tmp_path / "p.json")]) == 0
+    doc = json.loads((tmp_path / "p.json").read_text())
+    sharp, wide = doc["classes"]["2000 m"]["5"]["1"], doc["classes"]["240 m"]["5"]["1"]
+    assert sharp["mean_scale_cells"] == 1.0 and sharp["mean_scale_km"] == 2.0 and sharp["weights_by_scale_cells"]["1"] == 1.0
+    assert wide["mean_scale_cells"] == 4.0 and wide["mean_scale_km"] == 0.96
+    assert doc["classes"]["2000 m"]["10"]["1"]["mean_scale_cells"] == 2.0  # uniform weights over 1, 2, 4 cells
+    assert "2000 m   5 min  1 mm/h   1.00 cells (2.00 km)" in capsys.readouterr().out
+    bare = ModelConfig(n_inputs=3, n_leads=2, channels=[4, 8], kernels=[3, 3], strides=[2, 2], stem_channels=4, lightning=False, probability_thresholds=[1.0])
+    save_checkpoint(tmp_path / "bare.pt", {"model_config": bare.model_dump(), "state_dict": EncoderForecaster(bare).state_dict()})
+    assert main(["prior", str(tmp_path / "bare.pt")]) == 2
+    assert "no learned neighbourhood prior" in capsys.readouterr().err
