@@ -1,7 +1,8 @@
 """Model cards: what a trained checkpoint was made from, how, and how well it scores.
 
 A card is JSON beside its checkpoint (``<name>.card.json``): data fingerprints (SHA-256 of the
-rain bytes of every frame of every event used), the training configuration and its hash, code
+rain bytes of every frame of every event used, and the machine-independent source fingerprint of
+the files they were imported from), the training configuration and its hash, code
 version, seed, validation scores and probability cuts, training time and hardware; the
 event-blocked DAP results (plan hash, pooled held-out scores) are added by
 :func:`attach_evaluation`. :func:`ship` writes a weights-only copy of a checkpoint with its
@@ -9,6 +10,8 @@ card into the package (``nowcast/models/weights``).
 
     python -m training.model_card ship runs/convlstm-real-events/best.pt --domain real \
         [--evaluation results/real-events-kfold-sprog/results.json]
+    python -m training.model_card compare CKPT REFERENCE [--out FILE]   # how far two checkpoints are
+    python -m training.model_card prior CKPT [--out FILE]               # the learned prior's scales
 """
 
 from __future__ import annotations
