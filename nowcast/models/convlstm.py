@@ -296,16 +296,29 @@ class ConvLSTMNowcaster:
         rate, prob, _ = self.predict_all(rain, lightning, cell_size_m)
         return rate, prob
 
+    def guides(self, rain: np.ndarray, lightning: np.ndarray) -> np.ndarray | None:
+        """The guide nowcasts (n_leads, G, y, x), scaled as the network sees them (through the
+        cache when the nowcaster has one); None for a model without a guide."""
+        cfg = self.config
+        if self.guide_cache is not None and cfg.advection != "none":
+            return cached_guide(rain, lightning, cfg, self.guide_cache)[0]
+        return guide_features(rain, lightning, cfg)
+
+    def residual_base(self, rain: np.ndarray, lightning: np.ndarray) -> np.ndarray:
+        """(n_leads, y, x) mm/h: the residual base guide's rain rate (the first guide source, e.g.
+        S-PROG's nowcast), on which guide-conditioned cuts split the cells."""
+        g = self.guides(rain, lightning)
+        if g is None:
+            raise ValueError("convlstm: the model has no guide (advection = 'none')")
+        return np.asarray(scaled_to_rainrate(np.asarray(g[:, 0], dtype=np.float32)), dtype=dims.FLOAT)
+
     def predict_all(self, rain: np.ndarray, lightning: np.ndarray, cell_size_m: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Like :meth:`predict_arrays`, plus the exceedance probabilities (n_leads, T, y, x)
         for ``config.probability_thresholds`` (T = 0 without heads)."""
         torch = self._torch
         cfg = self.config
         x = input_features(rain, lightning, cfg)
-        if self.guide_cache is not None and cfg.advection != "none":
-            g = cached_guide(rain, lightning, cfg, self.guide_cache)[0]
-        else:
-            g = guide_features(rain, lightning, cfg)
+        g = self.guides(rain, lightning)
         mult = max(1, int(np.prod(cfg.strides)))
         x, (ny, nx) = pad_to_multiple(x, mult)
         xt = torch.from_numpy(x)[None].to(self.device)

@@ -389,3 +389,24 @@ def test_cut_ceiling_scores_every_cut_scheme_on_the_runs_held_out_events(event_s
     assert len(stamps) == sum(len(r["test"]) + len(r["validation"]) for r in splits)  # one per split and event it used
     run_ceiling(plan, run, out, progress=False)  # a rerun reuses every histogram
     assert {p: p.stat().st_mtime_ns for p in (out / "hist").rglob("*.npz")} == stamps
+
+    # --conditioned: guide-conditioned histograms give the same plain schemes, plus the conditioned one
+    from training.dap.cuts import CONDITIONED
+
+    cond_out = run / "cut-ceiling-conditioned"
+    cond = run_ceiling(plan, run, cond_out, progress=False, conditioned=True)
+    both = xr.load_dataset(cond_out / "results.nc")
+    assert set(both["method"].values) == {"sprog", "convlstm", *SCHEMES, CONDITIONED}
+    for m in ("sprog", "convlstm", *SCHEMES):  # both sides summed: the unconditioned histograms exactly
+        for c in evaluation.COUNTS:
+            np.testing.assert_array_equal(both[c].sel({"method": m}).values, ceiling[c].sel({"method": m}).values)
+    np.testing.assert_array_equal(total(both, CONDITIONED), total(dap, "convlstm"))
+    np.testing.assert_array_equal(observed(both, CONDITIONED), observed(dap, "convlstm"))
+    assert set(cond["classes"]["2km"]["vs_sprog"]) == {"convlstm", *SCHEMES, CONDITIONED}
+    assert "conditioned on S-PROG's area" in (cond_out / "report.md").read_text()
+    cut_records = [json.loads(line) for line in (cond_out / "ledger.jsonl").read_text().splitlines()][0]["splits"][0]["cuts"]
+    assert any(k.startswith("class-validation-conditioned") for k in cut_records)
+    cond_stamps = {p: p.stat().st_mtime_ns for p in (cond_out / "hist").rglob("*-conditioned.npz")}
+    assert len(cond_stamps) == len(stamps)
+    run_ceiling(plan, run, cond_out, progress=False, conditioned=True)
+    assert {p: p.stat().st_mtime_ns for p in (cond_out / "hist").rglob("*-conditioned.npz")} == cond_stamps

@@ -127,7 +127,9 @@ def test_service_switches_champion_under_load(tmp_path: Path) -> None:
         th.start()
     fc = ForecastStore.open(tmp_path / "fc.zarr")
     try:
-        _wait(lambda: len(codes) > 20, 20, "requests before the promotion")
+        # the status thread must have seen v1 before the promotion (under load the point
+        # requests alone could pass 20 before its first answer, which then reports v2)
+        _wait(lambda: len(codes) > 20 and bool(versions), 20, "requests and a status before the promotion")
         reg.promote("v2")
         _wait(lambda: versions and versions[-1] == "v2", 20, "/v1/status to report v2")
         _wait(lambda: (fc.latest().extra or {}).get("model_registry_version") == "v2", 20, "a forecast made by v2")

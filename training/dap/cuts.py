@@ -18,13 +18,23 @@ split's validation and test events, and scores the test events with four choices
   hindsight so that the pooled CSI is the highest any choice of cuts of these probabilities can
   give (:func:`pooled_csi_cuts`): the ceiling of calibration, for CSI, **not a forecast**.
 
+With ``--conditioned`` a fifth, a forecast too:
+
+- ``cuts-class-validation-conditioned``: two cuts per lead and threshold fitted on the validation
+  event of the test event's class, one for the cells where the residual base (S-PROG's nowcast)
+  itself reaches the threshold and one for the others
+  (:class:`~nowcast.models.calibration.GuideConditionedHistogram`).
+
+A model with cuts per resolution class is scored with the cuts of the test event's grid
+(``cuts-validation``); a model whose own cuts are guide-conditioned is refused.
+
 Each threshold is cut on its own head (the served field also needs the lower thresholds' cuts,
 so ``cuts-validation`` differs from the DAP's own tables by a few cells at 5 mm/h; the report
 shows both). Results go to ``<run>/cut-ceiling/`` (``results.nc``, ``results.json``,
 ``report.md``, ``ceiling.png``, ``ledger.jsonl``); the histograms are cached under ``hist/`` and reused when the
 model, store and start times match.
 
-    python -m training.dap.cuts --plan plans/real-events-kfold-sprog-repeated.toml [--repetitions 0 1 2]
+    python -m training.dap.cuts --plan plans/real-events-kfold-sprog-repeated.toml [--repetitions 0 1 2] [--conditioned]
 """
 
 from __future__ import annotations
@@ -43,7 +53,12 @@ import xarray as xr
 from nowcast import dims
 from nowcast.evaluation import pool_by_minutes, scores
 from nowcast.metrics import ContingencyTable
-from nowcast.models.calibration import ExceedanceHistogram, bin_edge, first_bin
+from nowcast.models.calibration import (
+    ExceedanceHistogram,
+    GuideConditionedHistogram,
+    bin_edge,
+    first_bin,
+)
 from training.dap.events import (
     LEARNED,
     EventPlan,
@@ -61,10 +76,12 @@ log = logging.getLogger(__name__)
 
 CEILING_DIR = "cut-ceiling"
 SCHEMES = ("cuts-validation", "cuts-class-validation", "cuts-hindsight-class", "cuts-hindsight-event")
+CONDITIONED = "cuts-class-validation-conditioned"
 NAMES = {
     "sprog": "S-PROG",
     LEARNED: "ConvLSTM as scored by the DAP",
-    "cuts-validation": "ConvLSTM, checkpoint's cuts (validation, both classes)",
+    "cuts-validation": "ConvLSTM, checkpoint's cuts (validation; its grid's class cuts where it has them)",
+    CONDITIONED: "ConvLSTM, cuts conditioned on S-PROG's area, fitted on its class's validation event",
     "cuts-class-validation": "ConvLSTM, cuts fitted on its class's validation event",
     "cuts-hindsight-class": "ConvLSTM, one set of cuts fitted on all its class's held-out events with hindsight (not a forecast)",
     "cuts-hindsight-event": "ConvLSTM, the best cuts per held-out event for the pooled score, with hindsight (the ceiling; not a forecast)",
@@ -75,15 +92,20 @@ class CeilingError(ValueError):
     """A run that cannot be analysed (unfinished folds, a model without exceedance heads)."""
 
 
-def exceedance_histogram(model: Any, runner: EventRunner, event: str) -> ExceedanceHistogram:
+Histogram = ExceedanceHistogram | GuideConditionedHistogram
+
+
+def exceedance_histogram(model: Any, runner: EventRunner, event: str, conditioned: bool = False) -> Histogram:
     """Histogram of ``model``'s exceedance probabilities (n_leads, heads) against the observed
     rain of ``event`` at the plan's start times, counting the cells the DAP scores (covered by the
-    last input frame and observed)."""
+    last input frame and observed); ``conditioned``: split by whether the residual base (S-PROG)
+    reaches each threshold (:class:`GuideConditionedHistogram`)."""
     from nowcast.models import motion
 
     store, n_leads = runner.stores[event], runner.plan.scores.n_leads
     cad = store.cadence
-    hist = ExceedanceHistogram(tuple(model.config.probability_thresholds), n_leads)
+    heads = tuple(model.config.probability_thresholds)
+    hist: Histogram = GuideConditionedHistogram(heads, n_leads) if conditioned else ExceedanceHistogram(heads, n_leads)
     cell_size_m = store.grid.cell_size_m  # picks the prior class of a model with per-class priors
     for t in runner.starts[event]:
         rain, light = motion.history_arrays(store.window(t, model.n_inputs), model.n_inputs, model.name)
@@ -92,27 +114,43 @@ def exceedance_histogram(model: Any, runner: EventRunner, event: str) -> Exceeda
             exceed = np.zeros_like(exceed)
         observed = store.window(t + cad * n_leads, n_leads)[dims.RAIN_RATE].values
         covered = np.broadcast_to(np.isfinite(rain[-1]), observed.shape)
-        hist.accumulate(exceed[:n_leads], observed, covered)
+        if conditioned:
+            hist.accumulate(exceed[:n_leads], observed, model.residual_base(rain, light)[:n_leads], covered)
+        else:
+            hist.accumulate(exceed[:n_leads], observed, covered)
     return hist
 
 
-def _cached_histogram(path: Path, key: dict[str, Any], compute) -> ExceedanceHistogram:
+def plain(hist: Histogram) -> ExceedanceHistogram:
+    """The unconditioned histogram of a (possibly guide-conditioned) one: both sides summed."""
+    if isinstance(hist, ExceedanceHistogram):
+        return hist
+    return ExceedanceHistogram(hist.thresholds, hist.n_leads, hist.below.positive + hist.above.positive, hist.below.negative + hist.above.negative)
+
+
+def _cached_histogram(path: Path, key: dict[str, Any], compute) -> Histogram:
+    parts = ("below", "above") if key.get("conditioned") else ("",)
     if path.is_file():
         with np.load(path) as z:
             if json.loads(str(z["key"])) == key:
-                return ExceedanceHistogram(tuple(key["heads"]), int(key["n_leads"]), z["positive"].copy(), z["negative"].copy())
+                sides = [ExceedanceHistogram(tuple(key["heads"]), int(key["n_leads"]), z[f"{p}positive"].copy(), z[f"{p}negative"].copy()) for p in parts]
+                return sides[0] if len(sides) == 1 else GuideConditionedHistogram(tuple(key["heads"]), int(key["n_leads"]), *sides)
     hist = compute()
+    sides = [hist] if isinstance(hist, ExceedanceHistogram) else [hist.below, hist.above]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, key=json.dumps(key, sort_keys=True), positive=hist.positive, negative=hist.negative)
+    arrays = {f"{p}{what}": getattr(h, what) for p, h in zip(parts, sides, strict=True) for what in ("positive", "negative")}
+    np.savez(tmp, key=json.dumps(key, sort_keys=True), **arrays)
     tmp.replace(path)
     return hist
 
 
-def table_at(hist: ExceedanceHistogram, cuts: np.ndarray, heads: list[int]) -> ContingencyTable:
-    """Contingency table (n_leads, len(heads)) of cutting the probabilities of ``heads`` at ``cuts`` (n_leads, all heads)."""
+def table_at(hist: Histogram, cuts: np.ndarray, heads: list[int]) -> ContingencyTable:
+    """Contingency table (n_leads, len(heads)) of cutting the probabilities of ``heads`` at ``cuts``
+    (n_leads, all heads), or (n_leads, all heads, 2) for a guide-conditioned histogram."""
     counts = hist.counts_at(cuts)[:, heads]  # (K, T, 3): hits, misses, false alarms
-    total = (hist.positive.sum(-1) + hist.negative.sum(-1))[:, heads]
+    whole = plain(hist)
+    total = (whole.positive.sum(-1) + whole.negative.sum(-1))[:, heads]
     t = ContingencyTable.init([hist.thresholds[h] for h in heads], hist.n_leads)
     t.hits[:], t.misses[:], t.false_alarms[:] = counts[..., 0], counts[..., 1], counts[..., 2]
     t.correct_negatives[:] = total - counts.sum(-1)
@@ -160,8 +198,8 @@ def pooled_csi_cuts(hists: list[ExceedanceHistogram], cadence_minutes: list[floa
     return best
 
 
-def _merged(hists: list[ExceedanceHistogram]) -> ExceedanceHistogram:
-    out = ExceedanceHistogram(hists[0].thresholds, hists[0].n_leads)
+def _merged(hists: list[Histogram]) -> Histogram:
+    out = type(hists[0])(hists[0].thresholds, hists[0].n_leads)
     for h in hists:
         out.merge(h)
     return out
@@ -174,8 +212,9 @@ def _add(tables: dict[tuple[str, str], ContingencyTable], key: tuple[str, str], 
         tables[key] = t
 
 
-def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Histogram, cut and score every split of ``run`` (or of ``repetitions``); writes ``out``."""
+def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | None = None, progress: bool = True, conditioned: bool = False) -> dict[str, Any]:
+    """Histogram, cut and score every split of ``run`` (or of ``repetitions``); writes ``out``.
+    ``conditioned``: also score guide-conditioned cuts fitted on each class's validation event."""
     from tqdm.auto import tqdm
 
     from nowcast.models import create_nowcaster
@@ -207,26 +246,32 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
         heads = list(model.config.probability_thresholds)
         if model.calibration is None or not all(t in heads for t in thresholds):
             raise CeilingError(f"{label}: the model has no exceedance heads at {thresholds} mm/h with cuts")
-        if model.calibration.classes:
-            raise CeilingError(f"{label}: the model has per-resolution-class cuts; the ceiling is defined for one set of cuts per lead and threshold")
         if model.calibration.conditioned:
             raise CeilingError(f"{label}: the model's cuts are conditioned on its residual guide; the ceiling is defined for one cut per lead and threshold")
         idx = [heads.index(t) for t in thresholds]
         hists = {}
         for event in split["validation"] + split["test"]:
-            hist_key = {**runner.score_key(LEARNED, model.version, event, {"split": label}), "heads": heads}
-            hists[event] = _cached_histogram(out / "hist" / label / f"{event}.npz", hist_key, lambda e=event, m=model: exceedance_histogram(m, runner, e))
+            hist_key = {**runner.score_key(LEARNED, model.version, event, {"split": label}), "heads": heads, **({"conditioned": True} if conditioned else {})}
+            name = f"{event}-conditioned.npz" if conditioned else f"{event}.npz"
+            hists[event] = _cached_histogram(out / "hist" / label / name, hist_key, lambda e=event, m=model: exceedance_histogram(m, runner, e, conditioned))
             bar.update(1)
+        flat = {e: plain(h) for e, h in hists.items()}
         stored = np.asarray(model.calibration.cuts)[: plan.scores.n_leads]
-        class_val = {c: _merged([hists[e] for e in split["validation"] if classes[e] == c]).optimal_cuts() for c in plan.classes if any(classes[e] == c for e in split["validation"])}
+        val_of = {c: [e for e in split["validation"] if classes[e] == c] for c in plan.classes}
+        class_val = {c: _merged([flat[e] for e in evs]).optimal_cuts() for c, evs in val_of.items() if evs}
+        class_cond = {c: _merged([hists[e] for e in evs]).optimal_cuts() for c, evs in val_of.items() if evs} if conditioned else {}
         for event in split["test"]:
-            for scheme, cut in (("cuts-validation", stored), ("cuts-class-validation", class_val.get(classes[event], stored))):
-                _add(tables, (scheme, event), table_at(hists[event], cut, idx))
+            own = np.asarray(model.calibration.cuts_for(runner.stores[event].grid.cell_size_m))[: plan.scores.n_leads]
+            for scheme, cut in (("cuts-validation", own), ("cuts-class-validation", class_val.get(classes[event], stored))):
+                _add(tables, (scheme, event), table_at(flat[event], cut, idx))
+            if conditioned and classes[event] in class_cond:
+                _add(tables, (CONDITIONED, event), table_at(hists[event], class_cond[classes[event]], idx))
             key = runner.score_key(LEARNED, model.version, event, {"split": label})  # the DAP's own table of this split
             _add(tables, (LEARNED, event), runner.score_table(LEARNED, model, event, key, runner.learned_table_path(split, event, run)))
-            held.append((label, event, hists[event]))
+            held.append((label, event, flat[event]))
         records.append({"split": label, "checkpoint": str(checkpoints[(split["repetition"], split["fold"])]), "model_version": model.version,
-                        "cuts": {"validation": stored[:, idx].round(4).tolist(), **{f"class-validation {c}": v[:, idx].round(4).tolist() for c, v in class_val.items()}}})
+                        "cuts": {"validation": stored[:, idx].round(4).tolist(), **{f"class-validation {c}": v[:, idx].round(4).tolist() for c, v in class_val.items()},
+                                 **{f"class-validation-conditioned {c}": v[:, idx].round(4).tolist() for c, v in class_cond.items()}}})
     bar.close()
     hindsight: dict[str, Any] = {}
     for c in plan.classes:
@@ -242,22 +287,22 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
     held_out = {e for _, e in tables}  # S-PROG from the plan run's tables (key-checked; scored there when missing)
     tables.update({k: t for k, t in runner.run_baselines(run).items() if k[0] == "sprog" and k[1] in held_out})
     counts = runner.results(tables)
-    summary = summarise_ceiling(counts, plan, classes, reps)
+    summary = summarise_ceiling(counts, plan, classes, reps, (*SCHEMES, CONDITIONED) if conditioned else SCHEMES)
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     outputs = write_outputs(out, counts, summary, report=ceiling_markdown, figure=("ceiling.png", plot_ceiling))
-    runner.ledger.append({"event": "cut-ceiling", "plan_hash": runner.hash, "run": str(run), "repetitions": reps, "splits": records, "hindsight_cuts": hindsight, "code_version": code_version(), "packages": package_versions(), "wall_seconds": summary["wall_seconds"], "time": now_iso(), "outputs": outputs})
+    runner.ledger.append({"event": "cut-ceiling", "plan_hash": runner.hash, "run": str(run), "repetitions": reps, "conditioned": conditioned, "splits": records, "hindsight_cuts": hindsight, "code_version": code_version(), "packages": package_versions(), "wall_seconds": summary["wall_seconds"], "time": now_iso(), "outputs": outputs})
     return summary
 
 
-def summarise_ceiling(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str], reps: list[int]) -> dict[str, Any]:
+def summarise_ceiling(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str], reps: list[int], schemes: tuple[str, ...] = SCHEMES) -> dict[str, Any]:
     """Pooled CSI/MCC per class of every method, and each minus S-PROG with paired intervals."""
     minutes = list(plan.scores.report_minutes)
-    out: dict[str, Any] = {"plan": plan.name, "repetitions": reps, "minutes": minutes, "thresholds": list(plan.scores.thresholds), "classes": {}}
+    out: dict[str, Any] = {"plan": plan.name, "repetitions": reps, "minutes": minutes, "thresholds": list(plan.scores.thresholds), "schemes": list(schemes), "classes": {}}
     for c in plan.classes:
         evs = sorted(e for e, k in classes.items() if k == c and e in counts["event"].values)
         s = scores(pool_by_minutes(counts, minutes, evs))
         entry: dict[str, Any] = {"events": evs, "scores": method_scores(s, ("csi", "mcc")), "vs_sprog": {}}
-        for m in (LEARNED, *SCHEMES):
+        for m in (LEARNED, *schemes):
             iv = paired_bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, m, "sprog")
             entry["vs_sprog"][m] = {k: iv[f"{k}:{m}-sprog"] for k in ("csi", "mcc")}
         out["classes"][c] = entry
@@ -293,7 +338,7 @@ def ceiling_markdown(summary: dict[str, Any]) -> str:
         for ti, thr in enumerate(summary["thresholds"]):
             lines += [f"CSI at {thr:g} mm/h:", "", "| method | " + " | ".join(f"{m:g} min" for m in minutes) + " |", "|---" * (len(minutes) + 1) + "|"]
             base = entry["scores"]["sprog"]["csi"]
-            for m in ("sprog", LEARNED, *SCHEMES):
+            for m in ("sprog", LEARNED, *summary.get("schemes", SCHEMES)):
                 sc = entry["scores"][m]["csi"]
                 lines.append(f"| {NAMES[m]} | " + " | ".join(f"{sc[li][ti]:.3f}" for li in range(len(minutes))) + " |")
                 if m != "sprog":
@@ -307,10 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.dap.cuts", description=__doc__.split("\n\n")[0])
     add_run_arguments(p, CEILING_DIR)
     p.add_argument("--repetitions", type=int, nargs="+", default=None, help="default all of the plan's")
+    p.add_argument("--conditioned", action="store_true", help="also score guide-conditioned cuts fitted on each class's validation event")
     args = p.parse_args(argv)
     plan, run, out = plan_run_out(args, CEILING_DIR)
     try:
-        summary = run_ceiling(plan, run, out, args.repetitions, progress=not args.no_progress)
+        summary = run_ceiling(plan, run, out, args.repetitions, progress=not args.no_progress, conditioned=args.conditioned)
     except CeilingError as exc:
         log.error("%s", exc)
         return 2
