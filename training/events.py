@@ -11,7 +11,7 @@ DAP plans (:mod:`training.dap.events`): an event is held out whole, never split.
     python -m training.events build [--catalogue configs/events-real.toml] [--only NAME ...]
     python -m training.events list
     python -m training.events guides --config configs/train-real-events-sprog.toml [--workers 2]
-    python -m training.events fingerprints [--out FILE.json] [--compare OTHER.json]
+    python -m training.events fingerprints [--out FILE.json] [--compare OTHER.json] [--store-root DIR]
 
 ``guides`` fills the content-keyed guide cache of a training recipe for every event, in
 parallel worker processes (one window per task, largest grids first): every
@@ -281,10 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="guides: worker processes")
     p.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE)
     p.add_argument("--only", nargs="*", default=None, help="event names (default: all)")
+    p.add_argument("--store-root", type=Path, default=None, help="build/fingerprints/guides: the stores under this folder instead of the catalogue's store_root (e.g. a scratch rebuild)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cat = load_catalogue(args.catalogue)
+    if args.store_root is not None:
+        cat = cat.model_copy(update={"store_root": str(args.store_root)})
     if args.action == "list":
         for ev in cat.event:
             sys.stdout.write(f"{ev.name:28s} {ev.resolution_class:5s} {ev.cadence:6s} {cat.store_url(ev)}\n")
@@ -293,10 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         import json
 
         found = store_fingerprints(cat, args.only)
+        verdicts = compare_fingerprints(found, json.loads(args.compare.read_text())) if args.compare else {}
+        if args.compare:
+            found["comparison"] = {"with": str(args.compare), "verdicts": verdicts}
         if args.out is not None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(found, indent=1) + "\n")
-        verdicts = compare_fingerprints(found, json.loads(args.compare.read_text())) if args.compare else {}
         for name, e in found["events"].items():
             extra = f"  {verdicts[name]}" if name in verdicts else ""
             sys.stdout.write(f"{name:28s} content {e['fingerprint']}  sources {e['source_fingerprint'] or '-':16s}{extra}\n")

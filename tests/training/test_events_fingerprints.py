@@ -55,3 +55,10 @@ def test_fingerprints_tell_other_bits_from_other_sources(tmp_path: Path, capsys:
     assert main(["fingerprints", "--catalogue", str(cat), "--compare", str(here)]) == 0
     lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()}
     assert lines["a"].endswith("same sources, other stored values") and lines["b"].endswith("identical")
+    # a scratch rebuild from the same files (--store-root): the same sources, recorded in --out
+    assert main(["build", "--catalogue", str(cat), "--store-root", str(tmp_path / "scratch"), "--no-progress"]) == 0
+    out = tmp_path / "scratch.json"
+    assert main(["fingerprints", "--catalogue", str(cat), "--store-root", str(tmp_path / "scratch"), "--compare", str(here), "--out", str(out)]) == 0
+    rebuilt = json.loads(out.read_text())
+    assert rebuilt["events"]["b"]["store"].startswith(str(tmp_path / "scratch"))
+    assert rebuilt["comparison"] == {"with": str(here), "verdicts": {"a": "identical", "b": "identical"}}
