@@ -29,6 +29,7 @@ import xarray as xr
 
 from nowcast import dims
 from nowcast.grid import Grid
+from nowcast.provenance import sha256_file
 from nowcast.store import ObservationStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -81,15 +82,6 @@ def to_store_grid(frames: xr.DataArray, grid: Grid | None, downsample: int, meth
     if grid is not None and not Grid.of(frames).same_as(grid):
         frames = regrid.regrid(frames, grid, method=method)
     return frames
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def import_options(grid: Grid | None, downsample: int, method: str, product: object | None) -> dict[str, object]:
@@ -154,7 +146,7 @@ def import_files(
                 summary.skipped += 1
         times = pd.DatetimeIndex(frames[dims.TIME].values).strftime("%Y-%m-%dT%H:%M:%S").tolist()
         reader = str(frames.attrs.get("reader", "unknown"))
-        stored_from[file_sha256(path)] = {"file": path.name, "reader": reader, "options": options, "times": times}
+        stored_from[sha256_file(path)] = {"file": path.name, "reader": reader, "options": options, "times": times}
 
     def open_store(first: xr.DataArray) -> ObservationStore:
         step = existing or (pd.Timedelta(cadence) if cadence is not None else detect_cadence([f for _, f in pending] + [first]))

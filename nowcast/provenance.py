@@ -69,6 +69,15 @@ def code_version_string() -> str:
     return f"{pkg}+g{v['commit'][:10]}" + (".dirty" if v["dirty"] else "")
 
 
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a local file's bytes (source files, checkpoints)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def data_fingerprint(store: ObservationStoreLike, variable: str = "rain_rate") -> str:
     """SHA-256 (first 16 hex digits) of every stored frame of ``variable``, in time order.
 

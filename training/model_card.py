@@ -28,10 +28,9 @@ from typing import Any
 import numpy as np
 
 from nowcast.durability import atomic_path
-from nowcast.model_registry import sha256_file
 from nowcast.models.calibration import ThresholdCalibration
 from nowcast.models.weights import card_path_for
-from nowcast.provenance import code_version_string
+from nowcast.provenance import code_version_string, sha256_file
 
 
 def hardware(device: str) -> dict[str, Any]:

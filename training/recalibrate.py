@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nowcast.model_registry import sha256_file
 from nowcast.models.calibration import ExceedanceHistogram, ThresholdCalibration, nearest_class
 from nowcast.models.lightning_calibration import LightningHistogram
 from nowcast.models.weights import card_path_for
+from nowcast.provenance import sha256_file
 from training.model_card import calibration_fields
 
 log = logging.getLogger(__name__)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import pandas as pd
 
 from nowcast.durability import LeaseHeld
+from nowcast.provenance import sha256_file  # noqa: F401 - re-exported: the registry's checksums
 
 FORMAT = "nowcast-model-registry"
 FORMAT_VERSION = 1
 STATUSES = ("candidate", "champion", "retired")
 CHECKPOINT_NAME = "checkpoint"
-_CHUNK = 1 << 20
 
 
 class RegistryError(RuntimeError):
@@ -48,10 +45,3 @@ def _iso(t: pd.Timestamp) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a local file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()

@@ -200,11 +200,9 @@ def build_network(ckpt: dict[str, Any], path: str | Path, expected: ModelConfig 
 
 def file_hash(path: str | Path) -> str:
     """First 12 hex digits of the file's SHA-256 (the model version)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    from nowcast.provenance import sha256_file
+
+    return sha256_file(path)[:12]
 
 
 def resolve_device(device: str) -> str:
