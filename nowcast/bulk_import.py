@@ -29,7 +29,7 @@ import xarray as xr
 
 from nowcast import dims
 from nowcast.grid import Grid
-from nowcast.provenance import sha256_file
+from nowcast.provenance import record_times, sha256_file
 from nowcast.store import ObservationStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,8 @@ def import_files(
                 summary.written += 1
             else:
                 summary.skipped += 1
-        times = pd.DatetimeIndex(frames[dims.TIME].values).strftime("%Y-%m-%dT%H:%M:%S").tolist()
         reader = str(frames.attrs.get("reader", "unknown"))
-        stored_from[sha256_file(path)] = {"file": path.name, "reader": reader, "options": options, "times": times}
+        stored_from[sha256_file(path)] = {"file": path.name, "reader": reader, "options": options, "times": record_times(frames[dims.TIME].values)}
 
     def open_store(first: xr.DataArray) -> ObservationStore:
         step = existing or (pd.Timedelta(cadence) if cadence is not None else detect_cadence([f for _, f in pending] + [first]))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:
     from nowcast.store import ObservationStoreLike
@@ -93,6 +94,12 @@ def data_fingerprint(store: ObservationStoreLike, variable: str = "rain_rate") -
     return h.hexdigest()[:16]
 
 
+def record_times(times: Any) -> list[str]:  # noqa: ANN401 - anything pandas reads as times
+    """Frame times as the import record writes them (UTC, to the second): the import writes them,
+    :func:`source_fingerprint` checks the store's times against them."""
+    return pd.DatetimeIndex(times).strftime("%Y-%m-%dT%H:%M:%S").tolist()
+
+
 def source_fingerprint(store: ObservationStoreLike) -> str | None:
     """SHA-256 (first 16 hex digits) of where every stored rain frame came from: the source
     files' SHA-256, names, readers, import options and frame times (the store's import record,
@@ -110,8 +117,7 @@ def source_fingerprint(store: ObservationStoreLike) -> str | None:
     if set(by_source) - {"import"}:
         return None
     covered = {t for entry in record.values() for t in entry.get("times", [])}
-    stored = store.times().strftime("%Y-%m-%dT%H:%M:%S")
-    if any(t not in covered for t in stored):
+    if any(t not in covered for t in record_times(store.times())):
         return None
     canonical = json.dumps(sorted([sha, e.get("file"), e.get("reader"), e.get("options"), sorted(e.get("times", []))] for sha, e in record.items()), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

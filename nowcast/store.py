@@ -14,7 +14,7 @@ This is the only module that knows the on-disk layout and chunking::
                                 sources: frames appended per source
     <root>/state/<source>/      zarr.json attrs: per-source ingest state (JSON)
     <root>/provenance/          zarr.json attrs: ``imported``, the source files imports stored
-                                frames from ({file SHA-256: {file, reader, options}})
+                                frames from ({file SHA-256: {file, reader, options, times}})
 
 Writing a frame: the data chunk(s) first, then the slot is added to the day's complete list,
 then the root ``last_complete`` marker is updated. Every group document the store depends on
@@ -113,6 +113,7 @@ def _remove_partial_files(path: str) -> None:
 
 #: group whose attributes record where imported frames came from (:meth:`ObservationStore.record_imported`)
 PROVENANCE_GROUP = "provenance"
+
 
 def _group_doc(attributes: dict[str, Any]) -> dict[str, Any]:
     """A Zarr v3 group document."""
@@ -684,7 +685,7 @@ class ObservationStore:
         return {k: int(v) for k, v in (self._root_attrs().get("frames_by_source") or {}).items()}
 
     def record_imported(self, files: dict[str, dict[str, Any]]) -> None:
-        """Merge ``files`` ({file SHA-256: {"file": name, "reader": name, "options": {...}}}) into
+        """Merge ``files`` ({file SHA-256: {"file": name, "reader": name, "options": {...}, "times": [...]}}) into
         the store's record of the source files imports stored frames from (one atomic write)."""
         self._check_writable()
         if not files:

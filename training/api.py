@@ -208,4 +208,5 @@ def _combined_fingerprint(fingerprints: list[str]) -> str:
 
 def _combined_source_fingerprint(fingerprints: list[str | None]) -> str | None:
     """Like :func:`_combined_fingerprint` for source fingerprints; None when a store has none."""
-    return None if any(f is None for f in fingerprints) else _combined_fingerprint([f for f in fingerprints if f])
+    known = [f for f in fingerprints if f is not None]
+    return _combined_fingerprint(known) if len(known) == len(fingerprints) else None

@@ -229,7 +229,7 @@ def store_fingerprints(catalogue: Catalogue, only: list[str] | None = None) -> d
     import numpy as np
 
     from nowcast.provenance import code_version_string, data_fingerprint, source_fingerprint
-    from training.model_card import hardware
+    from training.model_card import cpu_model
 
     try:  # the SIMD extensions NumPy dispatches to on this CPU (no public API lists them)
         from numpy._core._multiarray_umath import __cpu_features__ as features
@@ -250,8 +250,7 @@ def store_fingerprints(catalogue: Catalogue, only: list[str] | None = None) -> d
             "fingerprint": data_fingerprint(store),
             "source_fingerprint": source_fingerprint(store),
         }
-    cpu = hardware("cpu")
-    machine = {"cpu": cpu["cpu"], "numpy": np.__version__, "simd": sorted(k for k, on in features.items() if on and k.startswith(("AVX", "FMA", "X86_V")))}
+    machine = {"cpu": cpu_model(), "numpy": np.__version__, "simd": sorted(k for k, on in features.items() if on and k.startswith(("AVX", "FMA", "X86_V")))}
     return {"machine": machine, "code_version": code_version_string(), "events": events}
 
 

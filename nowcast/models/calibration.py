@@ -157,6 +157,10 @@ class GuideConditionedHistogram:
         """Observed exceedances (K, T, N_BINS) over both sides."""
         return self.below.positive + self.above.positive
 
+    def combined(self) -> ExceedanceHistogram:
+        """The unconditioned histogram: both sides summed (the two sides partition the cells)."""
+        return ExceedanceHistogram(self.thresholds, self.n_leads, self.positive, self.below.negative + self.above.negative)
+
     def _csi_grid(self, min_cut: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSI (K, T, N_BINS + 1, N_BINS) of every pair (below cut: bins then "never"; above
         cut: bins, 0 allowed), and the candidate cuts of each side."""

@@ -151,6 +151,12 @@ def cached_guide(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig, c
     return g.astype(np.float16).astype(dims.FLOAT), path
 
 
+def residual_base_rate(guides: np.ndarray) -> np.ndarray:
+    """(K, y, x) mm/h: the rain rate of the residual base (the first guide source, e.g. S-PROG's
+    nowcast) in guide features (K, G, y, x); guide-conditioned cuts split the cells on it."""
+    return np.asarray(scaled_to_rainrate(np.asarray(guides[:, 0], dtype=np.float32)), dtype=dims.FLOAT)
+
+
 # -- checkpoints ----------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and check a checkpoint file; raises :class:`CheckpointError` naming file and reason."""
@@ -302,21 +308,17 @@ class ConvLSTMNowcaster:
             return cached_guide(rain, lightning, cfg, self.guide_cache)[0]
         return guide_features(rain, lightning, cfg)
 
-    def residual_base(self, rain: np.ndarray, lightning: np.ndarray) -> np.ndarray:
-        """(n_leads, y, x) mm/h: the residual base guide's rain rate (the first guide source, e.g.
-        S-PROG's nowcast), on which guide-conditioned cuts split the cells."""
-        g = self.guides(rain, lightning)
-        if g is None:
-            raise ValueError("convlstm: the model has no guide (advection = 'none')")
-        return np.asarray(scaled_to_rainrate(np.asarray(g[:, 0], dtype=np.float32)), dtype=dims.FLOAT)
-
-    def predict_all(self, rain: np.ndarray, lightning: np.ndarray, cell_size_m: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict_all(
+        self, rain: np.ndarray, lightning: np.ndarray, cell_size_m: float | None = None, guides: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Like :meth:`predict_arrays`, plus the exceedance probabilities (n_leads, T, y, x)
-        for ``config.probability_thresholds`` (T = 0 without heads)."""
+        for ``config.probability_thresholds`` (T = 0 without heads). ``guides``: this history's
+        :meth:`guides`, when the caller already has them (computed here otherwise)."""
         torch = self._torch
         cfg = self.config
         x = input_features(rain, lightning, cfg)
-        g = self.guides(rain, lightning)
+        g = self.guides(rain, lightning) if guides is None else guides
+        base = residual_base_rate(g) if g is not None and self.calibration is not None and self.calibration.conditioned else None
         mult = max(1, int(np.prod(cfg.strides)))
         x, (ny, nx) = pad_to_multiple(x, mult)
         xt = torch.from_numpy(x)[None].to(self.device)
@@ -334,9 +336,6 @@ class ConvLSTMNowcaster:
         exceed = torch.sigmoid(out.exceedance_logit.float())[0, :, :, :ny, :nx].cpu().numpy().astype(dims.FLOAT, copy=False)
         rate = np.asarray(scaled_to_rainrate(rain_s), dtype=dims.FLOAT)
         if self.calibration is not None:
-            base = None
-            if self.calibration.conditioned:  # the residual base (first guide source), mm/h
-                base = np.asarray(scaled_to_rainrate(np.asarray(g[:, 0, :ny, :nx], dtype=np.float32)), dtype=dims.FLOAT)
             rate = apply_threshold_calibration(rate, exceed, self.calibration, guide=base, cell_size_m=cell_size_m)
         rate[rate < self.min_rain] = 0.0
         return rate, prob.astype(dims.FLOAT), exceed

@@ -101,6 +101,7 @@ def exceedance_histogram(model: Any, runner: EventRunner, event: str, conditione
     last input frame and observed); ``conditioned``: split by whether the residual base (S-PROG)
     reaches each threshold (:class:`GuideConditionedHistogram`)."""
     from nowcast.models import motion
+    from nowcast.models.convlstm import residual_base_rate
 
     store, n_leads = runner.stores[event], runner.plan.scores.n_leads
     cad = store.cadence
@@ -109,13 +110,14 @@ def exceedance_histogram(model: Any, runner: EventRunner, event: str, conditione
     cell_size_m = store.grid.cell_size_m  # picks the prior class of a model with per-class priors
     for t in runner.starts[event]:
         rain, light = motion.history_arrays(store.window(t, model.n_inputs), model.n_inputs, model.name)
-        _, _, exceed = model.predict_all(rain, light, cell_size_m)
+        guides = model.guides(rain, light)  # once: the network's input and the conditioning field
+        _, _, exceed = model.predict_all(rain, light, cell_size_m, guides=guides)
         if not motion.has_rain(rain):  # the nowcaster forecasts no rain then
             exceed = np.zeros_like(exceed)
         observed = store.window(t + cad * n_leads, n_leads)[dims.RAIN_RATE].values
         covered = np.broadcast_to(np.isfinite(rain[-1]), observed.shape)
         if conditioned:
-            hist.accumulate(exceed[:n_leads], observed, model.residual_base(rain, light)[:n_leads], covered)
+            hist.accumulate(exceed[:n_leads], observed, residual_base_rate(guides)[:n_leads], covered)
         else:
             hist.accumulate(exceed[:n_leads], observed, covered)
     return hist
@@ -123,9 +125,7 @@ def exceedance_histogram(model: Any, runner: EventRunner, event: str, conditione
 
 def plain(hist: Histogram) -> ExceedanceHistogram:
     """The unconditioned histogram of a (possibly guide-conditioned) one: both sides summed."""
-    if isinstance(hist, ExceedanceHistogram):
-        return hist
-    return ExceedanceHistogram(hist.thresholds, hist.n_leads, hist.below.positive + hist.above.positive, hist.below.negative + hist.above.negative)
+    return hist if isinstance(hist, ExceedanceHistogram) else hist.combined()
 
 
 def _cached_histogram(path: Path, key: dict[str, Any], compute) -> Histogram:
@@ -246,6 +246,8 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
         heads = list(model.config.probability_thresholds)
         if model.calibration is None or not all(t in heads for t in thresholds):
             raise CeilingError(f"{label}: the model has no exceedance heads at {thresholds} mm/h with cuts")
+        if conditioned and model.config.advection == "none":
+            raise CeilingError(f"{label}: the model has no guide to condition the cuts on")
         if model.calibration.conditioned:
             raise CeilingError(f"{label}: the model's cuts are conditioned on its residual guide; the ceiling is defined for one cut per lead and threshold")
         idx = [heads.index(t) for t in thresholds]
