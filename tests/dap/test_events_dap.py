@@ -104,11 +104,11 @@ def event_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _tiny_plan(event_stores: Path, name: str, baselines: list[str], repetitions: int) -> EventPlan:
-    """A 3-fold plan over the tiny event stores, 4 leads, scored at 1 mm/h."""
+def _tiny_plan(event_stores: Path, name: str, baselines: list[str], repetitions: int, **fields: object) -> EventPlan:
+    """A 3-fold plan over the tiny event stores, 4 leads, scored at 1 mm/h; ``fields``: other plan fields."""
     return EventPlan(
         name=name, catalogue=str(event_stores / "catalogue.toml"), train_config=str(event_stores / "train.toml"),
-        baselines=baselines, threads=1,
+        baselines=baselines, threads=1, **fields,
         splits={"folds": 3, "repetitions": repetitions, "validation_events": 1},
         scores={"thresholds": [1.0], "n_leads": 4, "report_minutes": [5, 10, 20], "n_inputs": 3, "start_stride": 3, "bootstrap": 100},
     )
@@ -410,3 +410,54 @@ def test_cut_ceiling_scores_every_cut_scheme_on_the_runs_held_out_events(event_s
     assert len(cond_stamps) == len(stamps)
     run_ceiling(plan, run, cond_out, progress=False, conditioned=True)
     assert {p: p.stat().st_mtime_ns for p in (cond_out / "hist").rglob("*-conditioned.npz")} == cond_stamps
+
+
+def test_plan_baseline_variants_are_checked() -> None:
+    base = {"name": "v", "baselines": ["sprog", "sprog-c4"]}
+    plan = EventPlan(**base, baseline_options={"sprog-c4": {"method": "sprog", "n_cascade_levels": 4}})
+    assert plan.baseline("sprog-c4") == ("sprog", {"n_cascade_levels": 4})
+    assert plan.baseline("sprog") == ("sprog", {})
+    with pytest.raises(ValueError, match="neither registered nowcasters nor labels"):
+        EventPlan(**base)
+    with pytest.raises(ValueError, match="method must be one of"):
+        EventPlan(**base, baseline_options={"sprog-c4": {"method": "nope"}})
+    with pytest.raises(ValueError, match="shadows the registered nowcaster"):
+        EventPlan(name="v", baselines=["sprog"], baseline_options={"sprog": {"method": "sprog", "n_cascade_levels": 4}})
+
+
+def test_earlier_plans_keep_their_hash() -> None:
+    """Fields added to plans later drop out of the hash at their defaults: a committed run's plan
+    hashes as it did when it ran (its folds and tables stay reusable)."""
+    import tomllib
+
+    from nowcast.config import apply_overrides, read_mapping
+    from training.dap.events import plan_hash
+
+    root = Path(__file__).resolve().parents[2]
+    plan = EventPlan(**tomllib.loads((root / "plans/real-events-kfold-sprog-2kmcuts.toml").read_text()))
+    options = apply_overrides(read_mapping(root / plan.train_config), plan.train_overrides)
+    recorded = json.loads((root / "results/real-events-kfold-sprog-2kmcuts/results.json").read_text())["plan_hash"]
+    assert plan_hash(plan, {k: v for k, v in options.items() if k in ("model", "train")}) == recorded
+    variant = plan.model_copy(update={"learned": False})
+    assert plan_hash(variant, {k: v for k, v in options.items() if k in ("model", "train")}) != recorded
+
+
+def test_baselines_only_plan_pairs_each_variant_with_sprog(event_stores: Path, tmp_path: Path) -> None:
+    plan = _tiny_plan(event_stores, "variants", ["sprog", "sprog-c4"], repetitions=1, learned=False,
+                      baseline_options={"sprog-c4": {"method": "sprog", "n_cascade_levels": 4}})
+    out = tmp_path / "run"
+    summary = EventRunner(plan, out, progress=False).run()
+    records = [json.loads(line) for line in (out / "ledger.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records] == ["plan", "summary"]  # nothing trained
+    assert not (out / "folds").exists()
+    counts = xr.load_dataset(out / "results.nc")
+    assert set(counts["method"].values) == {"sprog", "sprog-c4"}
+    key = json.loads((out / "tables" / "sprog-c4" / "a0.json").read_text())["key"]
+    assert key["method"] == "sprog-c4" and key["nowcaster"] == "sprog" and key["options"] == {"n_cascade_levels": 4}
+    assert "options" not in json.loads((out / "tables" / "sprog" / "a0.json").read_text())["key"]
+    # the variant is another forecast: its counts differ from S-PROG's somewhere
+    assert not np.array_equal(counts["hits"].sel({"method": "sprog"}).values, counts["hits"].sel({"method": "sprog-c4"}).values)
+    entry = summary["classes"]["2km"]
+    assert "csi:sprog-c4-sprog" in entry["intervals"] and "csi:convlstm-sprog" not in entry["intervals"]
+    report = (out / "report.md").read_text()
+    assert "baselines only" in report and "| sprog-c4 - S-PROG |" in report and "held-out" not in report

@@ -12,7 +12,10 @@ repetition's seed and dealt round-robin into ``folds`` folds. For each (repetiti
 3. every start time (every ``start_stride``-th) of each held-out event is forecast and scored.
 
 Baselines (persistence, LK extrapolation, S-PROG) have no training: each event is scored once on
-the same start times. Contingency tables are kept per (method, event, lead step, threshold)
+the same start times. A plan may name baseline variants (``[baseline_options.LABEL]`` with
+``method = "sprog"`` and that nowcaster's options, e.g. another optical flow): each is scored like
+a baseline and paired with S-PROG; with ``learned = false`` a plan scores baselines only (a study of
+baseline settings, no training). Contingency tables are kept per (method, event, lead step, threshold)
 and pooled by lead time in minutes (events of 10- and 15-minute cadence contribute at their own
 lead times). Intervals: a percentile bootstrap over events (the blocks) within each class, with
 the paired difference ConvLSTM - S-PROG computed on the same resampled events.
@@ -40,7 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nowcast.config import load_config
 from nowcast.evaluation import (
@@ -102,15 +105,45 @@ class EventPlan(BaseModel):
     seed: int = 0
     splits: EventSplits = Field(default_factory=EventSplits)
     scores: EventScores = Field(default_factory=EventScores)
-    baselines: list[str] = Field(default_factory=lambda: ["persistence", "extrapolation", "sprog"])
+    baselines: list[str] = Field(default_factory=lambda: ["persistence", "extrapolation", "sprog"], description="registered nowcasters or labels of `baseline_options`")
+    baseline_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="named baseline variants: label -> {method = a registered nowcaster, its options...}; "
+        "each is scored like a baseline and paired with S-PROG",
+    )
+    learned: bool = Field(True, description="train and score the ConvLSTM (false: a plan of baselines only)")
     train_config: str = Field("configs/train-real-events.toml", description="[model] and [train] tables of the ConvLSTM")
     train_overrides: list[str] = Field(default_factory=list, description="KEY=VALUE overrides of the training config for the folds (e.g. a CPU budget)")
     threads: int = Field(2, ge=1, description="torch threads")
 
+    @model_validator(mode="after")
+    def _check_baselines(self) -> EventPlan:
+        from nowcast.models import MODELS
+
+        known = set(MODELS.names())
+        for label, options in self.baseline_options.items():
+            if label in known:
+                raise ValueError(f"baseline variant {label!r} shadows the registered nowcaster of that name")
+            if options.get("method") not in known:
+                raise ValueError(f"baseline variant {label!r}: method must be one of {sorted(known)}, got {options.get('method')!r}")
+        unknown = [b for b in self.baselines if b not in known and b not in self.baseline_options]
+        if unknown:
+            raise ValueError(f"baselines {unknown} are neither registered nowcasters nor labels of baseline_options")
+        return self
+
+    def baseline(self, name: str) -> tuple[str, dict[str, Any]]:
+        """(registered nowcaster, options) of the baseline ``name``."""
+        options = dict(self.baseline_options.get(name, {"method": name}))
+        return options.pop("method"), options
+
 
 def plan_hash(plan: EventPlan, train_options: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of the plan and the training options it names."""
-    text = json.dumps({"plan": plan.model_dump(), "train": train_options}, sort_keys=True, default=str)
+    dump = plan.model_dump()
+    for key, default in (("baseline_options", {}), ("learned", True)):  # later fields: earlier plans keep their hash
+        if dump[key] == default:
+            del dump[key]
+    text = json.dumps({"plan": dump, "train": train_options}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -219,9 +252,10 @@ class EventRunner:
 
         out = {}
         for name in self.plan.baselines:
-            model = create_nowcaster(name)
+            method, options = self.plan.baseline(name)
+            model = create_nowcaster(method, **options)
             for ev in self.events:
-                key = self.score_key(name, str(model.version), ev.name)
+                key = self.score_key(name, str(model.version), ev.name, {"nowcaster": method, "options": options} if options else None)
                 out[(name, ev.name)] = self.score_table(name, model, ev.name, key, table_path(root or self.out, name, ev.name))
         return out
 
@@ -308,7 +342,7 @@ class EventRunner:
             "code_version": code_version(), "packages": package_versions(), "time": now_iso(),
             "data": {e.name: {"store": self.catalogue.store_url(e), "store_version": str(self.stores[e.name].version), "n_start_times": len(self.starts[e.name]), "cadence_minutes": self.cadence_min[e.name], "fingerprint": data_fingerprint(self.stores[e.name]), "source_fingerprint": source_fingerprint(self.stores[e.name])} for e in self.events},
         })
-        learned, records = self.run_splits()  # first: a separate `--stage baselines` may run meanwhile
+        learned, records = self.run_splits() if self.plan.learned else ({}, [])  # first: a separate `--stage baselines` may run meanwhile
         tables = self.run_baselines()
         tables.update(learned)
         counts = self.results(tables)
@@ -367,9 +401,13 @@ def summarise(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str]) -> d
             else:
                 entry["scores"][m] = row
         methods = [m for m in s["method"].values if not is_repetition_method(str(m))]
-        if LEARNED in methods and "sprog" in methods:
-            entry["intervals"] = paired_bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, LEARNED, "sprog")
+        if "sprog" in methods:
+            for m in [LEARNED, *plan.baseline_options]:  # each paired with S-PROG on the same resampled events
+                if m in methods:
+                    entry.setdefault("intervals", {}).update(paired_bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, m, "sprog"))
         out["classes"][c] = entry
+    if not plan.learned:
+        out["learned"] = False
     return out
 
 
@@ -394,17 +432,21 @@ def class_tables(summary: dict[str, Any], cls: str, shown: list[float] | None = 
     lines: list[str] = []
     for metric in ("csi", "mcc"):
         for ti, thr in enumerate(summary["thresholds"]):
-            lines += [f"{metric.upper()} at {thr:g} mm/h, pooled over the {len(entry['events'])} held-out events (95 % bootstrap interval over events):", ""]
+            events = "held-out events" if summary.get("learned", True) else "events"
+            lines += [f"{metric.upper()} at {thr:g} mm/h, pooled over the {len(entry['events'])} {events} (95 % bootstrap interval over events):", ""]
             lines += ["| method | " + " | ".join(f"{minutes[c]:g} min" for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
             for method, sc in entry["scores"].items():
                 ci = intervals.get(f"{metric}:{method}")
                 lines.append(f"| {METHOD_NAMES.get(method, method)} | " + " | ".join(_cell(sc[metric][c][ti], ci, c, ti) for c in cols) + " |")
-            d = intervals.get(f"{metric}:{LEARNED}-sprog")
-            if d:
-                a, b = entry["scores"][LEARNED][metric], entry["scores"]["sprog"][metric]
-                lines.append("| ConvLSTM - S-PROG | " + " | ".join(f"{a[c][ti] - b[c][ti]:+.3f} [{d['lo'][c][ti]:+.3f}, {d['hi'][c][ti]:+.3f}]" for c in cols) + " |")
+            for method in entry["scores"]:
+                d = intervals.get(f"{metric}:{method}-sprog")
+                if not d:
+                    continue
+                name = METHOD_NAMES.get(method, method)
+                a, b = entry["scores"][method][metric], entry["scores"]["sprog"][metric]
+                lines.append(f"| {name} - S-PROG | " + " | ".join(f"{a[c][ti] - b[c][ti]:+.3f} [{d['lo'][c][ti]:+.3f}, {d['hi'][c][ti]:+.3f}]" for c in cols) + " |")
                 rel = [(a[c][ti] / b[c][ti] - 1.0) * 100 if b[c][ti] else float("nan") for c in cols]
-                lines.append("| ConvLSTM vs S-PROG | " + " | ".join(f"{r:+.1f} %" for r in rel) + " |")
+                lines.append(f"| {name} vs S-PROG | " + " | ".join(f"{r:+.1f} %" for r in rel) + " |")
             lines.append("")
     return lines + repetition_table(summary, cls, cols)
 
@@ -431,7 +473,8 @@ def markdown(summary: dict[str, Any]) -> str:
     """The report: every class's tables at every lead time of the plan."""
     lines = [f"# Event-blocked DAP: {summary['plan']}", "", f"plan hash `{summary.get('plan_hash', '')[:16]}`", ""]
     for c, entry in summary["classes"].items():
-        lines += [f"## Class {c}: {len(entry['events'])} events held out once each", "", ", ".join(entry["events"]), ""]
+        held = "held out once each" if summary.get("learned", True) else "(no model trained: baselines only)"
+        lines += [f"## Class {c}: {len(entry['events'])} events {held}", "", ", ".join(entry["events"]), ""]
         lines += class_tables(summary, c)
     return "\n".join(lines)
 
