@@ -391,21 +391,43 @@ def test_cut_ceiling_scores_every_cut_scheme_on_the_runs_held_out_events(event_s
     assert {p: p.stat().st_mtime_ns for p in (out / "hist").rglob("*.npz")} == stamps
 
     # --conditioned: guide-conditioned histograms give the same plain schemes, plus the conditioned one
-    from training.dap.cuts import CONDITIONED
+    from nowcast.models.calibration import NEVER
+    from training.dap.cuts import CONDITIONED, SWITCH
+
+    def splits_of(path: Path) -> list[dict]:
+        return [{"split": f"r{r['repetition']}-f{r['fold']}", **r} for r in (json.loads(line) for line in (path / "ledger.jsonl").read_text().splitlines()) if r["event"] == "split"]
 
     cond_out = run / "cut-ceiling-conditioned"
     cond = run_ceiling(plan, run, cond_out, progress=False, conditioned=True)
     both = xr.load_dataset(cond_out / "results.nc")
-    assert set(both["method"].values) == {"sprog", "convlstm", *SCHEMES, CONDITIONED}
+    assert set(both["method"].values) == {"sprog", "convlstm", *SCHEMES, CONDITIONED, SWITCH}
     for m in ("sprog", "convlstm", *SCHEMES):  # both sides summed: the unconditioned histograms exactly
         for c in evaluation.COUNTS:
             np.testing.assert_array_equal(both[c].sel({"method": m}).values, ceiling[c].sel({"method": m}).values)
     np.testing.assert_array_equal(total(both, CONDITIONED), total(dap, "convlstm"))
     np.testing.assert_array_equal(observed(both, CONDITIONED), observed(dap, "convlstm"))
-    assert set(cond["classes"]["2km"]["vs_sprog"]) == {"convlstm", *SCHEMES, CONDITIONED}
+    assert set(cond["classes"]["2km"]["vs_sprog"]) == {"convlstm", *SCHEMES, CONDITIONED, SWITCH}
+    np.testing.assert_array_equal(total(both, SWITCH), total(dap, "convlstm"))
+    records = [json.loads(line) for line in (cond_out / "ledger.jsonl").read_text().splitlines()][0]["splits"]
+    split_tests = {r["split"]: r["test"] for r in splits_of(run)}
+    chosen = []
+    for rec in records:  # per lead and threshold: the residual guide's own area (never, 0) or the network's cut on both sides
+        for cls in ("2km", "240m"):
+            switch, single = np.asarray(rec["cuts"][f"class-validation-switch {cls}"]), np.asarray(rec["cuts"]["validation"])
+            guide_own = (switch[..., 0] == NEVER) & (switch[..., 1] == 0.0)
+            assert (guide_own | ((switch[..., 0] == single) & (switch[..., 1] == single))).all()
+            network_leads = ~guide_own[:, 0]
+            chosen += guide_own[:, 0].tolist()
+            for event in split_tests[rec["split"]]:  # where the network's area was chosen: the network's counts
+                if event.startswith("a" if cls == "2km" else "b"):
+                    for c in evaluation.COUNTS:
+                        np.testing.assert_array_equal(both[c].sel({"method": SWITCH, "event": event}).values[network_leads, 0],
+                                                      both[c].sel({"method": "cuts-validation", "event": event}).values[network_leads, 0])
+    assert any(chosen) and not all(chosen)  # both answers occur in this run, so both are checked
     assert "conditioned on S-PROG's area" in (cond_out / "report.md").read_text()
     cut_records = [json.loads(line) for line in (cond_out / "ledger.jsonl").read_text().splitlines()][0]["splits"][0]["cuts"]
     assert any(k.startswith("class-validation-conditioned") for k in cut_records)
+    assert any(k.startswith("class-validation-switch") for k in cut_records)
     cond_stamps = {p: p.stat().st_mtime_ns for p in (cond_out / "hist").rglob("*-conditioned.npz")}
     assert len(cond_stamps) == len(stamps)
     run_ceiling(plan, run, cond_out, progress=False, conditioned=True)

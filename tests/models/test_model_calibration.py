@@ -247,6 +247,34 @@ def test_guide_conditioned_cuts_maximise_csi_like_brute_force() -> None:
             np.testing.assert_array_equal(hist.counts_at(np.full((2, 2, 2), c))[lead, j], single.counts_at(np.full((1, 1), c))[0, 0])
 
 
+def test_switch_cuts_pick_the_better_area_per_lead_and_threshold() -> None:
+    """Per lead and threshold: the guide's own area where it scores the higher CSI, else the
+    network's single cut on both sides; ties keep the network's."""
+    prob, obs, guide = _conditioned_case(seed=3)
+    hist = GuideConditionedHistogram((1.0, 2.0), 2)
+    hist.accumulate(prob, obs, guide)
+    single = np.array([[0.2, 0.3], [0.25, 0.35]])
+    chosen = hist.switch_cuts(single)
+    assert chosen.shape == (2, 2, 2)
+    valid = np.isfinite(obs[0, 0])
+    picked = set()
+    for lead in range(2):
+        for j, thr in enumerate((1.0, 2.0)):
+            o, p, g = obs[lead, 0][valid] >= thr, prob[lead, j, 0][valid], guide[lead, 0][valid] >= thr
+            net, own = _csi(p >= single[lead, j], o), _csi(g, o)
+            expected = (NEVER, 0.0) if own > net else (single[lead, j], single[lead, j])
+            np.testing.assert_array_equal(chosen[lead, j], expected)
+            picked.add(own > net)
+    # a perfect guide is always chosen; uninformative probabilities never beat it
+    perfect = GuideConditionedHistogram((1.0, 2.0), 2)
+    perfect.accumulate(prob, obs, obs)
+    assert (perfect.switch_cuts(single) == np.array([NEVER, 0.0])).all()
+    # a useless guide (never wet) is never chosen when the network has any hit
+    dry = GuideConditionedHistogram((1.0, 2.0), 2)
+    dry.accumulate(prob, obs, np.zeros_like(obs))
+    np.testing.assert_array_equal(dry.switch_cuts(single), np.repeat(single[..., None], 2, axis=-1))
+
+
 def test_guide_conditioned_histogram_merges_exactly_and_counts_every_valid_cell() -> None:
     prob, obs, guide = _conditioned_case(seed=1)
     whole = GuideConditionedHistogram((1.0, 2.0), 2)

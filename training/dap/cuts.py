@@ -18,12 +18,15 @@ split's validation and test events, and scores the test events with four choices
   hindsight so that the pooled CSI is the highest any choice of cuts of these probabilities can
   give (:func:`pooled_csi_cuts`): the ceiling of calibration, for CSI, **not a forecast**.
 
-With ``--conditioned`` a fifth, a forecast too:
+With ``--conditioned`` two more, forecasts too:
 
 - ``cuts-class-validation-conditioned``: two cuts per lead and threshold fitted on the validation
   event of the test event's class, one for the cells where the residual base (S-PROG's nowcast)
   itself reaches the threshold and one for the others
-  (:class:`~nowcast.models.calibration.GuideConditionedHistogram`).
+  (:class:`~nowcast.models.calibration.GuideConditionedHistogram`);
+- ``cuts-class-validation-switch``: per lead and threshold, whichever scored the higher CSI on the
+  validation event of the test event's class: the network's area (the checkpoint's cuts for that
+  grid) or S-PROG's own area (:meth:`~nowcast.models.calibration.GuideConditionedHistogram.switch_cuts`).
 
 A model with cuts per resolution class is scored with the cuts of the test event's grid
 (``cuts-validation``); a model whose own cuts are guide-conditioned is refused.
@@ -77,11 +80,13 @@ log = logging.getLogger(__name__)
 CEILING_DIR = "cut-ceiling"
 SCHEMES = ("cuts-validation", "cuts-class-validation", "cuts-hindsight-class", "cuts-hindsight-event")
 CONDITIONED = "cuts-class-validation-conditioned"
+SWITCH = "cuts-class-validation-switch"
 NAMES = {
     "sprog": "S-PROG",
     LEARNED: "ConvLSTM as scored by the DAP",
     "cuts-validation": "ConvLSTM, checkpoint's cuts (validation; its grid's class cuts where it has them)",
     CONDITIONED: "ConvLSTM, cuts conditioned on S-PROG's area, fitted on its class's validation event",
+    SWITCH: "ConvLSTM or S-PROG's area per lead and threshold, whichever was better on its class's validation event",
     "cuts-class-validation": "ConvLSTM, cuts fitted on its class's validation event",
     "cuts-hindsight-class": "ConvLSTM, one set of cuts fitted on all its class's held-out events with hindsight (not a forecast)",
     "cuts-hindsight-event": "ConvLSTM, the best cuts per held-out event for the pooled score, with hindsight (the ceiling; not a forecast)",
@@ -262,18 +267,24 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
         val_of = {c: [e for e in split["validation"] if classes[e] == c] for c in plan.classes}
         class_val = {c: _merged([flat[e] for e in evs]).optimal_cuts() for c, evs in val_of.items() if evs}
         class_cond = {c: _merged([hists[e] for e in evs]).optimal_cuts() for c, evs in val_of.items() if evs} if conditioned else {}
+        class_switch = {
+            c: _merged([hists[e] for e in evs]).switch_cuts(np.asarray(model.calibration.cuts_for(runner.stores[evs[0]].grid.cell_size_m))[: plan.scores.n_leads])
+            for c, evs in val_of.items() if evs
+        } if conditioned else {}
         for event in split["test"]:
             own = np.asarray(model.calibration.cuts_for(runner.stores[event].grid.cell_size_m))[: plan.scores.n_leads]
             for scheme, cut in (("cuts-validation", own), ("cuts-class-validation", class_val.get(classes[event], stored))):
                 _add(tables, (scheme, event), table_at(flat[event], cut, idx))
             if conditioned and classes[event] in class_cond:
                 _add(tables, (CONDITIONED, event), table_at(hists[event], class_cond[classes[event]], idx))
+                _add(tables, (SWITCH, event), table_at(hists[event], class_switch[classes[event]], idx))
             key = runner.score_key(LEARNED, model.version, event, {"split": label})  # the DAP's own table of this split
             _add(tables, (LEARNED, event), runner.score_table(LEARNED, model, event, key, runner.learned_table_path(split, event, run)))
             held.append((label, event, flat[event]))
         records.append({"split": label, "checkpoint": str(checkpoints[(split["repetition"], split["fold"])]), "model_version": model.version,
                         "cuts": {"validation": stored[:, idx].round(4).tolist(), **{f"class-validation {c}": v[:, idx].round(4).tolist() for c, v in class_val.items()},
-                                 **{f"class-validation-conditioned {c}": v[:, idx].round(4).tolist() for c, v in class_cond.items()}}})
+                                 **{f"class-validation-conditioned {c}": v[:, idx].round(4).tolist() for c, v in class_cond.items()},
+                                 **{f"class-validation-switch {c}": v[:, idx].round(4).tolist() for c, v in class_switch.items()}}})
     bar.close()
     hindsight: dict[str, Any] = {}
     for c in plan.classes:
@@ -289,7 +300,7 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
     held_out = {e for _, e in tables}  # S-PROG from the plan run's tables (key-checked; scored there when missing)
     tables.update({k: t for k, t in runner.run_baselines(run).items() if k[0] == "sprog" and k[1] in held_out})
     counts = runner.results(tables)
-    summary = summarise_ceiling(counts, plan, classes, reps, (*SCHEMES, CONDITIONED) if conditioned else SCHEMES)
+    summary = summarise_ceiling(counts, plan, classes, reps, (*SCHEMES, CONDITIONED, SWITCH) if conditioned else SCHEMES)
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     outputs = write_outputs(out, counts, summary, report=ceiling_markdown, figure=("ceiling.png", plot_ceiling))
     runner.ledger.append({"event": "cut-ceiling", "plan_hash": runner.hash, "run": str(run), "repetitions": reps, "conditioned": conditioned, "splits": records, "hindsight_cuts": hindsight, "code_version": code_version(), "packages": package_versions(), "wall_seconds": summary["wall_seconds"], "time": now_iso(), "outputs": outputs})
