@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import readme_sections  # type: ignore[import-not-found]  # noqa: E402
 
-from training.dap.events import class_tables  # noqa: E402
+from training.dap.events import class_tables, event_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -32,7 +32,9 @@ END = "<!-- skill-real:end -->"
 SHOWN = (5, 15, 30, 45, 60, 75)
 
 
-def section_body(doc: dict[str, Any]) -> str:
+def section_body(doc: dict[str, Any], counts: Any = None) -> str:
+    """The section's text from a run's ``results.json`` (``doc``) and, for the per-event tables,
+    its ``results.nc`` (``counts``; none: no per-event tables)."""
     wall = doc.get("first_run_wall_seconds", doc["wall_seconds"])
     lines = [f"Plan `{doc['plan']}` (hash `{doc['plan_hash'][:16]}`), wall time {wall:.0f} s (its first complete run); splits:", ""]
     for s in doc.get("splits", []):
@@ -40,11 +42,14 @@ def section_body(doc: dict[str, Any]) -> str:
     lines.append("")
     for cls in doc["classes"]:
         lines += [f"**Class {cls}**", ""] + class_tables(doc, cls, list(SHOWN))
+        if counts is not None:
+            lines += [f"Each held-out event of class {cls} alone (pooled over the repetitions; CSI):", ""]
+            lines += event_table(counts, doc["classes"][cls]["events"])
     return "\n".join(lines).rstrip()
 
 
-def section(doc: dict[str, Any]) -> str:
-    return f"{BEGIN}\n{section_body(doc)}\n{END}"
+def section(doc: dict[str, Any], counts: Any = None) -> str:
+    return f"{BEGIN}\n{section_body(doc, counts)}\n{END}"
 
 
 def current_section(text: str) -> str:
@@ -56,9 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="exit 1 when the README section differs from the results")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    import xarray as xr
+
     doc = json.loads(args.results.read_text())
+    nc = args.results.with_name("results.nc")
+    counts = xr.load_dataset(nc) if nc.is_file() else None
     text = README.read_text()
-    new = text.replace(current_section(text), section(doc))
+    new = text.replace(current_section(text), section(doc, counts))
     return readme_sections.write_or_check(README, new, args.check, "skill section", "render_skill.py")
 
 

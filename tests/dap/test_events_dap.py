@@ -483,3 +483,22 @@ def test_baselines_only_plan_pairs_each_variant_with_sprog(event_stores: Path, t
     assert "csi:sprog-c4-sprog" in entry["intervals"] and "csi:convlstm-sprog" not in entry["intervals"]
     report = (out / "report.md").read_text()
     assert "baselines only" in report and "| sprog-c4 - S-PROG |" in report and "held-out" not in report
+
+
+def test_event_table_shows_each_events_own_difference() -> None:
+    from training.dap.events import event_table
+
+    def table(hits: int, misses: int, false: int) -> ContingencyTable:
+        t = ContingencyTable.init([1.0], 2)
+        t.hits[:], t.misses[:], t.false_alarms[:], t.correct_negatives[:] = hits, misses, false, 100
+        return t
+
+    tables = {("sprog", "big"): table(50, 25, 25), ("convlstm", "big"): table(60, 15, 20),
+              ("sprog", "small"): table(5, 10, 5), ("convlstm", "small"): table(4, 11, 5)}
+    counts = evaluation.tables_dataset(tables, {"big": 5.0, "small": 10.0})
+    lines = event_table(counts, ["big", "small"], minutes=(5, 10))
+    assert lines[0] == "| event | S-PROG, 1 mm/h, 5 / 10 min | ConvLSTM - S-PROG, 1 mm/h, 5 / 10 min | ConvLSTM area / S-PROG's, 1 mm/h, 5 / 10 min |"
+    assert lines[2] == "| big | 0.500 / 0.500 | +0.132 / +0.132 | 1.067 / 1.067 |"  # 60 / 95 - 0.5; (60 + 20) / (50 + 25)
+    assert lines[3] == "| small | - / 0.250 | - / -0.050 | - / 0.900 |"  # a 10-minute event has no 5-minute lead
+    # pooled: 10 min sums both events: CSI 64 / 115 against 55 / 120, areas 89 / 85
+    assert lines[4] == "| all 2 pooled | 0.500 / 0.458 | +0.132 / +0.098 | 1.067 / 1.047 |"

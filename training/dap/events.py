@@ -469,6 +469,38 @@ def repetition_table(summary: dict[str, Any], cls: str, cols: list[int]) -> list
     return lines + [""]
 
 
+def event_table(counts: xr.Dataset, events: list[str], method: str = LEARNED, minutes: tuple[float, ...] = (5, 30, 60)) -> list[str]:
+    """Markdown table, one row per event and one for all of them pooled: S-PROG's CSI at the
+    lowest threshold, ``method`` - S-PROG in CSI at every threshold, and ``method``'s forecast
+    area at the lowest threshold relative to S-PROG's (hits + false alarms), at ``minutes``;
+    "-" where an event has no such lead or no observed exceedance. Shows which events carry a
+    pooled difference."""
+    thresholds = [float(t) for t in counts["threshold"].values]
+    at = " / ".join(f"{m:g}" for m in minutes) + " min"
+    name = METHOD_NAMES.get(method, method)
+    head = [f"S-PROG, {thresholds[0]:g} mm/h, {at}"] + [f"{name} - S-PROG, {t:g} mm/h, {at}" for t in thresholds]
+    head.append(f"{name} area / S-PROG's, {thresholds[0]:g} mm/h, {at}")
+    lines = ["| event | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+
+    def fmt(v: float, signed: bool) -> str:
+        return "-" if not np.isfinite(v) else (f"{v:+.3f}" if signed else f"{v:.3f}")
+
+    for label, group in [(e, [e]) for e in events] + [(f"all {len(events)} pooled", events)]:
+        pooled = pool_by_minutes(counts, list(minutes), group)
+        csi = scores(pooled)["csi"]
+        base, other = csi.sel({"method": "sprog"}).values, csi.sel({"method": method}).values  # (lead, threshold)
+        area = {m: (pooled["hits"] + pooled["false_alarms"]).sel({"method": m}).values[:, 0].astype(float) for m in ("sprog", method)}
+        # a method pooled over repetitions holds each event once per repetition: compare per forecast
+        n = {m: (pooled["hits"] + pooled["misses"]).sel({"method": m}).values[:, 0].astype(float) for m in ("sprog", method)}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = (area[method] / n[method]) / (area["sprog"] / n["sprog"])
+        cells = [" / ".join(fmt(base[i, 0], False) for i in range(len(minutes)))]
+        cells += [" / ".join(fmt(other[i, j] - base[i, j], True) for i in range(len(minutes))) for j in range(len(thresholds))]
+        cells.append(" / ".join(fmt(r, False) for r in ratio))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The report: every class's tables at every lead time of the plan."""
     lines = [f"# Event-blocked DAP: {summary['plan']}", "", f"plan hash `{summary.get('plan_hash', '')[:16]}`", ""]
