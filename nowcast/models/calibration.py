@@ -37,6 +37,12 @@ def prob_bin(prob: np.ndarray) -> np.ndarray:
     return np.clip((np.sqrt(np.clip(prob, 0.0, 1.0)) * N_BINS).astype(np.int64), 0, N_BINS - 1)
 
 
+def _csi(hits: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """CSI ``hits / den`` (den = hits + misses + false alarms), 0 where nothing was forecast or
+    observed (so a maximum over cuts never picks an empty choice by NaN)."""
+    return np.where(den > 0, hits / np.maximum(den, 1), 0.0)
+
+
 def first_bin(min_cut: float = MIN_CUT) -> int:
     """The lowest bin whose lower edge is a cut of at least ``min_cut``."""
     return int(np.ceil(np.sqrt(min_cut) * N_BINS))
@@ -102,8 +108,7 @@ class ExceedanceHistogram:
     def optimal_cuts(self, min_cut: float = MIN_CUT) -> np.ndarray:
         """(K, T) probability cuts maximising CSI per lead and threshold (>= ``min_cut``)."""
         hits, false, misses = self.cumulative()
-        den = hits + false + misses
-        csi = np.where(den > 0, hits / np.maximum(den, 1), 0.0)
+        csi = _csi(hits, hits + false + misses)
         first = first_bin(min_cut)
         csi[..., :first] = -1.0
         best = np.argmax(csi, axis=-1)
@@ -170,8 +175,7 @@ class GuideConditionedHistogram:
         hb, fb = np.concatenate([hb, zero], axis=-1), np.concatenate([fb, zero], axis=-1)
         positives = self.positive.sum(-1)[..., None, None]
         hits = hb[..., :, None] + ha[..., None, :]
-        den = positives + fb[..., :, None] + fa[..., None, :]
-        csi = np.where(den > 0, hits / np.maximum(den, 1), 0.0)
+        csi = _csi(hits, positives + fb[..., :, None] + fa[..., None, :])
         csi[..., : first_bin(min_cut), :] = -1.0  # below the guide's threshold: no cut under min_cut
         below_cuts = np.concatenate([bin_edge(np.arange(N_BINS)), [NEVER]])
         return csi, below_cuts, bin_edge(np.arange(N_BINS))
@@ -195,9 +199,8 @@ class GuideConditionedHistogram:
         guide = np.broadcast_to(np.array([NEVER, 0.0]), single.shape)
 
         def csi(c: np.ndarray) -> np.ndarray:
-            hits, misses, false = np.moveaxis(self.counts_at(c), -1, 0)
-            den = hits + misses + false
-            return np.where(den > 0, hits / np.maximum(den, 1), 0.0)
+            counts = self.counts_at(c)  # (K, T, 3): hits, misses, false alarms
+            return _csi(counts[..., 0], counts.sum(-1))
 
         return np.where((csi(guide) > csi(single))[..., None], guide, single)
 

@@ -265,11 +265,12 @@ def run_ceiling(plan: EventPlan, run: Path, out: Path, repetitions: list[int] | 
         flat = {e: plain(h) for e, h in hists.items()}
         stored = np.asarray(model.calibration.cuts)[: plan.scores.n_leads]
         val_of = {c: [e for e in split["validation"] if classes[e] == c] for c in plan.classes}
-        class_val = {c: _merged([flat[e] for e in evs]).optimal_cuts() for c, evs in val_of.items() if evs}
-        class_cond = {c: _merged([hists[e] for e in evs]).optimal_cuts() for c, evs in val_of.items() if evs} if conditioned else {}
+        val_hist = {c: _merged([hists[e] for e in evs]) for c, evs in val_of.items() if evs}  # each class's validation events, once
+        class_val = {c: plain(h).optimal_cuts() for c, h in val_hist.items()}
+        class_cond = {c: h.optimal_cuts() for c, h in val_hist.items()} if conditioned else {}
         class_switch = {
-            c: _merged([hists[e] for e in evs]).switch_cuts(np.asarray(model.calibration.cuts_for(runner.stores[evs[0]].grid.cell_size_m))[: plan.scores.n_leads])
-            for c, evs in val_of.items() if evs
+            c: h.switch_cuts(np.asarray(model.calibration.cuts_for(runner.stores[val_of[c][0]].grid.cell_size_m))[: plan.scores.n_leads])
+            for c, h in val_hist.items()
         } if conditioned else {}
         for event in split["test"]:
             own = np.asarray(model.calibration.cuts_for(runner.stores[event].grid.cell_size_m))[: plan.scores.n_leads]
@@ -315,8 +316,8 @@ def summarise_ceiling(counts: xr.Dataset, plan: EventPlan, classes: dict[str, st
         evs = sorted(e for e, k in classes.items() if k == c and e in counts["event"].values)
         s = scores(pool_by_minutes(counts, minutes, evs))
         entry: dict[str, Any] = {"events": evs, "scores": method_scores(s, ("csi", "mcc")), "vs_sprog": {}}
+        iv = paired_bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, (LEARNED, *schemes), "sprog")
         for m in (LEARNED, *schemes):
-            iv = paired_bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, m, "sprog")
             entry["vs_sprog"][m] = {k: iv[f"{k}:{m}-sprog"] for k in ("csi", "mcc")}
         out["classes"][c] = entry
     return out

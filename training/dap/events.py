@@ -35,7 +35,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,14 @@ class EventPlan(BaseModel):
         return options.pop("method"), options
 
 
+def train_options(plan: EventPlan) -> dict[str, Any]:
+    """The ``[model]`` and ``[train]`` tables of the plan's training config, with its overrides."""
+    from nowcast.config import apply_overrides, read_mapping
+
+    options = apply_overrides(read_mapping(plan.train_config), plan.train_overrides)
+    return {k: v for k, v in options.items() if k in ("model", "train")}
+
+
 def plan_hash(plan: EventPlan, train_options: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of the plan and the training options it names."""
     dump = plan.model_dump()
@@ -205,10 +213,7 @@ class EventRunner:
         self.plan, self.out, self.device, self.progress = plan, out, device, progress
         self.catalogue: Catalogue = load_catalogue(plan.catalogue)
         self.events = [e for e in self.catalogue.event if e.resolution_class in plan.classes]
-        from nowcast.config import apply_overrides, read_mapping
-
-        options = apply_overrides(read_mapping(plan.train_config), plan.train_overrides)
-        self.train_options = {k: v for k, v in options.items() if k in ("model", "train")}
+        self.train_options = train_options(plan)
         self.hash = plan_hash(plan, self.train_options)
         #: the recipe's guide cache, shared by training and the ConvLSTM's scoring
         self.guide_cache: str | None = self.train_options.get("train", {}).get("cache_dir")
@@ -360,11 +365,13 @@ class EventRunner:
         self.ledger.append({"event": "summary", "plan_hash": self.hash, "time": now_iso(), "wall_seconds": summary["wall_seconds"], "outputs": outputs})
 
 
-def paired_bootstrap(counts: xr.Dataset, events: list[str], minutes: list[float], n: int, seed: int, a: str, b: str) -> dict[str, Any]:
-    """Percentile intervals of CSI/MCC of methods ``a``, ``b`` and of ``a - b``, resampling events."""
+def paired_bootstrap(counts: xr.Dataset, events: list[str], minutes: list[float], n: int, seed: int, a: str | Sequence[str], b: str) -> dict[str, Any]:
+    """Percentile intervals of CSI/MCC of methods ``a`` (one or several), ``b`` and of each
+    ``a - b``, resampling events; every method is scored on the same resampled events."""
+    methods = [a] if isinstance(a, str) else list(a)
     rng = np.random.default_rng(seed)
     per_event = [pool_by_minutes(counts, minutes, [e]) for e in events]
-    stack = {c: np.stack([p[c].sel({"method": [a, b]}).values for p in per_event]) for c in COUNTS}  # (E, 2, L, T)
+    stack = {c: np.stack([p[c].sel({"method": [*methods, b]}).values for p in per_event]) for c in COUNTS}  # (E, M + 1, L, T)
     from nowcast.metrics.categorical import scores_from_counts
 
     draws = {"csi": [], "mcc": []}
@@ -375,8 +382,10 @@ def paired_bootstrap(counts: xr.Dataset, events: list[str], minutes: list[float]
             draws[k].append(s[k])
     out = {}
     for k, v in draws.items():
-        arr = np.asarray(v)  # (n, 2, L, T)
-        for label, x in ((a, arr[:, 0]), (b, arr[:, 1]), (f"{a}-{b}", arr[:, 0] - arr[:, 1])):
+        arr = np.asarray(v)  # (n, M + 1, L, T)
+        series = [(m, arr[:, i]) for i, m in enumerate(methods)] + [(b, arr[:, -1])]
+        series += [(f"{m}-{b}", arr[:, i] - arr[:, -1]) for i, m in enumerate(methods)]
+        for label, x in series:
             out[f"{k}:{label}"] = {"lo": np.nanpercentile(x, 2.5, axis=0).tolist(), "hi": np.nanpercentile(x, 97.5, axis=0).tolist()}
     return out
 
@@ -401,10 +410,9 @@ def summarise(counts: xr.Dataset, plan: EventPlan, classes: dict[str, str]) -> d
             else:
                 entry["scores"][m] = row
         methods = [m for m in s["method"].values if not is_repetition_method(str(m))]
-        if "sprog" in methods:
-            for m in [LEARNED, *plan.baseline_options]:  # each paired with S-PROG on the same resampled events
-                if m in methods:
-                    entry.setdefault("intervals", {}).update(paired_bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, m, "sprog"))
+        paired = [m for m in [LEARNED, *plan.baseline_options] if m in methods]  # each paired with S-PROG
+        if "sprog" in methods and paired:
+            entry["intervals"] = paired_bootstrap(counts, evs, minutes, plan.scores.bootstrap, plan.seed, paired, "sprog")
         out["classes"][c] = entry
     if not plan.learned:
         out["learned"] = False
