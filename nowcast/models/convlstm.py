@@ -80,26 +80,73 @@ def input_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig)
     return np.stack(chans, axis=1)
 
 
+def guide_motion(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """The guide's motion: ``(velocity (2, y, x) cells/step, trajectory (n_leads, 2, y, x) or None)``.
+
+    rain: the last ``config.oflow_inputs`` frames (N, y, x) mm/h; no motion (zeros, no
+    trajectory) when neither the last rain frame nor the last lightning frame has anything to move.
+    """
+    ny, nx = rain.shape[1:]
+    if motion.has_rain(rain) or np.any(np.nan_to_num(lightning[-1]) > 0):
+        velocity = motion.estimate_motion(rain, config.oflow)
+    else:
+        velocity = np.zeros((2, ny, nx), dtype=dims.FLOAT)
+    # one trajectory for every advected field (bit-identical to advecting each with pysteps)
+    path = motion.trajectory(velocity, config.n_leads) if np.any(velocity) else None
+    return velocity, path
+
+
+TENDENCY_SMOOTHING_CELLS = 1.0
+"""Gaussian sigma (cells) of the tendency field before it is advected: damps the bilinear
+interpolation noise at sharp rain edges."""
+
+
+def lagrangian_tendency(rain: np.ndarray, velocity: np.ndarray, path: np.ndarray | None) -> np.ndarray:
+    """Rate of change of the scaled rain following the motion, at the init time (y, x) float32.
+
+    rain: (N >= 2, y, x) mm/h, the frames the motion was estimated from; the first is advected
+    N - 1 steps to the init time and compared with the last: ``(s(R_0) - s(adv R_-m)) / m``
+    scaled units per step (``m = N - 1``, ``s`` = :func:`rainrate_to_scaled`; positive = growth).
+    0 where either frame is unobserved or the advected frame came from outside the domain;
+    smoothed by :data:`TENDENCY_SMOOTHING_CELLS`.
+    """
+    from scipy import ndimage
+
+    m = rain.shape[0] - 1
+    first, last = rain[0], rain[-1]
+    step = np.array([float(m)])
+    use_path = path if path is not None and len(path) >= m else None
+    moved = motion.advect(first, velocity, step, path=use_path)[0]
+    seen = motion.advect(np.isfinite(first).astype(dims.FLOAT), velocity, step, path=use_path)[0] >= 0.999
+    valid = seen & np.isfinite(last)
+    diff = (rainrate_to_scaled(motion.fill(last)) - rainrate_to_scaled(np.maximum(moved, 0.0))) / m
+    smoothed = ndimage.gaussian_filter(np.where(valid, diff, 0.0), TENDENCY_SMOOTHING_CELLS, mode="constant")
+    return np.where(valid, smoothed, 0.0).astype(dims.FLOAT)
+
+
+def tendency_features(rain: np.ndarray, velocity: np.ndarray, path: np.ndarray | None, config: ModelConfig) -> np.ndarray:
+    """(K, y, x) float32: :func:`lagrangian_tendency` of the last ``oflow_inputs`` frames advected
+    to leads 1..n_leads along the guide's motion (0 advected in from outside the domain)."""
+    steps = np.arange(1, config.n_leads + 1, dtype=np.float64)
+    t0 = lagrangian_tendency(rain[-config.oflow_inputs :], velocity, path)
+    return motion.advect(t0, velocity, steps, path=path)
+
+
 def guide_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig) -> np.ndarray | None:
     """The guide nowcasts for leads 1..n_leads (cadence steps) as guide channels.
 
     rain, lightning: (N, y, x) float32; the last ``config.oflow_inputs`` frames give the motion
     (and S-PROG's AR(2) history). Returns (K, G, y, x) float32: the scaled rain of each of
     ``config.guide_sources`` (LK extrapolation, S-PROG on the same motion field), then the
-    advected lightning occurrence when ``config.lightning``; None when ``advection == "none"``.
+    advected Lagrangian tendency when ``config.guide_tendency``, then the advected lightning
+    occurrence when ``config.lightning``; None when ``advection == "none"``.
     Expensive (optical flow, cascades): the training dataset caches it.
     """
     if config.advection == "none":
         return None
     steps = np.arange(1, config.n_leads + 1, dtype=np.float64)
     r = rain[-config.oflow_inputs :]
-    ny, nx = r.shape[1:]
-    if motion.has_rain(r) or np.any(np.nan_to_num(lightning[-1]) > 0):
-        velocity = motion.estimate_motion(r, config.oflow)
-    else:
-        velocity = np.zeros((2, ny, nx), dtype=dims.FLOAT)
-    # one trajectory for every advected field (bit-identical to advecting each with pysteps)
-    path = motion.trajectory(velocity, config.n_leads) if np.any(velocity) else None
+    velocity, path = guide_motion(r, lightning, config)
     extrapolated = np.maximum(motion.advect(r[-1], velocity, steps, path=path), 0.0)
     rains = {"extrapolation": extrapolated}
     if "sprog" in config.guide_sources:
@@ -107,6 +154,8 @@ def guide_features(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig)
 
         rains["sprog"] = sprog_rain(r, velocity, steps, extrapolated, ar_order=min(2, config.oflow_inputs - 1), path=path)
     chans = [rainrate_to_scaled(rains[src]).astype(dims.FLOAT) for src in config.guide_sources]
+    if config.guide_tendency:
+        chans.append(tendency_features(r, velocity, path, config))
     if config.lightning:
         occ = (np.nan_to_num(lightning[-1]) > 0).astype(dims.FLOAT)
         chans.append(np.clip(motion.advect(occ, velocity, steps, path=path), 0.0, 1.0))
@@ -122,6 +171,8 @@ def guide_key(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig) -> s
     h.update(f"{config.oflow}|{config.oflow_inputs}|{config.n_leads}|{config.lightning}|{config.advection != 'none'}|v1".encode())
     if config.guide_sources != ["extrapolation"]:  # keys of extrapolation-only guides stay as they were
         h.update(("|sources=" + ",".join(config.guide_sources)).encode())
+    if config.guide_tendency:  # keys without the tendency stay as they were
+        h.update(f"|tendency={TENDENCY_SMOOTHING_CELLS}".encode())
     h.update(np.ascontiguousarray(rain).tobytes())
     if config.lightning:
         h.update(np.ascontiguousarray(np.nan_to_num(lightning[-1], nan=-1.0)).tobytes())
@@ -134,21 +185,43 @@ def cached_guide(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig, c
     rain/lightning: (N, y, x) float32 history (the last ``oflow_inputs`` frames key the entry).
     Returns ``(guide (K, G, y, x) float32, file)``. Writes are atomic, so concurrent training
     ranks and evaluation workers can share one cache; the training dataset reads the same files.
+    A guide with the tendency channel reuses the cached guide without it when there is one
+    (the rain nowcasts are the expensive part), adding the channel.
     """
-    import os
-
     rain = np.asarray(rain, dtype=dims.FLOAT)
-    path = Path(cache_dir) / f"guide-{guide_key(rain[-config.oflow_inputs :], lightning, config)}.npy"
+    path = _guide_file(rain, lightning, config, cache_dir)
     if path.is_file():
         return np.load(path).astype(dims.FLOAT), path
-    g = guide_features(rain, lightning, config)
-    if g is None:
+    if config.advection == "none":
         raise ValueError("cached_guide: the model has no guide (advection = 'none')")
+    base_config = config.model_copy(update={"guide_tendency": False})
+    base_path = _guide_file(rain, lightning, base_config, cache_dir)
+    if config.guide_tendency and base_path.is_file():
+        base = np.load(base_path).astype(dims.FLOAT)
+        r = rain[-config.oflow_inputs :]
+        velocity, traj = guide_motion(r, lightning, config)
+        n_rain = len(config.guide_sources)
+        tendency = tendency_features(r, velocity, traj, config)[:, None]
+        g = np.concatenate([base[:, :n_rain], tendency, base[:, n_rain:]], axis=1)
+    else:
+        g = guide_features(rain, lightning, config)
+    return _save_guide(g, path), path
+
+
+def _guide_file(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig, cache_dir: Path) -> Path:
+    return Path(cache_dir) / f"guide-{guide_key(rain[-config.oflow_inputs :], lightning, config)}.npy"
+
+
+def _save_guide(guide: np.ndarray, path: Path) -> np.ndarray:
+    """Write ``guide`` as float16 atomically (concurrent readers never see half a file); returns
+    what a later read of the file gives (float32 of the float16 values)."""
+    import os
+
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-    np.save(tmp, g.astype(np.float16))
-    os.replace(tmp, path)  # atomic: concurrent readers never see half a file
-    return g.astype(np.float16).astype(dims.FLOAT), path
+    np.save(tmp, guide.astype(np.float16))
+    os.replace(tmp, path)
+    return guide.astype(np.float16).astype(dims.FLOAT)
 
 
 def residual_base_rate(guides: np.ndarray) -> np.ndarray:

@@ -11,7 +11,9 @@ Shapes (B batch, N input frames, C input channels, K leads, G guide channels):
 - ``guide``: (B, K, G, H, W) float or None; the guide nowcasts for every lead: the scaled rain
   of each of ``config.guide_sources`` in order (``"extrapolation"``: the LK-advected last frame;
   ``"sprog"``: the S-PROG nowcast, whose scale-dependent AR(2) decay removes the unpredictable
-  small scales case by case), plus advected lightning occurrence when ``config.lightning``.
+  small scales case by case), then with ``config.guide_tendency`` the Lagrangian tendency of the
+  scaled rain at the init time (scaled units per step) advected to the lead, then advected
+  lightning occurrence when ``config.lightning``.
   The first source is the residual base. Required unless ``config.advection == "none"``.
 - outputs: ``(rain, lightning_logit)``, each (B, K, H, W): rain on the scaled (log) axis; in
   ``"residual"`` mode the network's rain output is a correction added to the guide's rain
@@ -87,6 +89,11 @@ class ModelConfig(BaseModel):
         default_factory=lambda: ["extrapolation"],
         description="guide rain nowcasts, in channel order; the first is the residual base (extrapolation | sprog)",
     )
+    guide_tendency: bool = Field(
+        False,
+        description="a guide channel after the rain nowcasts: the Lagrangian tendency of the scaled rain at the init time "
+        "(scaled units per cadence step, from the last oflow_inputs frames), advected to each lead",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -108,8 +115,8 @@ class ModelConfig(BaseModel):
             raise ValueError(f"guide_smoothing sigmas must be positive, got {self.guide_smoothing}")
         if not self.guide_sources or len(set(self.guide_sources)) != len(self.guide_sources):
             raise ValueError(f"guide_sources must name distinct sources, got {self.guide_sources}")
-        if (self.guide_smoothing or self.prior_levels) and self.advection == "none":
-            raise ValueError("guide_smoothing and prior_levels need a guide (advection 'input' or 'residual')")
+        if (self.guide_smoothing or self.prior_levels or self.guide_tendency) and self.advection == "none":
+            raise ValueError("guide_smoothing, prior_levels and guide_tendency need a guide (advection 'input' or 'residual')")
         if self.prior_classes_m:
             c = self.prior_classes_m
             if not self.prior_levels or not self.probability_thresholds:
@@ -125,7 +132,9 @@ class ModelConfig(BaseModel):
     @property
     def guide_input_channels(self) -> int:
         """Channels of the guide given to the network (the cached extrapolation nowcast)."""
-        return 0 if self.advection == "none" else len(self.guide_sources) + (1 if self.lightning else 0)
+        if self.advection == "none":
+            return 0
+        return len(self.guide_sources) + int(self.guide_tendency) + int(self.lightning)
 
     @property
     def guide_network_channels(self) -> int:
