@@ -46,6 +46,11 @@ class TrainOptions(BaseModel):
     exceedance_temperature: float = Field(0.05, gt=0, description="scaled units; smaller = sharper")
     exceedance_loss: Literal["bce", "soft_csi"] = Field("bce", description="bce: per-cell BCE; soft_csi: 1 - differentiable CSI over the batch (not swamped by dry cells)")
     prior_lr_multiplier: float = Field(1.0, gt=0, description="learning-rate factor of the exceedance prior's few parameters (mixture logits, indicator slopes)")
+    prior_only: bool = Field(
+        False,
+        description="train the exceedance prior's parameters only; the ConvLSTM keeps its zero-initialised correction "
+        "(needs residual_zero_init and the neighbourhood prior): an ablation measuring what the network adds to its prior",
+    )
     exceedance_head_weight: float = Field(1.0, ge=0, description="weight of the BCE of the model's exceedance-probability heads (probability_thresholds)")
     exceedance_head_csi_weight: float = Field(0.0, ge=0, description="weight of 1 - a differentiable CSI of the exceedance heads' probabilities (per lead, mean over leads and thresholds), beside their BCE: aims the heads at the threshold areas the deterministic field is cut from")
     lightning_weight: float = Field(0.5, ge=0)
@@ -86,6 +91,8 @@ class TrainOptions(BaseModel):
             )
         if sorted(self.intensity_thresholds) != list(self.intensity_thresholds):
             raise ValueError(f"intensity_thresholds must increase, got {self.intensity_thresholds}")
+        if self.prior_only and self.init_checkpoint:
+            raise ValueError("prior_only trains the prior of a zero-initialised network; it cannot start from init_checkpoint")
         return self
 
 

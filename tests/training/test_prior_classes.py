@@ -55,3 +55,35 @@ def test_model_card_prior_reports_each_class_scales(tmp_path: Path, capsys) -> N
     save_checkpoint(tmp_path / "bare.pt", {"model_config": bare.model_dump(), "state_dict": EncoderForecaster(bare).state_dict()})
     assert main(["prior", str(tmp_path / "bare.pt")]) == 2
     assert "no learned neighbourhood prior" in capsys.readouterr().err
+
+
+def test_prior_only_trains_the_prior_and_leaves_the_network_at_its_start(tiny_store, splits, guide_cache: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """``train.prior_only``: the prior's parameters learn, every network weight is bit-identical
+    to the seeded initialisation (no gradient step, no weight decay); models the ablation
+    cannot mean anything for, and fine-tuning, are refused with the reason."""
+    import pytest
+
+    from training.config import TrainOptions
+    from training.loop import check_prior_only
+
+    o = copy.deepcopy(TINY_OPTIONS)
+    o["model"].update(probability_thresholds=[1.0, 5.0], lightning=False, prior_levels=3, residual_zero_init=True, advection="residual")
+    o["train"].update(epochs=1, cache_dir=str(guide_cache), prior_only=True, weight_decay=0.1)
+    ckpt = read_checkpoint(run_fit(tiny_store, splits, o, tmp_path / "run"))
+    cfg = ModelConfig.model_validate(ckpt["model_config"])
+    from training.loop import seed_everything
+
+    seed_everything(int(ckpt.get("seed", 0)))  # the run seeds torch before building its network
+    start = EncoderForecaster(cfg).state_dict()
+    trained = ckpt["state_dict"]
+    assert (trained["prior_logits"] - start["prior_logits"]).abs().max() > 1e-3
+    frozen = [k for k in start if k not in ("prior_logits", "prob_scale")]
+    assert frozen
+    for k in frozen:
+        torch.testing.assert_close(trained[k], start[k], rtol=0, atol=0, msg=k)
+    with pytest.raises(ValueError, match="residual_zero_init = true"):
+        check_prior_only(cfg.model_copy(update={"residual_zero_init": False}))
+    with pytest.raises(ValueError, match="prior_levels > 0"):
+        check_prior_only(cfg.model_copy(update={"prior_levels": 0}))
+    with pytest.raises(ValueError, match="cannot start from init_checkpoint"):
+        TrainOptions(prior_only=True, init_checkpoint="x.pt")
