@@ -200,6 +200,19 @@ def check_compatible(model_cfg: ModelConfig, opts: TrainOptions) -> None:
         raise ValueError("train.cut_condition = 'residual_guide' needs exceedance heads (model.probability_thresholds) and model.advection = 'residual'")
     if opts.full_frame_cuts_m and (not model_cfg.probability_thresholds or opts.cut_condition != "none"):
         raise ValueError("train.full_frame_cuts_m needs exceedance heads (model.probability_thresholds) and unconditioned cuts (train.cut_condition = 'none')")
+    if opts.prior_only:  # the forecast of a network left at initialisation must be its exceedance prior
+        missing = [
+            what
+            for what, ok in (
+                ("advection = 'residual'", model_cfg.advection == "residual"),
+                ("residual_zero_init = true", model_cfg.residual_zero_init),
+                ("probability_thresholds", bool(model_cfg.probability_thresholds)),
+                ("prior_levels > 0", model_cfg.prior_levels > 0),
+            )
+            if not ok
+        ]
+        if missing:
+            raise ValueError(f"train.prior_only needs a model with {', '.join(missing)}")
 
 
 def resolve_out_dir(out_dir: str | Path) -> Path:

@@ -119,23 +119,6 @@ def lightning_validation_scores(hist: LightningHistogram, calibration: Lightning
     return {"val_lightning_base_rate": float(base), "val_lightning_brier_raw": brier_raw, "val_lightning_brier": brier_cal}
 
 
-def check_prior_only(cfg: ModelConfig) -> None:
-    """Raise ValueError unless ``cfg`` is a model whose forecast is its exceedance prior when the
-    network is left at initialisation (``TrainOptions.prior_only``)."""
-    missing = [
-        what
-        for what, ok in (
-            ("advection = 'residual'", cfg.advection == "residual"),
-            ("residual_zero_init = true", cfg.residual_zero_init),
-            ("probability_thresholds", bool(cfg.probability_thresholds)),
-            ("prior_levels > 0", cfg.prior_levels > 0),
-        )
-        if not ok
-    ]
-    if missing:
-        raise ValueError(f"prior_only needs a model with {', '.join(missing)}")
-
-
 class AllOutputs(torch.nn.Module):
     """The network with ``forward`` = ``forward_all`` (so DDP wraps the call the loss needs)."""
 
@@ -190,8 +173,7 @@ class Trainer:
         # with a larger step: they are a handful of numbers that the whole data set informs
         prior = [p for n, p in self.net.named_parameters() if n in ("prior_logits", "prob_scale")]
         rest = [p for n, p in self.net.named_parameters() if n not in ("prior_logits", "prob_scale")]
-        if opts.prior_only:
-            check_prior_only(model_cfg)
+        if opts.prior_only:  # check_compatible has checked the model (zero-initialised correction, prior)
             for p in rest:  # the network stays at its zero correction: the forecast is the prior's
                 p.requires_grad_(False)
             rest = []

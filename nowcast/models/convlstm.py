@@ -194,9 +194,8 @@ def cached_guide(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig, c
         return np.load(path).astype(dims.FLOAT), path
     if config.advection == "none":
         raise ValueError("cached_guide: the model has no guide (advection = 'none')")
-    base_config = config.model_copy(update={"guide_tendency": False})
-    base_path = _guide_file(rain, lightning, base_config, cache_dir)
-    if config.guide_tendency and base_path.is_file():
+    base_path = _guide_file(rain, lightning, config.model_copy(update={"guide_tendency": False}), cache_dir) if config.guide_tendency else None
+    if base_path is not None and base_path.is_file():
         base = np.load(base_path).astype(dims.FLOAT)
         r = rain[-config.oflow_inputs :]
         velocity, traj = guide_motion(r, lightning, config)
@@ -209,6 +208,7 @@ def cached_guide(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig, c
 
 
 def _guide_file(rain: np.ndarray, lightning: np.ndarray, config: ModelConfig, cache_dir: Path) -> Path:
+    """The cache file of the guide of ``config`` for this history (content key, :func:`guide_key`)."""
     return Path(cache_dir) / f"guide-{guide_key(rain[-config.oflow_inputs :], lightning, config)}.npy"
 
 

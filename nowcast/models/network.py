@@ -131,7 +131,7 @@ class ModelConfig(BaseModel):
 
     @property
     def guide_input_channels(self) -> int:
-        """Channels of the guide given to the network (the cached extrapolation nowcast)."""
+        """Channels of the guide given to the network (the cached guide: rain nowcasts, tendency, lightning)."""
         if self.advection == "none":
             return 0
         return len(self.guide_sources) + int(self.guide_tendency) + int(self.lightning)

@@ -63,8 +63,7 @@ def test_prior_only_trains_the_prior_and_leaves_the_network_at_its_start(tiny_st
     cannot mean anything for, and fine-tuning, are refused with the reason."""
     import pytest
 
-    from training.config import TrainOptions
-    from training.loop import check_prior_only
+    from training.config import TrainOptions, check_compatible
 
     o = copy.deepcopy(TINY_OPTIONS)
     o["model"].update(probability_thresholds=[1.0, 5.0], lightning=False, prior_levels=3, residual_zero_init=True, advection="residual")
@@ -82,8 +81,8 @@ def test_prior_only_trains_the_prior_and_leaves_the_network_at_its_start(tiny_st
     for k in frozen:
         torch.testing.assert_close(trained[k], start[k], rtol=0, atol=0, msg=k)
     with pytest.raises(ValueError, match="residual_zero_init = true"):
-        check_prior_only(cfg.model_copy(update={"residual_zero_init": False}))
+        check_compatible(cfg.model_copy(update={"residual_zero_init": False}), TrainOptions(prior_only=True))
     with pytest.raises(ValueError, match="prior_levels > 0"):
-        check_prior_only(cfg.model_copy(update={"prior_levels": 0}))
+        check_compatible(cfg.model_copy(update={"prior_levels": 0}), TrainOptions(prior_only=True))
     with pytest.raises(ValueError, match="cannot start from init_checkpoint"):
         TrainOptions(prior_only=True, init_checkpoint="x.pt")
