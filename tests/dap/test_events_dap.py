@@ -12,7 +12,13 @@ import xarray as xr
 
 from nowcast import evaluation
 from nowcast.metrics import ContingencyTable
-from training.dap.events import EventPlan, EventRunner, assign_folds, choose_validation
+from training.dap.events import (
+    EventPlan,
+    EventRunner,
+    assign_folds,
+    choose_validation,
+    subsample_training,
+)
 from training.events import Catalogue, EventSpec
 
 START = pd.Timestamp("2024-06-01T12:00")
@@ -54,6 +60,40 @@ def test_validation_events_share_the_models_cadence() -> None:
         assert choose_validation(events, ["2km"], 1, seed)[0].startswith("five")
     with pytest.raises(ValueError, match="at cadence 5min cannot spare 2"):
         choose_validation(events, ["2km"], 2, 0)
+
+
+def test_learning_curve_keeps_a_nested_seeded_share_of_each_class() -> None:
+    events = _events(5, 8)
+    classes = ["2km", "240m"]
+    everything = subsample_training(events, classes, 1.0, 0)
+    assert everything == sorted(e.name for e in events)
+    half, quarter = subsample_training(events, classes, 0.5, 3), subsample_training(events, classes, 0.25, 3)
+    assert sum(n.startswith("a") for n in half) == 3 and sum(n.startswith("b") for n in half) == 4  # round(2.5) = 3, 4
+    assert sum(n.startswith("a") for n in quarter) == 1 and sum(n.startswith("b") for n in quarter) == 2
+    assert set(quarter) <= set(half)  # a learning curve adds events, it does not swap them
+    tiny = subsample_training(events, classes, 0.01, 3)
+    assert sum(n.startswith("a") for n in tiny) == 1 and sum(n.startswith("b") for n in tiny) == 1  # never an empty class
+    assert subsample_training(events, classes, 0.5, 3) == half
+    assert any(subsample_training(events, classes, 0.5, s) != half for s in range(4, 10))
+
+
+def test_learning_curve_plan_changes_only_the_training_events() -> None:
+    """Test and validation events, seeds and folds are those of the full plan, so its held-out
+    tables pair with the full plan's; the training events are the seeded share."""
+    from types import SimpleNamespace
+
+    events = _events(8, 11)
+    full = EventPlan(name="full", splits={"folds": 3, "repetitions": 2})
+    half = full.model_copy(update={"splits": full.splits.model_copy(update={"train_fraction": 0.5})})
+    runner = lambda plan: SimpleNamespace(plan=plan, events=events, train_options={})  # noqa: E731
+    for a, b in zip(EventRunner.fold_plan(runner(full)), EventRunner.fold_plan(runner(half)), strict=True):
+        assert {k: v for k, v in a.items() if k != "train"} == {k: v for k, v in b.items() if k != "train"}
+        assert set(b["train"]) < set(a["train"]) and not set(b["train"]) & set(b["validation"] + b["test"])
+        for cls in ("a", "b"):
+            n_full = sum(n.startswith(cls) for n in a["train"])
+            assert sum(n.startswith(cls) for n in b["train"]) == max(1, int(np.floor(0.5 * n_full + 0.5)))
+    with pytest.raises(ValueError):
+        EventPlan(name="bad", splits={"train_fraction": 0.0})
 
 
 def test_catalogue_rejects_duplicates_and_bad_cadence() -> None:
@@ -460,6 +500,10 @@ def test_earlier_plans_keep_their_hash(monkeypatch: pytest.MonkeyPatch) -> None:
     recorded = json.loads(Path("results/real-events-kfold-sprog-2kmcuts/results.json").read_text())["plan_hash"]
     assert plan_hash(plan, train_options(plan)) == recorded
     assert plan_hash(plan.model_copy(update={"learned": False}), train_options(plan)) != recorded
+    explicit = plan.model_copy(update={"splits": plan.splits.model_copy(update={"train_fraction": 1.0})})
+    assert plan_hash(explicit, train_options(plan)) == recorded
+    half = plan.model_copy(update={"splits": plan.splits.model_copy(update={"train_fraction": 0.5})})
+    assert plan_hash(half, train_options(plan)) != recorded
 
 
 def test_baselines_only_plan_pairs_each_variant_with_sprog(event_stores: Path, tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ repetition's seed and dealt round-robin into ``folds`` folds. For each (repetiti
 
 1. training events = the other folds' events; of those, ``validation_events`` per class (drawn
    with the same seed) are held out of the gradient steps and used for early stopping and for
-   the probability cuts of the deterministic field (never the test events);
+   the probability cuts of the deterministic field (never the test events); a learning-curve
+   plan (``splits.train_fraction`` < 1) then trains on a seeded share of the rest;
 2. the ConvLSTM is trained (:func:`training.api.fit_many`) from the plan's training config;
 3. every start time (every ``start_stride``-th) of each held-out event is forecast and scored.
 
@@ -80,6 +81,11 @@ class EventSplits(BaseModel):
     folds: int = Field(3, ge=2, description="folds over events, per resolution class")
     repetitions: int = Field(1, ge=1, description="repetitions with different seeds")
     validation_events: int = Field(1, ge=1, description="training events per class held out for early stopping and calibration")
+    train_fraction: float = Field(
+        1.0, gt=0.0, le=1.0,
+        description="share of each class's training events (after validation) the ConvLSTM is trained on, drawn with the split's "
+        "seed, nested across fractions; < 1 for a learning curve (test and validation events unchanged)",
+    )
 
 
 class EventScores(BaseModel):
@@ -151,6 +157,8 @@ def plan_hash(plan: EventPlan, train_options: dict[str, Any]) -> str:
     for key, default in (("baseline_options", {}), ("learned", True)):  # later fields: earlier plans keep their hash
         if dump[key] == default:
             del dump[key]
+    if dump["splits"]["train_fraction"] == 1.0:
+        del dump["splits"]["train_fraction"]
     text = json.dumps({"plan": dump, "train": train_options}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -182,6 +190,25 @@ def choose_validation(train_events: list[EventSpec], classes: list[str], n: int,
             raise ValueError(f"class {c!r}: {len(names)} training events at cadence {cadence} cannot spare {n} for validation")
         out += [names[i] for i in rng.choice(len(names), size=n, replace=False)]
     return out
+
+
+def subsample_training(train_events: list[EventSpec], classes: list[str], fraction: float, seed: int) -> list[str]:
+    """Sorted names of the training events kept: per class, the first ``round(fraction * n)``
+    (at least one) of a seeded permutation of its ``n`` events, so that for one seed a smaller
+    fraction keeps a subset of a larger one (a learning curve adds events, it does not swap
+    them). ``fraction`` 1 keeps every event.
+    """
+    if fraction >= 1.0:
+        return sorted(e.name for e in train_events)
+    rng = np.random.default_rng(seed + 104729)
+    out: list[str] = []
+    for c in classes:
+        names = sorted(e.name for e in train_events if e.resolution_class == c)
+        if not names:
+            continue
+        keep = max(1, int(np.floor(fraction * len(names) + 0.5)))
+        out += [names[i] for i in rng.permutation(len(names))[:keep]]
+    return sorted(out)
 
 
 def table_path(out: Path, method: str, event: str) -> Path:
@@ -274,7 +301,8 @@ class EventRunner:
                 train = [e for e in self.events if e.name not in test]
                 cadence = f"{self.train_options.get('model', {}).get('cadence_minutes', 5)}min"
                 val = choose_validation(train, self.plan.classes, self.plan.splits.validation_events, seed + f, cadence)
-                splits.append({"repetition": r, "fold": f, "seed": seed + f, "test": sorted(test), "validation": sorted(val), "train": sorted(e.name for e in train if e.name not in val)})
+                kept = subsample_training([e for e in train if e.name not in val], self.plan.classes, self.plan.splits.train_fraction, seed + f)
+                splits.append({"repetition": r, "fold": f, "seed": seed + f, "test": sorted(test), "validation": sorted(val), "train": kept})
         return splits
 
     def learned_table_path(self, split: dict[str, Any], event: str, root: Path | None = None) -> Path:
