@@ -160,6 +160,7 @@ def plot(result: dict[str, Any], path: Path, threshold: float = 1.0, leads: tupl
     lead (those of ``leads`` the runs report, else their last two), with intervals and the
     target's line."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -186,6 +187,7 @@ def plot(result: dict[str, Any], path: Path, threshold: float = 1.0, leads: tupl
                 ax.axhline(result["target_gain"] * sc[BASELINE]["csi"][li][ti], ls="--", lw=1, color=line[0].get_color(), alpha=0.7)
             ax.axhline(0.0, color="k", lw=0.8)
             ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
             ax.set_xlabel("training events per fold (mean)")
             ax.set_ylabel(f"ConvLSTM - S-PROG, CSI at {threshold:g} mm/h")
             ax.set_title(f"{cls}: dashed = the target (+{result['target_gain']:.0%} over S-PROG)", fontsize=9)
