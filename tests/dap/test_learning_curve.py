@@ -103,6 +103,8 @@ def test_learning_curve_refuses_other_start_times(tmp_path: Path) -> None:
     a, b = _run(tmp_path, "a", base, 2), _run(tmp_path, "b", other, 3)
     with pytest.raises(ComparisonError, match="start times"):
         learning_curve([(a, "convlstm"), (b, "convlstm")], bootstrap=100)
+    with pytest.raises(ComparisonError, match="share a label"):
+        learning_curve([(a, "convlstm"), (a, "convlstm")], bootstrap=100)
     with pytest.raises(ComparisonError, match="at least two"):
         learning_curve([(a, "convlstm")], bootstrap=100)
     assert main([str(a), str(b), "--out", str(tmp_path / "no")]) == 2 and not (tmp_path / "no").exists()

@@ -193,7 +193,7 @@ def choose_validation(train_events: list[EventSpec], classes: list[str], n: int,
 
 
 def subsample_training(train_events: list[EventSpec], classes: list[str], fraction: float, seed: int) -> list[str]:
-    """Sorted names of the training events kept: per class, the first ``round(fraction * n)``
+    """Sorted names of the training events kept: per class, the first ``floor(fraction * n + 0.5)``
     (at least one) of a seeded permutation of its ``n`` events, so that for one seed a smaller
     fraction keeps a subset of a larger one (a learning curve adds events, it does not swap
     them). ``fraction`` 1 keeps every event.

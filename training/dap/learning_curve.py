@@ -82,6 +82,8 @@ def stacked_counts(runs: list[tuple[Path, str]]) -> tuple[xr.Dataset, list[str],
         labels.append(label)
         summaries.append(summary)
     assert sprog is not None
+    if len(set(labels)) < len(labels):
+        raise ComparisonError(f"two runs share a label (run folder name and method): {labels}")
     stacked = xr.concat([*parts, sprog], dim="method", data_vars="all", coords="minimal", compat="override")
     return stacked, labels, summaries
 
