@@ -5,11 +5,14 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import torch
 from train_helpers import TINY_OPTIONS, run_fit
 
 from nowcast.models.convlstm import read_checkpoint
 from nowcast.models.network import EncoderForecaster, ModelConfig
+from training.config import TrainOptions, check_compatible
+from training.loop import seed_everything
 
 
 def test_training_moves_only_the_prior_of_the_class_it_sees(tiny_store, splits, guide_cache: Path, tmp_path: Path) -> None:  # noqa: ANN001
@@ -61,17 +64,11 @@ def test_prior_only_trains_the_prior_and_leaves_the_network_at_its_start(tiny_st
     """``train.prior_only``: the prior's parameters learn, every network weight is bit-identical
     to the seeded initialisation (no gradient step, no weight decay); models the ablation
     cannot mean anything for, and fine-tuning, are refused with the reason."""
-    import pytest
-
-    from training.config import TrainOptions, check_compatible
-
     o = copy.deepcopy(TINY_OPTIONS)
     o["model"].update(probability_thresholds=[1.0, 5.0], lightning=False, prior_levels=3, residual_zero_init=True, advection="residual")
     o["train"].update(epochs=1, cache_dir=str(guide_cache), prior_only=True, weight_decay=0.1)
     ckpt = read_checkpoint(run_fit(tiny_store, splits, o, tmp_path / "run"))
     cfg = ModelConfig.model_validate(ckpt["model_config"])
-    from training.loop import seed_everything
-
     seed_everything(int(ckpt.get("seed", 0)))  # the run seeds torch before building its network
     start = EncoderForecaster(cfg).state_dict()
     trained = ckpt["state_dict"]

@@ -39,26 +39,45 @@ class ComparisonError(ValueError):
     """Two runs that cannot be compared (different events or start times)."""
 
 
-def combined_counts(a: xr.Dataset, b: xr.Dataset, label_a: str, label_b: str, method_a: str = LEARNED, method_b: str = LEARNED) -> xr.Dataset:
-    """Counts (method, event, step, threshold) holding A's and B's ConvLSTM and S-PROG.
+def run_label(run: Path, method: str = LEARNED) -> str:
+    """A run's learned method as it is labelled in comparisons: the run folder's name, plus
+    ``-<method>`` for a non-default one (e.g. ``convlstm-r0``)."""
+    return run.name if method == LEARNED else f"{run.name}-{method}"
 
-    ``method_a`` / ``method_b``: which method of each run is compared (default the pooled
-    ConvLSTM; e.g. ``convlstm-r0``, one repetition of a repeated plan). Raises
-    :class:`ComparisonError` when B lacks one of A's events, their S-PROG counts differ or a
-    method is absent. The comparison is on A's events: B's others are left out.
+
+def stacked_counts(runs: list[tuple[str, xr.Dataset, str]]) -> xr.Dataset:
+    """Counts (method, event, step, threshold) holding each run's learned method under its label
+    and S-PROG, on the first run's events.
+
+    ``runs``: (label, counts, method) per run. Raises :class:`ComparisonError` when a method is
+    absent, a run lacks one of the first run's events, or its S-PROG counts differ from the
+    first run's (other start times or stores). The other runs' extra events play no part.
     """
-    for run, method, label in ((a, method_a, label_a), (b, method_b, label_b)):
+    (first, base, _), parts = runs[0], []
+    events = base["event"].values
+    for label, run, method in runs:
         if method not in run["method"].values:
             raise ComparisonError(f"{label} has no method {method!r} (it has {sorted(run['method'].values.tolist())})")
-    missing = sorted(set(a["event"].values.tolist()) - set(b["event"].values.tolist()))
-    if missing:
-        raise ComparisonError(f"{label_b} lacks events of {label_a}: {missing}")
-    b = b.sel(event=a["event"].values)  # B's other events (e.g. of a class A's plan left out) play no part
-    for c in COUNTS:
-        if not np.array_equal(a[c].sel({"method": BASELINE}).values, b[c].sel({"method": BASELINE}).values):
-            raise ComparisonError(f"S-PROG {c} differ between the runs: not the same start times or stores")
-    parts = [a.sel({"method": [method_a]}).assign_coords(method=[label_a]), b.sel({"method": [method_b]}).assign_coords(method=[label_b]), a.sel({"method": [BASELINE]})]
+        missing = sorted(set(events.tolist()) - set(run["event"].values.tolist()))
+        if missing:
+            raise ComparisonError(f"{label} lacks events of {first}: {missing}")
+        run = run.sel(event=events)
+        for c in COUNTS:
+            if not np.array_equal(run[c].sel({"method": BASELINE}).values, base[c].sel({"method": BASELINE}).values):
+                raise ComparisonError(f"S-PROG {c} differ between {first} and {label}: not the same start times or stores")
+        parts.append(run.sel({"method": [method]}).assign_coords(method=[label]))
+    parts.append(base.sel({"method": [BASELINE]}))
     return xr.concat(parts, dim="method", data_vars="all", coords="minimal", compat="override")
+
+
+def combined_counts(a: xr.Dataset, b: xr.Dataset, label_a: str, label_b: str, method_a: str = LEARNED, method_b: str = LEARNED) -> xr.Dataset:
+    """Counts (method, event, step, threshold) holding A's and B's ConvLSTM and S-PROG, on A's
+    events (:func:`stacked_counts` of the two runs).
+
+    ``method_a`` / ``method_b``: which method of each run is compared (default the pooled
+    ConvLSTM; e.g. ``convlstm-r0``, one repetition of a repeated plan).
+    """
+    return stacked_counts([(label_a, a, method_a), (label_b, b, method_b)])
 
 
 def compare(run_a: Path, run_b: Path, bootstrap: int = 2000, seed: int = 0, exclude: list[str] | None = None,
@@ -70,8 +89,7 @@ def compare(run_a: Path, run_b: Path, bootstrap: int = 2000, seed: int = 0, excl
     ``<run>-<method>``.
     """
     summary_a = json.loads((run_a / "results.json").read_text())
-    label_a = run_a.name if method_a == LEARNED else f"{run_a.name}-{method_a}"
-    label_b = run_b.name if method_b == LEARNED else f"{run_b.name}-{method_b}"
+    label_a, label_b = run_label(run_a, method_a), run_label(run_b, method_b)
     with xr.open_dataset(run_a / "results.nc") as da, xr.open_dataset(run_b / "results.nc") as db:
         counts = combined_counts(da.load(), db.load(), label_a, label_b, method_a, method_b)
         only_b = sorted(set(db["event"].values.tolist()) - set(da["event"].values.tolist()))

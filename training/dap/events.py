@@ -154,11 +154,12 @@ def train_options(plan: EventPlan) -> dict[str, Any]:
 def plan_hash(plan: EventPlan, train_options: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of the plan and the training options it names."""
     dump = plan.model_dump()
-    for key, default in (("baseline_options", {}), ("learned", True)):  # later fields: earlier plans keep their hash
-        if dump[key] == default:
-            del dump[key]
-    if dump["splits"]["train_fraction"] == 1.0:
-        del dump["splits"]["train_fraction"]
+    for *parents, key, default in (("baseline_options", {}), ("learned", True), ("splits", "train_fraction", 1.0)):  # later fields: earlier plans keep their hash
+        table = dump
+        for parent in parents:
+            table = table[parent]
+        if table[key] == default:
+            del table[key]
     text = json.dumps({"plan": dump, "train": train_options}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -204,8 +205,6 @@ def subsample_training(train_events: list[EventSpec], classes: list[str], fracti
     out: list[str] = []
     for c in classes:
         names = sorted(e.name for e in train_events if e.resolution_class == c)
-        if not names:
-            continue
         keep = max(1, int(np.floor(fraction * len(names) + 0.5)))
         out += [names[i] for i in rng.permutation(len(names))[:keep]]
     return sorted(out)

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from nowcast.evaluation import COUNTS, pool_by_minutes, scores
-from training.dap.compare import BASELINE, ComparisonError
+from nowcast.evaluation import pool_by_minutes, scores
+from training.dap.compare import BASELINE, ComparisonError, run_label, stacked_counts
 from training.dap.events import LEARNED, is_repetition_method, method_scores, paired_bootstrap
 
 log = logging.getLogger(__name__)
@@ -57,35 +57,18 @@ def training_events(summary: dict[str, Any], method: str) -> dict[str, float]:
     return {c: float(np.mean([sum(cls_of.get(e) == c for e in s["train"]) for s in splits])) for c in summary["classes"]}
 
 
-def stacked_counts(runs: list[tuple[Path, str]]) -> tuple[xr.Dataset, list[str], list[dict[str, Any]]]:
-    """Counts (method, event, step, threshold) of every run's learned method (labelled by run
-    folder) and S-PROG, on the first run's events; returns (counts, labels, summaries)."""
-    parts, labels, summaries, sprog = [], [], [], None
-    for run, method in runs:
-        summary = json.loads((run / "results.json").read_text())
-        with xr.open_dataset(run / "results.nc") as ds:
-            counts = ds.load()
-        if method not in counts["method"].values:
-            raise ComparisonError(f"{run} has no method {method!r} (it has {sorted(counts['method'].values.tolist())})")
-        if sprog is None:
-            events = counts["event"].values
-            sprog = counts.sel({"method": [BASELINE]})
-        missing = sorted(set(events.tolist()) - set(counts["event"].values.tolist()))
-        if missing:
-            raise ComparisonError(f"{run} lacks events of {runs[0][0]}: {missing}")
-        counts = counts.sel(event=events)
-        for c in COUNTS:
-            if not np.array_equal(counts[c].sel({"method": BASELINE}).values, sprog[c].sel({"method": BASELINE}).values):
-                raise ComparisonError(f"S-PROG {c} of {run} differ from {runs[0][0]}'s: not the same start times or stores")
-        label = run.name if method == LEARNED else f"{run.name}-{method}"
-        parts.append(counts.sel({"method": [method]}).assign_coords(method=[label]))
-        labels.append(label)
-        summaries.append(summary)
-    assert sprog is not None
+def run_counts(runs: list[tuple[Path, str]]) -> tuple[xr.Dataset, list[str], list[dict[str, Any]]]:
+    """Counts of every run's learned method (labelled by :func:`run_label`) and S-PROG on the
+    first run's events (:func:`stacked_counts`); returns (counts, labels, summaries)."""
+    labels = [run_label(run, method) for run, method in runs]
     if len(set(labels)) < len(labels):
         raise ComparisonError(f"two runs share a label (run folder name and method): {labels}")
-    stacked = xr.concat([*parts, sprog], dim="method", data_vars="all", coords="minimal", compat="override")
-    return stacked, labels, summaries
+    summaries, loaded = [], []
+    for (run, method), label in zip(runs, labels, strict=True):
+        summaries.append(json.loads((run / "results.json").read_text()))
+        with xr.open_dataset(run / "results.nc") as ds:
+            loaded.append((label, ds.load(), method))
+    return stacked_counts(loaded), labels, summaries
 
 
 def log_linear_fit(n_events: list[float], diffs: np.ndarray, target: np.ndarray) -> dict[str, Any]:
@@ -106,7 +89,7 @@ def learning_curve(runs: list[tuple[Path, str]], bootstrap: int = 2000, seed: in
     """Per class: training events, scores, intervals and the log-linear fit (see module)."""
     if len(runs) < 2:
         raise ComparisonError("a learning curve needs at least two runs")
-    counts, labels, summaries = stacked_counts(runs)
+    counts, labels, summaries = run_counts(runs)
     minutes, thresholds = summaries[0]["minutes"], summaries[0]["thresholds"]
     out: dict[str, Any] = {"runs": [{"run": str(r), "method": m, "label": lab} for (r, m), lab in zip(runs, labels, strict=True)],
                            "minutes": minutes, "thresholds": thresholds, "bootstrap": bootstrap, "target_gain": TARGET_GAIN, "classes": {}}
